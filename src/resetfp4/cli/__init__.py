@@ -1,0 +1,1 @@
+"""resetfp4.cli"""

@@ -1,0 +1,296 @@
+"""Answer extraction and equivalence for math and multiple-choice answers.
+
+Pipeline: :func:`extract_answer` pulls the final answer out of a generation (last
+``\\boxed{...}``, else ``#### N``, else the last number); :func:`normalize_answer`
+canonicalises LaTeX and formatting; :func:`is_equiv` then decides equality by, in order,
+string identity, tuple/interval element-wise comparison, numeric value with a tolerance
+(fractions included), and sympy symbolic equality under a timeout. Model output is never
+executed: expressions go through :mod:`resetfp4.eval.mathparse`, not ``eval``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import signal
+import threading
+from collections.abc import Callable
+from fractions import Fraction
+from typing import TypeVar
+
+import sympy
+
+from resetfp4.eval.mathparse import MathParseError, parse_math
+
+REL_TOL = 1e-4  # relative tolerance for numeric answers (rounded decimals like 0.3333 vs 1/3 pass)
+ABS_TOL = 1e-9  # absolute floor so that 0 vs 1e-12 compares equal
+SYMPY_TIMEOUT_S = 2.0  # wall-clock budget for one symbolic comparison
+
+_NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+_THOUSANDS_RE = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+_BOXED_CMDS = ("\\boxed", "\\fbox")
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` / ``\\fbox{...}``, nested braces honoured."""
+    start = max(text.rfind(cmd) for cmd in _BOXED_CMDS)
+    if start < 0:
+        return None
+    i = text.find("{", start)
+    if i < 0:
+        # "\boxed 5" (no braces) takes the following token
+        m = re.match(r"\\(?:boxed|fbox)\s+([^\s$]+)", text[start:])
+        return m.group(1) if m else None
+    depth = 0
+    for j in range(i, len(text)):
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i + 1 : j]
+    return None  # unbalanced: the generation was cut inside the box
+
+
+def extract_answer(text: str) -> str | None:
+    """The final answer in a generation, or ``None`` if there is none.
+
+    Order: the last ``\\boxed{...}`` (nested braces kept); else the number after the
+    last ``#### ``; else the last number in the text (thousands separators kept, they
+    are removed by :func:`normalize_answer`).
+    """
+    if not text:
+        return None
+    boxed = last_boxed(text)
+    if boxed is not None:
+        return boxed.strip()
+    text = text.replace("\u2212", "-")
+    hashes = re.findall(r"####\s*(" + _NUMBER_RE.pattern + r")", text)
+    if hashes:
+        return hashes[-1].rstrip(".")
+    nums = _NUMBER_RE.findall(text)
+    return nums[-1].rstrip(",") if nums else None
+
+
+def _strip_text_cmds(s: str) -> str:
+    """``\\text{abc}`` -> ``abc`` (also ``\\textbf``, ``\\mbox``, ``\\mathrm``)."""
+    pat = re.compile(r"\\(?:text|textbf|textit|mbox|mathrm|mathbf|operatorname)\s*\{([^{}]*)\}")
+    prev = None
+    while prev != s:
+        prev, s = s, pat.sub(r"\1", s)
+    return s
+
+
+def _strip_units(s: str) -> str:
+    """Drop unit words after a number: ``"18 dollars"``, ``"5\\text{ cm}^2"`` -> number."""
+    s = re.sub(r"(\d)\s*\\(?:text|mbox|mathrm)\{\s*[A-Za-z][A-Za-z .]*\}(\^\{?\d\}?)?\s*$", r"\1", s)
+    m = re.match(r"^([-+]?[\d.,/]*\d)\s+[A-Za-z][A-Za-z .]*(\^\{?\d\}?)?$", s)
+    return m.group(1) if m else s
+
+
+def normalize_answer(ans: str) -> str:
+    """Canonical string form of an answer (LaTeX and formatting noise removed).
+
+    Handles ``\\dfrac``/``\\tfrac``, ``\\left``/``\\right``, ``\\text{}``, units, ``$``,
+    ``%``, degrees, thousands separators (``1,000`` and ``1{,}000``), the unicode
+    minus, spacing commands, a leading ``x =``, and trailing full stops.
+    """
+    s = ans.strip().replace("\u2212", "-").replace("\u2013", "-")
+    s = s.replace("\\!", "").replace("\\,", "").replace("\\;", "").replace("\\:", "")
+    s = s.replace("\\ ", " ").replace("{,}", ",")
+    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    s = re.sub(r"\\left\s*|\\right\s*", "", s)
+    s = s.replace("\\displaystyle", "")
+    s = _strip_units(s)
+    s = _strip_text_cmds(s)
+    s = re.sub(r"\^\s*\{?\\circ\}?|°", "", s)
+    s = s.replace("\\$", "").replace("$", "").replace("\\%", "").replace("%", "")
+    s = s.strip().rstrip(".").strip()
+    s = _strip_units(s)
+    # a single "x = 5" / "k=3": keep the right-hand side
+    m = re.match(r"^[A-Za-z](?:_\{?\w+\}?)?\s*=\s*(.+)$", s)
+    if m and "=" not in m.group(1):
+        s = m.group(1)
+    if _THOUSANDS_RE.match(s.replace(" ", "")):
+        s = s.replace(",", "").replace(" ", "")
+    s = re.sub(r"\s+", "", s)
+    s = re.sub(r"^\+", "", s)
+    if re.fullmatch(r"-?\d+\.\d*?0+", s) or re.fullmatch(r"-?\d+\.", s):
+        s = s.rstrip("0").rstrip(".")  # 18.00 -> 18
+    if s.startswith("."):
+        s = "0" + s
+    return s
+
+
+def _to_fraction(s: str) -> Fraction | None:
+    """Exact value of a plain number, ``a/b`` or ``\\frac{a}{b}``; ``None`` otherwise."""
+    s = s.replace(" ", "")
+    m = re.fullmatch(r"(-?)\\frac\{(-?\d+(?:\.\d+)?)\}\{(-?\d+(?:\.\d+)?)\}", s)
+    if m:
+        s = f"{m.group(1)}{m.group(2)}/{m.group(3)}"
+    m = re.fullmatch(r"(-?)\\frac(\d)(\d)", s)
+    if m:
+        s = f"{m.group(1)}{m.group(2)}/{m.group(3)}"
+    try:
+        if s.startswith("-") and "/" in s and s[1:].startswith("-"):
+            return None
+        neg = s.startswith("-") and "/" in s
+        frac = Fraction(s[1:] if neg else s)
+    except (ValueError, ZeroDivisionError):
+        return None
+    return -frac if neg else frac
+
+
+def _numbers_close(a: Fraction, b: Fraction) -> bool:
+    if a == b:
+        return True
+    return math.isclose(float(a), float(b), rel_tol=REL_TOL, abs_tol=ABS_TOL)
+
+
+def _split_top_level(s: str) -> list[str]:
+    """Split on commas not nested in brackets/braces."""
+    parts, depth, cur = [], 0, []
+    for ch in s:
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    parts.append("".join(cur))
+    return parts
+
+
+def _as_sequence(s: str) -> tuple[str, list[str], str] | None:
+    """``(a,b)`` / ``[a,b)`` / ``a,b`` -> (open, items, close); ``None`` if not a sequence."""
+    open_, close = "", ""
+    if len(s) >= 2 and s[0] in "([" and s[-1] in ")]":
+        inner = s[1:-1]
+        if _balanced(inner):
+            open_, close, s = s[0], s[-1], inner
+    items = _split_top_level(s)
+    if len(items) < 2:
+        return None
+    return open_, items, close
+
+
+def _balanced(s: str) -> bool:
+    depth = 0
+    for ch in s:
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+T = TypeVar("T")
+
+
+def run_with_timeout(fn: Callable[[], T], seconds: float) -> T | None:
+    """``fn()`` or ``None`` if it takes longer than ``seconds``.
+
+    Uses ``SIGALRM`` (POSIX, main thread only). Elsewhere the call is skipped and ``None``
+    returned, because a runaway sympy call in a thread cannot be stopped.
+    """
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        return None
+
+    def _raise(signum: int, frame: object) -> None:
+        raise TimeoutError
+
+    old = signal.signal(signal.SIGALRM, _raise)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        return fn()
+    except TimeoutError:
+        return None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _symbolic_equal(a: str, b: str, timeout_s: float) -> bool:
+    try:
+        ea, eb = parse_math(a), parse_math(b)
+    except (MathParseError, TypeError, ValueError, ZeroDivisionError, RecursionError):
+        return False
+
+    def check() -> bool:
+        diff = sympy.simplify(ea - eb)
+        if diff == 0:
+            return True
+        if not diff.free_symbols:
+            val = complex(sympy.N(diff, 30))
+            scale = max(1.0, abs(complex(sympy.N(eb, 30))))
+            return abs(val) <= REL_TOL * scale
+        return False
+
+    try:
+        return bool(run_with_timeout(check, timeout_s))
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError, RecursionError, AttributeError):
+        return False
+
+
+def is_equiv(pred: str | None, gold: str, *, timeout_s: float = SYMPY_TIMEOUT_S) -> bool:
+    """Whether the predicted answer equals the gold answer.
+
+    ``pred``/``gold``: raw answer strings (e.g. from :func:`extract_answer`). Both are
+    normalised; then numbers compare with ``REL_TOL``, fractions exactly, tuples and
+    intervals element-wise (bracket types must match), and other expressions through
+    sympy (``simplify(a - b) == 0``) when both parse, within ``timeout_s`` seconds.
+    """
+    if pred is None or gold is None:
+        return False
+    a, b = normalize_answer(pred), normalize_answer(gold)
+    if not a or not b:
+        return False
+    if a == b:
+        return True
+    fa, fb = _to_fraction(a), _to_fraction(b)
+    if fa is not None and fb is not None:
+        return _numbers_close(fa, fb)
+    sa, sb = _as_sequence(a), _as_sequence(b)
+    if sa is not None or sb is not None:
+        if sa is None or sb is None:
+            return False
+        (oa, ia, ca), (ob, ib, cb) = sa, sb
+        if (oa, ca) != (ob, cb) or len(ia) != len(ib):
+            return False
+        return all(is_equiv(x, y, timeout_s=timeout_s) for x, y in zip(ia, ib, strict=True))
+    if a.count("=") == 1 and b.count("=") == 1:
+        (la, ra), (lb, rb) = a.split("="), b.split("=")
+        return is_equiv(la, lb, timeout_s=timeout_s) and is_equiv(ra, rb, timeout_s=timeout_s)
+    return _symbolic_equal(a, b, timeout_s)
+
+
+_LETTERS = "ABCDEFGHIJ"
+
+
+def extract_choice_letter(text: str, n_choices: int = 4) -> str | None:
+    """The multiple-choice letter a generation settles on, or ``None``.
+
+    Looks, in order, at the last ``\\boxed{}`` (``B``, ``(B)``, ``\\text{B}``), then the
+    last "answer is (B)" / "Answer: B" phrase, then the last standalone ``(B)``.
+    Only letters among the first ``n_choices`` count.
+    """
+    if not text:
+        return None
+    valid = _LETTERS[:n_choices]
+    letter_re = rf"\(?([{valid}])\)?"
+    boxed = last_boxed(text)
+    if boxed is not None:
+        m = re.fullmatch(r"\s*" + letter_re + r"[.:]?\s*", _strip_text_cmds(boxed))
+        if m:
+            return m.group(1)
+    phrases = re.findall(
+        rf"(?i:answer|choice|option)\s*(?:is|:)?\s*[:\s]*\**\s*\(?([{valid}])\)?(?![A-Za-z])",
+        text,
+    )
+    if phrases:
+        return phrases[-1]
+    standalone = re.findall(rf"\(([{valid}])\)", text)
+    return standalone[-1] if standalone else None

@@ -1,0 +1,1 @@
+"""NVFP4 format: spec tables, quantizer, ModelOpt-compatible checkpoints."""

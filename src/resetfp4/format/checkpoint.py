@@ -1,0 +1,279 @@
+"""ModelOpt-compatible NVFP4 checkpoints (HF folders, safetensors only).
+
+Layout written and read (the NVIDIA ModelOpt "NVFP4" / "W4A16_NVFP4" export):
+
+* per quantized linear ``<prefix>`` (e.g. ``model.layers.0.self_attn.q_proj``):
+  - ``<prefix>.weight``: uint8 ``[N, K/2]`` packed E2M1 codes (element 2i low nibble);
+  - ``<prefix>.weight_scale``: float8_e4m3fn ``[N, K/16]``, row-major, not swizzled;
+  - ``<prefix>.weight_scale_2``: fp32 scalar (the weight's global scale);
+  - ``<prefix>.input_scale``: fp32 scalar, the activation global scale (W4A4 only);
+  - ``<prefix>.bias``: kept in its dense dtype when present.
+* everything else (embeddings, norms, ``lm_head``) dense, usually bf16;
+* ``config.json`` (the HF model config, plus ``quantization_config``) and
+  ``hf_quant_config.json``:
+  ``{"producer": {...}, "quantization": {"quant_algo": "NVFP4", "group_size": 16,
+  "kv_cache_quant_algo": null, "exclude_modules": ["lm_head", ...]}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from resetfp4 import __version__
+from resetfp4.format.nvfp4 import NVFP4Tensor
+from resetfp4.format.spec import BLOCK_SIZE
+
+QUANT_ALGOS = ("NVFP4", "W4A16_NVFP4")
+QUANT_CONFIG_FILE = "hf_quant_config.json"
+_SHARD_BYTES = 4 << 30
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder is missing, malformed or disagrees with its config."""
+
+
+@dataclass
+class NVFP4Checkpoint:
+    """A loaded NVFP4 folder.
+
+    ``linears`` maps module prefixes to weights ``[N, K]``; ``input_scales`` maps the
+    same prefixes to fp32 0-dim activation scales (W4A4 only); ``dense`` holds every
+    other tensor by its full name.
+    """
+
+    config: dict
+    quant_config: dict
+    quant_algo: str
+    dense: dict[str, torch.Tensor] = field(default_factory=dict)
+    linears: dict[str, NVFP4Tensor] = field(default_factory=dict)
+    input_scales: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def save_nvfp4_checkpoint(
+    out_dir: str | Path,
+    *,
+    config: dict,
+    dense: dict[str, torch.Tensor],
+    linears: dict[str, NVFP4Tensor],
+    input_scales: dict[str, torch.Tensor] | None = None,
+    quant_algo: str = "NVFP4",
+    exclude_modules: list[str] | None = None,
+    producer_extra: dict | None = None,
+    tokenizer_files: list[Path] | None = None,
+) -> Path:
+    """Write an HF folder whose linears are NVFP4 (see the module docstring).
+
+    Args:
+        config: the HF ``config.json`` contents (``quantization_config`` is added).
+        dense: non-quantized tensors by full name (embeddings, norms, lm_head, biases).
+        linears: NVFP4 weights ``[N, K]`` by module prefix.
+        input_scales: activation global scales by module prefix; required (one per
+            linear) for ``"NVFP4"`` (W4A4), must be empty for ``"W4A16_NVFP4"``.
+        exclude_modules: modules left unquantized (default ``["lm_head"]``).
+        producer_extra: recorded under ``producer`` (how the checkpoint was made).
+        tokenizer_files: files copied next to the weights.
+    """
+    if quant_algo not in QUANT_ALGOS:
+        raise CheckpointError(f"quant_algo must be one of {QUANT_ALGOS}, got {quant_algo!r}")
+    input_scales = dict(input_scales or {})
+    if quant_algo == "NVFP4":
+        missing = sorted(set(linears) - set(input_scales))
+        if missing:
+            raise CheckpointError(
+                f"W4A4 (NVFP4) needs an input_scale per linear; missing for {missing[:3]}... "
+                "calibrate activations first, or save as W4A16_NVFP4")
+    elif input_scales:
+        raise CheckpointError("W4A16_NVFP4 checkpoints carry no input_scale; drop input_scales")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, torch.Tensor] = {}
+    for name, t in dense.items():
+        tensors[name] = t.detach().contiguous().cpu()
+    for prefix, w in linears.items():
+        if len(w.shape) != 2:
+            raise CheckpointError(f"linear {prefix} must be 2-D [N, K], got {tuple(w.shape)}")
+        tensors[f"{prefix}.weight"] = w.packed.contiguous().cpu()
+        tensors[f"{prefix}.weight_scale"] = w.block_scale.contiguous().cpu()
+        tensors[f"{prefix}.weight_scale_2"] = w.global_scale.reshape(()).float().cpu()
+        if prefix in input_scales:
+            tensors[f"{prefix}.input_scale"] = input_scales[prefix].reshape(()).float().cpu()
+    _write_shards(out, tensors)
+    excl = list(exclude_modules) if exclude_modules is not None else ["lm_head"]
+    quant = {"quant_algo": quant_algo, "group_size": BLOCK_SIZE,
+             "kv_cache_quant_algo": None, "exclude_modules": excl}
+    producer = {"name": "resetfp4", "version": __version__, **(producer_extra or {})}
+    (out / QUANT_CONFIG_FILE).write_text(json.dumps({"producer": producer, "quantization": quant},
+                                                    indent=2) + "\n")
+    cfg = dict(config)
+    cfg["quantization_config"] = {"quant_method": "modelopt", **quant}
+    (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    for f in tokenizer_files or []:
+        shutil.copy(f, out / Path(f).name)
+    return out
+
+
+def _write_shards(out: Path, tensors: dict[str, torch.Tensor]) -> None:
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for name, t in tensors.items():
+        nbytes = t.numel() * t.element_size()
+        if size and size + nbytes > _SHARD_BYTES:
+            shards.append({})
+            size = 0
+        shards[-1][name] = t
+        size += nbytes
+    if len(shards) == 1:
+        save_file(shards[0], str(out / "model.safetensors"), metadata={"format": "pt"})
+        return
+    weight_map = {}
+    for i, shard in enumerate(shards):
+        fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(out / fname), metadata={"format": "pt"})
+        weight_map.update({n: fname for n in shard})
+    (out / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": weight_map}, indent=2) + "\n")
+
+
+def read_quant_config(path: str | Path) -> dict:
+    """Parse and validate ``hf_quant_config.json`` in folder ``path``."""
+    f = Path(path) / QUANT_CONFIG_FILE
+    if not f.is_file():
+        raise CheckpointError(
+            f"{f} not found: not a ModelOpt NVFP4 folder. Make one with `resetfp4 quantize`.")
+    try:
+        qc = json.loads(f.read_text())
+        quant = qc["quantization"]
+        algo = quant["quant_algo"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{f} is malformed ({e}); expected "
+                              '{"producer": ..., "quantization": {"quant_algo": ...}}') from e
+    if algo not in QUANT_ALGOS:
+        raise CheckpointError(f"{f}: quant_algo {algo!r} is not supported (supported: {QUANT_ALGOS})")
+    if int(quant.get("group_size", BLOCK_SIZE)) != BLOCK_SIZE:
+        raise CheckpointError(f"{f}: group_size {quant.get('group_size')} != {BLOCK_SIZE}")
+    return qc
+
+
+def _tensor_files(folder: Path) -> list[Path]:
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (json.JSONDecodeError, KeyError) as e:
+            raise CheckpointError(f"{index} is malformed: {e}") from e
+        files = [folder / n for n in names]
+        for f in files:
+            if not f.is_file():
+                raise CheckpointError(f"{index} lists {f.name}, which is missing from {folder}")
+        return files
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise CheckpointError(f"no .safetensors files in {folder}")
+    return files
+
+
+def _read_all(files: list[Path]) -> tuple[dict[str, torch.Tensor], dict[str, Path]]:
+    tensors: dict[str, torch.Tensor] = {}
+    origin: dict[str, Path] = {}
+    for f in files:
+        try:
+            with safe_open(str(f), framework="pt") as fh:
+                for name in fh.keys():
+                    tensors[name] = fh.get_tensor(name)
+                    origin[name] = f
+        except Exception as e:  # safetensors raises its own error types for bad files
+            raise CheckpointError(
+                f"{f} cannot be read as safetensors ({type(e).__name__}: {e}); the file is "
+                "truncated or corrupt: re-copy or re-create it") from e
+    return tensors, origin
+
+
+def _expect(cond: bool, file: Path, name: str, msg: str) -> None:
+    if not cond:
+        raise CheckpointError(f"{file}: tensor {name!r} {msg}")
+
+
+def load_nvfp4_checkpoint(
+    path: str | Path, expected_linear_shapes: dict[str, tuple[int, int]] | None = None
+) -> NVFP4Checkpoint:
+    """Load and validate a folder written by :func:`save_nvfp4_checkpoint` or ModelOpt.
+
+    Args:
+        path: the folder.
+        expected_linear_shapes: logical ``(N, K)`` per linear prefix, from the model
+            architecture; every listed linear must be present with that shape.
+    Raises:
+        CheckpointError: naming the file, the tensor and the expected shape/dtype.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder} is not a folder")
+    qc = read_quant_config(folder)
+    algo = qc["quantization"]["quant_algo"]
+    cfg_file = folder / "config.json"
+    try:
+        config = json.loads(cfg_file.read_text())
+    except (FileNotFoundError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{cfg_file} is missing or not valid JSON ({e})") from e
+    tensors, origin = _read_all(_tensor_files(folder))
+    ckpt = NVFP4Checkpoint(config=config, quant_config=qc, quant_algo=algo)
+    prefixes = {n[: -len(".weight_scale")] for n in tensors if n.endswith(".weight_scale")}
+    for n, t in tensors.items():
+        if n.endswith(".weight") and t.dtype == torch.uint8 and n[:-7] not in prefixes:
+            raise CheckpointError(f"{origin[n]}: tensor {n!r} is packed uint8 but "
+                                  f"{n[:-7]}.weight_scale is missing")
+    for p in sorted(prefixes):
+        ckpt.linears[p], scale = _load_linear(p, tensors, origin, algo)
+        if scale is not None:
+            ckpt.input_scales[p] = scale
+    used = {f"{p}.{s}" for p in prefixes for s in ("weight", "weight_scale", "weight_scale_2",
+                                                   "input_scale")}
+    ckpt.dense = {n: t for n, t in tensors.items() if n not in used}
+    for p, (n_exp, k_exp) in (expected_linear_shapes or {}).items():
+        if p not in ckpt.linears:
+            raise CheckpointError(
+                f"{folder}: linear {p!r} is missing; expected {p}.weight uint8 "
+                f"[{n_exp}, {k_exp // 2}] with its scales")
+        got = tuple(ckpt.linears[p].shape)
+        if got != (n_exp, k_exp):
+            raise CheckpointError(
+                f"{origin[p + '.weight']}: tensor {p + '.weight'!r} holds a [{got[0]}, {got[1]}] "
+                f"weight (packed [{got[0]}, {got[1] // 2}]) but the config expects "
+                f"[{n_exp}, {k_exp}] (packed [{n_exp}, {k_exp // 2}])")
+    return ckpt
+
+
+def _load_linear(p: str, tensors: dict[str, torch.Tensor], origin: dict[str, Path],
+                 algo: str) -> tuple[NVFP4Tensor, torch.Tensor | None]:
+    ws = f"{p}.weight_scale"
+    f = origin[ws]
+    for suffix in ("weight", "weight_scale_2") + (("input_scale",) if algo == "NVFP4" else ()):
+        _expect(f"{p}.{suffix}" in tensors, f, f"{p}.{suffix}",
+                f"is missing (every NVFP4 linear needs it; quant_algo={algo})")
+    w, s, g = tensors[f"{p}.weight"], tensors[ws], tensors[f"{p}.weight_scale_2"]
+    _expect(w.dtype == torch.uint8 and w.dim() == 2, origin[f"{p}.weight"], f"{p}.weight",
+            f"must be uint8 [N, K/2], got {w.dtype} {tuple(w.shape)}")
+    n, k = w.shape[0], w.shape[1] * 2
+    _expect(s.dtype == torch.float8_e4m3fn, f, ws, f"must be float8_e4m3fn, got {s.dtype}")
+    _expect(k % BLOCK_SIZE == 0 and tuple(s.shape) == (n, k // BLOCK_SIZE), f, ws,
+            f"has shape {tuple(s.shape)}; expected [{n}, {k // BLOCK_SIZE}] for weight [{n}, {k}]")
+    _expect(g.numel() == 1 and g.dtype == torch.float32, origin[f"{p}.weight_scale_2"],
+            f"{p}.weight_scale_2", f"must be an fp32 scalar, got {g.dtype} {tuple(g.shape)}")
+    _expect(bool(torch.isfinite(g).all()) and float(g.reshape(())) > 0,
+            origin[f"{p}.weight_scale_2"], f"{p}.weight_scale_2",
+            f"must be finite and > 0, got {g.reshape(()).item()}")
+    scale = None
+    if f"{p}.input_scale" in tensors:
+        i = tensors[f"{p}.input_scale"]
+        _expect(i.numel() == 1 and i.dtype == torch.float32 and bool(torch.isfinite(i).all())
+                and float(i.reshape(())) > 0, origin[f"{p}.input_scale"], f"{p}.input_scale",
+                f"must be a finite positive fp32 scalar, got {i.dtype} {tuple(i.shape)}")
+        scale = i.reshape(()).clone()
+    return NVFP4Tensor(w, s, g.reshape(()).clone()), scale

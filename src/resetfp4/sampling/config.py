@@ -1,0 +1,75 @@
+"""Sampler configuration and the paper's calibrated ReSET parameters."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+SAMPLER_MODES = ("greedy", "fixed", "reset")
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """How one request's next tokens are chosen.
+
+    ``mode``: ``"greedy"`` (argmax), ``"fixed"`` (one temperature) or ``"reset"``
+    (step-aware: ``t_low`` below the threshold, ``t_high`` above). Then top-k / top-p /
+    min-p filter the tempered distribution, and a seeded sample is drawn.
+    Paper defaults: top-p 0.95; baseline T = 0.6; ReSET T_high = 1.0, window = 32.
+    """
+
+    mode: str = "reset"
+    temperature: float = 0.6
+    t_low: float = 0.1
+    t_high: float = 1.0
+    tau0: float = 0.5505
+    window: int = 32
+    top_p: float = 0.95
+    top_k: int = 0
+    min_p: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in SAMPLER_MODES:
+            raise ValueError(f"sampler mode must be one of {SAMPLER_MODES}, got {self.mode!r}")
+        if self.window < 1:
+            raise ValueError(f"window must be >= 1 token, got {self.window}")
+        if self.mode == "fixed" and not self.temperature > 0:
+            raise ValueError(
+                f"temperature must be > 0 for the fixed sampler, got {self.temperature}; "
+                "use --sampler greedy for T -> 0"
+            )
+        if self.mode == "reset":
+            for name in ("t_low", "t_high"):
+                v = getattr(self, name)
+                if not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):
+                    raise ValueError(f"{name} must be a finite temperature > 0, got {v}")
+            if not math.isfinite(self.tau0):
+                raise ValueError(f"tau0 must be a finite entropy in nats, got {self.tau0}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
+        if not 0.0 <= self.min_p < 1.0:
+            raise ValueError(f"min_p must be in [0, 1), got {self.min_p}")
+
+
+@dataclass(frozen=True)
+class ReSETParams:
+    """Calibrated per-model ReSET parameters (entropies in nats)."""
+
+    t_low: float
+    tau0: float
+    t_high: float = 1.0
+    window: int = 32
+    source: str = ""
+
+
+# Table from the ReSET paper (arXiv 2606.13233): per-model (T_low, tau0).
+PAPER_PARAMS: dict[str, ReSETParams] = {
+    "qwen3-8b": ReSETParams(0.1, 0.5505, source="paper"),
+    "qwen3-14b": ReSETParams(0.3, 0.4863, source="paper"),
+    "qwen3-32b": ReSETParams(0.1, 0.5363, source="paper"),
+    "deepseek-r1-distill-qwen-7b": ReSETParams(0.4, 0.6446, source="paper"),
+    "deepseek-r1-distill-qwen-14b": ReSETParams(0.3, 0.6488, source="paper"),
+}

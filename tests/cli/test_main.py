@@ -1,0 +1,36 @@
+"""The CLI entry point and the format demo on the real embedded model."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from resetfp4.cli.main import main
+
+
+def test_help_lists_commands(capsys):
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert "bench" in out and "demo-format" in out
+
+
+def test_console_script_version():
+    r = subprocess.run([sys.executable, "-m", "resetfp4.cli.main", "--version"],
+                       capture_output=True, text=True, check=True)
+    assert r.stdout.startswith("resetfp4 ")
+
+
+def test_demo_format_on_real_weights(capsys):
+    assert main(["demo-format", "--limit", "2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    rows = [ln.split() for ln in lines[2:]]
+    assert len(rows) == 2
+    for row in rows:
+        sqnr, bytes_per_w = float(row[-2]), float(row[-1])
+        assert sqnr > 17.0  # NVFP4 on real weights: ~20 dB (see testing/tolerances.py)
+        assert bytes_per_w == 0.5625  # 4-bit code + one 1-byte scale per 16 weights
+
+
+def test_missing_gguf_is_a_clear_error(capsys, tmp_path):
+    assert main(["demo-format", "--gguf", str(tmp_path / "none.gguf")]) == 2
+    assert "error" in capsys.readouterr().err
