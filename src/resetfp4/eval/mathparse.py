@@ -34,9 +34,18 @@ _TOKEN_RE = re.compile(
 )
 
 _FUNCS = {
-    "sin": sympy.sin, "cos": sympy.cos, "tan": sympy.tan, "cot": sympy.cot,
-    "sec": sympy.sec, "csc": sympy.csc, "ln": sympy.log, "log": sympy.log,
-    "exp": sympy.exp, "arcsin": sympy.asin, "arccos": sympy.acos, "arctan": sympy.atan,
+    "sin": sympy.sin,
+    "cos": sympy.cos,
+    "tan": sympy.tan,
+    "cot": sympy.cot,
+    "sec": sympy.sec,
+    "csc": sympy.csc,
+    "ln": sympy.log,
+    "log": sympy.log,
+    "exp": sympy.exp,
+    "arcsin": sympy.asin,
+    "arccos": sympy.acos,
+    "arctan": sympy.atan,
 }
 _CONSTS = {"pi": sympy.pi, "infty": sympy.oo, "infinity": sympy.oo}
 _MUL_CMDS = {"cdot", "times"}

@@ -1,0 +1,247 @@
+"""``resetfp4 eval``: accuracy of one model/precision/sampler on GSM8K, MATH-500 or a JSONL task.
+
+Writes a run folder (see :mod:`resetfp4.eval.runner`); rerun the same command to resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from resetfp4.sampling.config import SamplerConfig
+
+_DEFAULTS = SamplerConfig()  # every sampler default lives in SamplerConfig (paper values)
+PRECISIONS = ("fp32", "bf16", "nvfp4-w4a16", "nvfp4-w4a4")
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+def add_model_args(p: argparse.ArgumentParser, default_precision: str) -> None:
+    """--model/--precision/--device/--batch-size/--max-seq-len (shared with calibrate)."""
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model path or alias (default: %(default)s)")
+    p.add_argument(
+        "--precision", choices=PRECISIONS, default=default_precision, help="(default: %(default)s)"
+    )
+    p.add_argument("--device", default=None, help="cuda / cpu (default: cuda if available)")
+    p.add_argument(
+        "--batch-size", type=int, default=64, help="sequences per engine call (default: %(default)s)"
+    )
+    p.add_argument(
+        "--max-seq-len",
+        type=int,
+        default=None,
+        help="KV-cache length (default: max-new-tokens + 1024 for the prompt)",
+    )
+    p.add_argument("--max-new-tokens", type=int, default=1024, help="(default: %(default)s)")
+    p.add_argument("--samples", type=int, default=4, help="samples per problem, K (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="run seed; per-sample seeds derive from it")
+    p.add_argument("--no-chat", action="store_true", help="send prompts without the chat template")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def add_sampler_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--sampler",
+        choices=("greedy", "fixed", "reset"),
+        default="fixed",
+        help="fixed = baseline T (default), reset = ReSET step-aware temperature",
+    )
+    p.add_argument(
+        "--temperature", type=float, default=_DEFAULTS.temperature, help="fixed T (default: %(default)s)"
+    )
+    p.add_argument("--top-p", type=float, default=_DEFAULTS.top_p, help="(default: %(default)s)")
+    p.add_argument("--params", default=None, help="ReSET params JSON from `resetfp4 calibrate`")
+    p.add_argument("--t-low", type=float, default=None, help="ReSET T_low (overrides --params)")
+    p.add_argument(
+        "--tau0", type=float, default=None, help="ReSET entropy threshold, nats (overrides --params)"
+    )
+    p.add_argument("--t-high", type=float, default=None, help=f"ReSET T_high (default {_DEFAULTS.t_high})")
+    p.add_argument(
+        "--window", type=int, default=None, help=f"ReSET window in tokens (default {_DEFAULTS.window})"
+    )
+
+
+def sampler_from_args(args: argparse.Namespace, engine: Any = None) -> SamplerConfig:
+    """The sampler; ReSET values come from flags, then ``--params``, then the engine's known params."""
+    if args.sampler != "reset":
+        return SamplerConfig(mode=args.sampler, temperature=args.temperature, top_p=args.top_p)
+    base = None
+    if args.params:
+        from resetfp4.eval.params import load_params
+
+        base = load_params(args.params)
+    elif engine is not None:
+        base = getattr(engine, "reset_params", None)
+    vals = {k: getattr(args, k) for k in ("t_low", "tau0", "t_high", "window")}
+    for k, v in vals.items():
+        if v is None and base is not None:
+            vals[k] = getattr(base, k)
+    missing = [k for k in ("t_low", "tau0") if vals[k] is None]
+    if missing:
+        raise ValueError(
+            f"--sampler reset needs {' and '.join(missing)} for this model: pass --params FILE from "
+            "`resetfp4 calibrate`, or --t-low and --tau0"
+        )
+    vals["t_high"] = _DEFAULTS.t_high if vals["t_high"] is None else vals["t_high"]
+    vals["window"] = _DEFAULTS.window if vals["window"] is None else vals["window"]
+    return SamplerConfig(mode="reset", top_p=args.top_p, **vals)
+
+
+def load_engine_from_args(args: argparse.Namespace) -> Any:
+    """The engine for ``args`` (imported lazily: the engine pulls in torch models)."""
+    from resetfp4.engine.engine import load_engine
+
+    return load_engine(
+        args.model,
+        args.precision,
+        device=args.device,
+        max_batch=args.batch_size,
+        max_seq_len=args.max_seq_len or args.max_new_tokens + 1024,
+    )
+
+
+def eval_config_from_args(args: argparse.Namespace, trace: bool) -> Any:
+    from resetfp4.eval.runner import EvalConfig
+
+    return EvalConfig(
+        samples=args.samples,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        trace=trace,
+        chat=not args.no_chat,
+    )
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a model on GSM8K / MATH-500 / a JSONL task",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--task", required=True, help="gsm8k | math500 | math-heldout | path to a .jsonl file")
+    p.add_argument("--limit", type=int, default=None, help="only the first N problems (smoke runs)")
+    p.add_argument("--out", required=True, help="run folder (created; an existing one is resumed)")
+    p.add_argument("--overwrite", action="store_true", help="discard an existing run in --out")
+    p.add_argument(
+        "--dump-tokens",
+        action="store_true",
+        help="write tokens.jsonl with per-token entropies, temperatures, step starts",
+    )
+    p.add_argument(
+        "--html-traces",
+        type=int,
+        default=0,
+        metavar="N",
+        help="write HTML traces of sample 0 of the first N problems (implies --dump-tokens)",
+    )
+    add_model_args(p, default_precision="bf16")
+    add_sampler_args(p)
+    p.set_defaults(func=run)
+
+
+def _validate(args: argparse.Namespace) -> None:
+    for name in ("samples", "max_new_tokens", "batch_size"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.html_traces < 0:
+        raise ValueError("--html-traces must be >= 0")
+    if args.sampler == "reset" and args.params:
+        from resetfp4.eval.params import load_params
+
+        load_params(args.params)  # fail before the (slow) model load
+
+
+def run(args: argparse.Namespace) -> int:
+    from resetfp4.eval.datasets import load_task
+    from resetfp4.eval.runner import run_eval
+
+    _validate(args)
+    task = load_task(args.task, limit=args.limit)
+    if args.sampler != "reset" or args.params or (args.t_low is not None and args.tau0 is not None):
+        sampler_from_args(args)  # validate sampler flags before loading the model
+    engine = load_engine_from_args(args)
+    sampler = sampler_from_args(args, engine)
+    cfg = eval_config_from_args(args, trace=args.dump_tokens or args.html_traces > 0)
+    extra = {"params_file": args.params, "limit": args.limit}
+    summary = run_eval(
+        engine,
+        task,
+        sampler,
+        cfg,
+        args.out,
+        progress=not args.no_progress,
+        overwrite=args.overwrite,
+        extra_config=extra,
+    )
+    if args.html_traces:
+        write_html_traces(Path(args.out), engine, sampler, args.html_traces)
+    _print_summary(summary, args.out)
+    return 0
+
+
+def write_html_traces(out: Path, engine: Any, sampler: SamplerConfig, n: int) -> list[Path]:
+    """``out/traces/<id>.html`` for sample 0 of the first ``n`` problems in ``tokens.jsonl``."""
+    from resetfp4.eval.calibrate import iter_token_dump
+    from resetfp4.eval.runner import TOKENS_FILE
+    from resetfp4.eval.trace_html import engine_decoder, token_pieces, write_trace_html
+
+    decode = engine_decoder(engine)
+    written: list[Path] = []
+    for rec in iter_token_dump(out / TOKENS_FILE):
+        if rec["sample"] != 0:
+            continue
+        ids = rec["token_ids"]
+        tokens = token_pieces(decode, ids) if decode else [f"⟨{i}⟩" for i in ids]
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in str(rec["id"]))
+        meta = {
+            "id": rec["id"],
+            "correct": rec["correct"],
+            "tokens": len(ids),
+            "sampler": json.dumps({k: v for k, v in dataclasses.asdict(sampler).items() if k != "seed"}),
+            "seed": rec.get("seed", "see problems.jsonl"),
+        }
+        written.append(
+            write_trace_html(
+                out / "traces" / f"{safe}.html",
+                tokens,
+                rec["entropies"],
+                rec["temperatures"],
+                rec["starts"],
+                title=f"{rec['id']} (sample 0)",
+                meta=meta,
+                tau0=sampler.tau0 if sampler.mode == "reset" else None,
+                t_low=sampler.t_low if sampler.mode == "reset" else None,
+                t_high=sampler.t_high if sampler.mode == "reset" else None,
+            )
+        )
+        if len(written) >= n:
+            break
+    return written
+
+
+def _print_summary(s: dict, out: str) -> None:
+    acc = s["accuracy"]
+    lo, hi = acc["ci95"]
+    print(
+        f"{s['task']}: {s['n_problems']} problems x {s['samples_per_problem']} samples"
+        f"{'' if s['complete'] else ' (incomplete)'}",
+        file=sys.stderr,
+    )
+    print(
+        f"accuracy {100 * acc['mean']:.2f}% [95% CI {100 * lo:.2f}, {100 * hi:.2f}]  "
+        f"pass@k {100 * s['pass_at_k']:.1f}%  maj@k {100 * s['maj_at_k']:.1f}%"
+    )
+    tps = s["tokens_per_s"]
+    print(
+        f"avg length {s['avg_length_tokens']:.0f} tokens, truncated {100 * s['truncation_rate']:.1f}%, "
+        f"{tps:.1f} tokens/s"
+        if tps
+        else ""
+    )
+    print(f"wrote {Path(out) / 'summary.json'}")

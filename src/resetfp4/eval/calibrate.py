@@ -1,0 +1,199 @@
+"""Calibrate ReSET's ``tau0`` and ``T_low`` on held-out problems.
+
+1. ``tau0``: run the (NVFP4) model with the baseline sampler (fixed T, traced) on the
+   ``tau0`` split and take the 80th percentile of all generated tokens' entropies (nats).
+2. ``T_low``: run ReSET with that ``tau0`` and each ``T_low`` of the grid on a second,
+   disjoint ``select`` split, and keep the most accurate (ties: the earlier grid entry).
+
+Both splits are drawn (seeded) from a calibration task disjoint from the evaluation set:
+problems whose text also occurs in the evaluation task are removed first. Each sub-run is
+an ordinary resumable eval run folder under ``out_dir``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from resetfp4.eval.datasets import Problem, Task
+from resetfp4.eval.params import write_params
+from resetfp4.eval.runner import TOKENS_FILE, EvalConfig, run_eval
+from resetfp4.sampling.config import ReSETParams, SamplerConfig
+
+TAU0_PERCENTILE = 80.0  # the paper's threshold: p80 of NVFP4 token entropy
+DEFAULT_CALIB_TASK = {"gsm8k": "math500", "math500": "math-heldout"}
+
+
+def iter_token_dump(path: str | Path) -> Iterator[dict]:
+    """Records of a ``tokens.jsonl`` dump (see :mod:`resetfp4.eval.runner`)."""
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError:
+                    raise ValueError(f"{path}:{lineno}: malformed token-dump line") from None
+
+
+def collect_entropies(path: str | Path) -> np.ndarray:
+    """All token entropies of a dump, float64 ``[n_tokens]`` (nats)."""
+    chunks = [np.asarray(r["entropies"], dtype=np.float64) for r in iter_token_dump(path)]
+    ent = np.concatenate(chunks) if chunks else np.zeros(0)
+    if ent.size == 0:
+        raise ValueError(f"{path} holds no token entropies; was the run made with tracing on?")
+    return ent
+
+
+def token_stats(path: str | Path, t_low: float | None = None) -> dict:
+    """Entropy percentiles, steps per sample and share of tokens at ``T_low`` in a dump."""
+    ent, starts, at_low, n_samples = [], 0, 0, 0
+    for r in iter_token_dump(path):
+        n_samples += 1
+        ent.extend(r["entropies"])
+        starts += sum(bool(s) for s in r.get("starts", []))
+        if t_low is not None:
+            at_low += sum(abs(t - t_low) < 1e-6 for t in r.get("temperatures", []))
+    e = np.asarray(ent, dtype=np.float64)
+    if e.size == 0:
+        raise ValueError(f"{path} holds no token entropies")
+    out = {
+        "n_tokens": int(e.size),
+        "n_samples": n_samples,
+        "entropy_mean": float(e.mean()),
+        "entropy_p50": float(np.percentile(e, 50)),
+        "entropy_p80": float(np.percentile(e, 80)),
+        "entropy_p95": float(np.percentile(e, 95)),
+        "steps_per_sample": starts / max(1, n_samples),
+    }
+    if t_low is not None:
+        out["share_tokens_at_t_low"] = at_low / e.size
+    return out
+
+
+def disjoint_splits(
+    calib: Sequence[Problem], eval_problems: Sequence[Problem], n_tau0: int, n_select: int, seed: int = 0
+) -> tuple[list[Problem], list[Problem], int]:
+    """Seeded, disjoint (tau0 split, select split) from ``calib`` minus the eval questions.
+
+    Returns the two splits and how many calibration problems were dropped for overlapping.
+    """
+    seen = {" ".join(p.question.split()) for p in eval_problems}
+    pool = [p for p in calib if " ".join(p.question.split()) not in seen]
+    dropped = len(calib) - len(pool)
+    if len(pool) < n_tau0 + n_select:
+        raise ValueError(
+            f"calibration task has {len(pool)} problems disjoint from the eval set, need "
+            f"{n_tau0} (tau0) + {n_select} (T_low) = {n_tau0 + n_select}; lower --n-tau0/--n-select"
+        )
+    order = list(range(len(pool)))
+    random.Random(seed).shuffle(order)
+    picked = [pool[i] for i in order]
+    return picked[:n_tau0], picked[n_tau0 : n_tau0 + n_select], dropped
+
+
+def _select_t_low(grid_results: list[dict]) -> dict:
+    best = grid_results[0]
+    for r in grid_results[1:]:
+        if r["accuracy"]["mean"] > best["accuracy"]["mean"]:
+            best = r
+    return best
+
+
+def calibrate(
+    engine: Any,
+    calib: Task,
+    eval_task: Task | None,
+    baseline: SamplerConfig,
+    cfg: EvalConfig,
+    out_dir: str | Path,
+    *,
+    t_low_grid: Sequence[float] = (0.1, 0.2, 0.3, 0.4),
+    n_tau0: int = 64,
+    n_select: int = 128,
+    split_seed: int = 0,
+    progress: bool = False,
+) -> dict:
+    """Run both calibration stages; writes ``out_dir/params.json`` and returns its dict.
+
+    ``baseline``: the fixed-temperature sampler used for the tau0 run (paper: T = 0.6,
+    top-p 0.95); its ``top_p`` is kept for the ReSET runs. ``cfg.trace`` is forced on for
+    the tau0 run. With ``n_select = 0`` or a one-value grid no T_low search is run.
+    """
+    if not t_low_grid:
+        raise ValueError("--t-low-grid needs at least one temperature")
+    if any(not t > 0 for t in t_low_grid):
+        raise ValueError(f"--t-low-grid values must be > 0, got {list(t_low_grid)}")
+    out = Path(out_dir)
+    need_select = len(t_low_grid) > 1
+    tau_set, sel_set, dropped = disjoint_splits(
+        calib.problems,
+        eval_task.problems if eval_task else [],
+        n_tau0,
+        n_select if need_select else 0,
+        split_seed,
+    )
+    tau_run = out / "tau0"
+    run_eval(
+        engine,
+        Task(f"{calib.name}-tau0", tau_set),
+        baseline,
+        dataclasses.replace(cfg, trace=True),
+        tau_run,
+        progress=progress,
+    )
+    ent = collect_entropies(tau_run / TOKENS_FILE)
+    tau0 = float(np.percentile(ent, TAU0_PERCENTILE))
+    grid_results = []
+    if need_select:
+        for t_low in t_low_grid:
+            sampler = SamplerConfig(
+                mode="reset", t_low=float(t_low), t_high=1.0, tau0=tau0, window=32, top_p=baseline.top_p
+            )
+            summary = run_eval(
+                engine,
+                Task(f"{calib.name}-select", sel_set),
+                sampler,
+                dataclasses.replace(cfg, trace=False),
+                out / f"t_low_{t_low:g}",
+                progress=progress,
+            )
+            grid_results.append(
+                {
+                    "t_low": float(t_low),
+                    "accuracy": summary["accuracy"],
+                    "truncation_rate": summary["truncation_rate"],
+                }
+            )
+        t_low = _select_t_low(grid_results)["t_low"]
+    else:
+        t_low = float(t_low_grid[0])
+    params = ReSETParams(t_low=t_low, tau0=tau0, t_high=1.0, window=32, source="resetfp4 calibrate")
+    calibration = {
+        "calib_task": calib.name,
+        "eval_task": eval_task.name if eval_task else None,
+        "n_overlap_dropped": dropped,
+        "tau0_ids": [p.id for p in tau_set],
+        "select_ids": [p.id for p in sel_set],
+        "split_seed": split_seed,
+        "tau0_percentile": TAU0_PERCENTILE,
+        "n_entropy_tokens": int(ent.size),
+        "entropy_percentiles": {str(q): float(np.percentile(ent, q)) for q in (50, 70, 80, 90, 95)},
+        "baseline_sampler": dataclasses.asdict(baseline),
+        "samples": cfg.samples,
+        "max_new_tokens": cfg.max_new_tokens,
+        "t_low_grid": [float(t) for t in t_low_grid],
+        "grid": grid_results,
+    }
+    extra = {
+        "model": getattr(engine, "model_name", None),
+        "precision": getattr(engine, "precision", None),
+        "calibration": calibration,
+    }
+    write_params(out / "params.json", params, **extra)
+    return json.loads((out / "params.json").read_text())

@@ -1,0 +1,70 @@
+"""The ReSET params file written by ``resetfp4 calibrate`` and read by ``generate``/``eval``.
+
+JSON object, entropies in nats::
+
+    {"format": "resetfp4.reset-params.v1", "t_low": 0.2, "tau0": 0.61, "t_high": 1.0,
+     "window": 32, "model": "...", "precision": "nvfp4-w4a4", "source": "resetfp4 calibrate",
+     "calibration": {...how it was obtained...}}
+
+Only ``t_low`` and ``tau0`` are required; ``t_high`` and ``window`` default to the paper's
+1.0 and 32.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from resetfp4.sampling.config import ReSETParams
+
+PARAMS_FORMAT = "resetfp4.reset-params.v1"
+
+
+def load_params(path: str | Path) -> ReSETParams:
+    """Read and validate a params file; errors name the file and the bad field."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"params file {path} does not exist (write one with `resetfp4 calibrate`)")
+    try:
+        d = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: expected a JSON object with t_low and tau0")
+    if d.get("format", PARAMS_FORMAT) != PARAMS_FORMAT:
+        raise ValueError(f"{path}: unknown params format {d.get('format')!r}, expected {PARAMS_FORMAT}")
+    missing = [k for k in ("t_low", "tau0") if k not in d]
+    if missing:
+        raise ValueError(f"{path}: missing {', '.join(missing)}")
+    for key in ("t_low", "tau0", "t_high"):
+        v = d.get(key, 1.0)
+        if not isinstance(v, (int, float)) or not math.isfinite(v) or (key != "tau0" and v <= 0):
+            raise ValueError(
+                f"{path}: {key} must be a finite number{' > 0' if key != 'tau0' else ''}, got {v!r}"
+            )
+    window = d.get("window", 32)
+    if not isinstance(window, int) or window < 1:
+        raise ValueError(f"{path}: window must be an integer >= 1, got {window!r}")
+    return ReSETParams(
+        t_low=float(d["t_low"]),
+        tau0=float(d["tau0"]),
+        t_high=float(d.get("t_high", 1.0)),
+        window=window,
+        source=str(d.get("source", str(path))),
+    )
+
+
+def write_params(path: str | Path, params: ReSETParams, **extra: object) -> None:
+    """Write ``params`` (plus ``extra`` keys such as model, precision, calibration)."""
+    d = {
+        "format": PARAMS_FORMAT,
+        "t_low": params.t_low,
+        "tau0": params.tau0,
+        "t_high": params.t_high,
+        "window": params.window,
+        "source": params.source,
+        **extra,
+    }
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(d, indent=2) + "\n")

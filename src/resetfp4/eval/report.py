@@ -1,0 +1,82 @@
+"""Read eval run folders and build a markdown results table."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from resetfp4.eval.runner import PROBLEMS_FILE, SUMMARY_FILE
+
+
+@dataclass
+class Run:
+    """One finished eval run: its folder, summary and per-problem scores (id -> mean correct)."""
+
+    path: Path
+    summary: dict
+    scores: dict[str, float]
+
+    @property
+    def label(self) -> str:
+        s = self.summary
+        cfg = s.get("config", {})
+        mode = cfg.get("sampler", {}).get("mode", s.get("sampler"))
+        if mode == "fixed":
+            mode = f"T={cfg.get('sampler', {}).get('temperature')}"
+        elif mode == "reset":
+            sp = cfg.get("sampler", {})
+            mode = f"ReSET(T_low={sp.get('t_low')}, tau0={sp.get('tau0', 0):.3f})"
+        return f"{s.get('precision')} {mode}"
+
+
+def load_run(path: str | Path) -> Run:
+    """A run folder written by ``resetfp4 eval`` (needs ``summary.json`` and ``problems.jsonl``)."""
+    path = Path(path)
+    summ, probs = path / SUMMARY_FILE, path / PROBLEMS_FILE
+    for f in (summ, probs):
+        if not f.is_file():
+            raise FileNotFoundError(f"{f} not found; is {path} an eval run folder (resetfp4 eval --out)?")
+    scores = {}
+    for lineno, line in enumerate(probs.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            raise ValueError(f"{probs}:{lineno}: malformed record") from None
+        scores[rec["id"]] = float(rec["score"])
+    return Run(path=path, summary=json.loads(summ.read_text()), scores=scores)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def markdown_table(
+    runs: Sequence[Run], labels: Sequence[str] | None = None, paired: Sequence[dict | None] | None = None
+) -> str:
+    """A markdown table: accuracy [95% CI], pass@k, maj@k, length, truncation, tokens/s.
+
+    ``paired[i]``: optional paired-bootstrap result of run ``i`` against the first run.
+    """
+    labels = list(labels or [r.label for r in runs])
+    head = (
+        "| run | task | n | K | accuracy % [95% CI] | vs first: diff [95% CI] | pass@K | maj@K "
+        "| avg len | trunc % | tok/s |"
+    )
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for i, (run, label) in enumerate(zip(runs, labels, strict=True)):
+        s = run.summary
+        acc = s["accuracy"]
+        p = paired[i] if paired else None
+        diff = f"{_pct(p['diff'])} [{_pct(p['ci95'][0])}, {_pct(p['ci95'][1])}]" if p else "-"
+        tps = s.get("tokens_per_s")
+        lines.append(
+            f"| {label} | {s['task']} | {s['n_problems']} | {s['samples_per_problem']} | "
+            f"{_pct(acc['mean'])} [{_pct(acc['ci95'][0])}, {_pct(acc['ci95'][1])}] | {diff} | "
+            f"{_pct(s['pass_at_k'])} | {_pct(s['maj_at_k'])} | {s['avg_length_tokens']:.0f} | "
+            f"{_pct(s['truncation_rate'])} | {f'{tps:.0f}' if tps else '-'} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,383 @@
+"""Batched, resumable evaluation of one engine configuration on one task.
+
+Files written to ``out_dir``:
+
+- ``config.json``: the exact configuration (written first; a resumed run must match it);
+- ``problems.jsonl``: one line per finished problem: ``id``, ``gold``, ``samples`` (texts),
+  ``answers`` (extracted), ``correct``, ``lengths`` (generated tokens), ``finish_reasons``,
+  ``seeds``, ``score`` (mean correctness) and ``wall_s`` (its share of generation time);
+- ``tokens.jsonl`` (only with ``trace=True``): one line per sample, ``{"id", "sample",
+  "correct", "entropies", "temperatures", "starts", "token_ids"}`` -- large, not for git;
+- ``summary.json``: accuracy with its 95% CI, pass@k, maj@k, lengths, truncation rate,
+  tokens/s and the configuration.
+
+A run that is interrupted is resumed by running the same command again: problems already
+in ``problems.jsonl`` are skipped. Every (problem, sample) pair has its own seed derived from
+``(seed, problem id, sample index)``, so results do not depend on batching or resuming.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from resetfp4.eval.datasets import Problem, Task
+from resetfp4.eval.grading import extract_answer, extract_choice_letter, is_equiv, normalize_answer
+from resetfp4.eval.prompts import build_prompt, template_name
+from resetfp4.eval.stats import accuracy_ci
+from resetfp4.sampling.config import SamplerConfig
+
+PROBLEMS_FILE = "problems.jsonl"
+TOKENS_FILE = "tokens.jsonl"
+SUMMARY_FILE = "summary.json"
+CONFIG_FILE = "config.json"
+# config keys that must agree for a resumed run to append to an existing one
+RESUME_KEYS = (
+    "model",
+    "precision",
+    "sampler",
+    "samples",
+    "max_new_tokens",
+    "seed",
+    "task_fingerprint",
+    "chat",
+    "stop",
+)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What to run. ``trace``: also dump per-token entropies/temperatures/starts."""
+
+    samples: int = 4
+    max_new_tokens: int = 1024
+    seed: int = 0
+    batch_size: int = 64
+    trace: bool = False
+    chat: bool = True
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("samples", "max_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+def sample_seed(seed: int, problem_id: str, k: int) -> int:
+    """Deterministic 31-bit seed for sample ``k`` of ``problem_id`` under run seed ``seed``."""
+    digest = hashlib.sha256(f"{seed}:{problem_id}:{k}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def grade(problem: Problem, text: str) -> tuple[str | None, bool]:
+    """(extracted answer, correct) for one generation."""
+    if problem.kind == "mcq":
+        letter = extract_choice_letter(text, n_choices=len(problem.choices) or 4)
+        return letter, letter == problem.answer
+    pred = extract_answer(text)
+    return pred, is_equiv(pred, problem.answer)
+
+
+def _sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def model_file(engine: Any) -> str | None:
+    """The single model file behind ``engine`` (a GGUF path or a resolved alias), if any."""
+    name = str(getattr(engine, "model_path", "") or getattr(engine, "model_name", "") or "")
+    if name and os.path.isfile(name):
+        return name
+    try:
+        from resetfp4.engine.aliases import resolve_alias
+    except ImportError:
+        return None
+    try:
+        path = resolve_alias(name) if name else None
+    except (FileNotFoundError, ValueError):
+        return None
+    return str(path) if path is not None and os.path.isfile(path) else None
+
+
+def model_sha256(engine: Any) -> str | None:
+    """The engine's model sha256 when it knows it, else the hash of its single model file.
+
+    HF / ModelOpt folders (several files) give ``None``.
+    """
+    known = getattr(engine, "model_sha256", None)
+    if known:
+        return str(known)
+    path = model_file(engine)
+    if path is None:
+        return None
+    marker = os.path.splitext(path)[0] + ".sha256"  # written by the alias assembler after verifying
+    if os.path.isfile(marker):
+        return Path(marker).read_text().strip() or _sha256_file(path)
+    return _sha256_file(path)
+
+
+def _device_name(engine: Any) -> str:
+    dev = str(getattr(engine, "device", "unknown"))
+    if dev.startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            return f"{dev} ({torch.cuda.get_device_name(torch.device(dev))})"
+    return dev
+
+
+def build_config(
+    engine: Any, task: Task, sampler: SamplerConfig, cfg: EvalConfig, extra: dict | None
+) -> dict:
+    """The run configuration recorded in ``config.json`` and ``summary.json``."""
+    import torch
+
+    from resetfp4 import __version__
+
+    sampler_d = dataclasses.asdict(sampler)
+    sampler_d.pop("seed")
+    return {
+        "model": getattr(engine, "model_name", None),
+        "precision": getattr(engine, "precision", None),
+        "model_sha256": model_sha256(engine),
+        "model_file": model_file(engine),
+        "device": _device_name(engine),
+        "sampler": sampler_d,
+        "seed_scheme": "sha256(f'{seed}:{problem_id}:{k}')[:4] & 0x7fffffff",
+        "samples": cfg.samples,
+        "max_new_tokens": cfg.max_new_tokens,
+        "seed": cfg.seed,
+        "batch_size": cfg.batch_size,
+        "chat": cfg.chat,
+        "stop": list(cfg.stop),
+        "trace": cfg.trace,
+        "task": task.name,
+        "task_fingerprint": task.fingerprint(),
+        "n_problems": len(task.problems),
+        "prompt_templates": sorted({template_name(p) for p in task.problems}),
+        "resetfp4_version": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "argv": sys.argv,
+        **(extra or {}),
+    }
+
+
+def _read_done(path: Path) -> dict[str, dict]:
+    """Finished problems in ``problems.jsonl``; a torn last line (interrupt) is dropped."""
+    done: dict[str, dict] = {}
+    if not path.exists():
+        return done
+    lines = path.read_text(encoding="utf-8").splitlines()
+    good = []
+    for i, line in enumerate(lines):
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                break  # interrupted mid-write: redo that problem
+            raise ValueError(f"{path}:{i + 1}: corrupt record; delete the run folder to start over") from None
+        done[rec["id"]] = rec
+        good.append(line)
+    if len(good) != len(lines):
+        path.write_text("".join(g + "\n" for g in good), encoding="utf-8")
+    return done
+
+
+def _check_resume(out: Path, config: dict, overwrite: bool) -> None:
+    cfg_path = out / CONFIG_FILE
+    if overwrite:
+        for name in (PROBLEMS_FILE, TOKENS_FILE, SUMMARY_FILE, CONFIG_FILE):
+            (out / name).unlink(missing_ok=True)
+        return
+    if not cfg_path.exists():
+        return
+    old = json.loads(cfg_path.read_text())
+    diffs = [f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in RESUME_KEYS if old.get(k) != config.get(k)]
+    if diffs:
+        raise ValueError(
+            f"{out} holds a run with a different configuration ({'; '.join(diffs)}); "
+            "use another --out folder, or --overwrite to discard it"
+        )
+
+
+def _prune_tokens(path: Path, done: dict[str, dict]) -> None:
+    """Drop token dumps of problems that did not finish (they will be regenerated)."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line)["id"] in done:
+                keep.append(line)
+        except json.JSONDecodeError:
+            continue
+    path.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
+
+
+def _problem_record(problem: Problem, results: list, seeds: list[int], wall_s: float) -> dict:
+    graded = [grade(problem, r.text) for r in results]
+    correct = [c for _, c in graded]
+    return {
+        "id": problem.id,
+        "gold": problem.answer,
+        "kind": problem.kind,
+        "samples": [r.text for r in results],
+        "answers": [a for a, _ in graded],
+        "correct": correct,
+        "lengths": [len(r.token_ids) for r in results],
+        "finish_reasons": [r.finish_reason for r in results],
+        "prompt_tokens": results[0].prompt_tokens,
+        "seeds": seeds,
+        "score": sum(correct) / len(correct),
+        "wall_s": wall_s,
+    }
+
+
+def _token_records(rec: dict, results: list) -> list[str]:
+    out = []
+    for k, r in enumerate(results):
+        out.append(
+            json.dumps(
+                {
+                    "id": rec["id"],
+                    "sample": k,
+                    "seed": rec["seeds"][k],
+                    "correct": rec["correct"][k],
+                    "entropies": list(r.entropies),
+                    "temperatures": list(r.temperatures),
+                    "starts": [bool(s) for s in r.step_starts],
+                    "token_ids": list(r.token_ids),
+                }
+            )
+        )
+    return out
+
+
+def run_eval(
+    engine: Any,
+    task: Task,
+    sampler: SamplerConfig,
+    cfg: EvalConfig,
+    out_dir: str | Path,
+    *,
+    progress: bool = False,
+    overwrite: bool = False,
+    extra_config: dict | None = None,
+) -> dict:
+    """Evaluate ``engine`` on ``task`` and write the run folder; returns the summary dict.
+
+    ``engine``: any object with ``generate(prompts, samplers, max_new_tokens, *, chat, stop,
+    trace, progress) -> list[GenerationResult]`` (see :mod:`resetfp4.engine.engine`).
+    ``sampler``: the sampling configuration; its ``seed`` is replaced per sample.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config = build_config(engine, task, sampler, cfg, extra_config)
+    _check_resume(out, config, overwrite)
+    (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    done = _read_done(out / PROBLEMS_FILE)
+    _prune_tokens(out / TOKENS_FILE, done)
+    todo = [(p, k) for p in task.problems if p.id not in done for k in range(cfg.samples)]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), unit="sample", desc=f"eval {task.name}", initial=0)
+    pending: dict[str, list] = {}
+    for start in range(0, len(todo), cfg.batch_size):
+        chunk = todo[start : start + cfg.batch_size]
+        seeds = [sample_seed(cfg.seed, p.id, k) for p, k in chunk]
+        samplers = [dataclasses.replace(sampler, seed=s) for s in seeds]
+        t0 = time.perf_counter()
+        results = engine.generate(
+            [build_prompt(p) for p, _ in chunk],
+            samplers,
+            cfg.max_new_tokens,
+            chat=cfg.chat,
+            stop=list(cfg.stop) or None,
+            trace=cfg.trace,
+            progress=False,
+        )
+        share = (time.perf_counter() - t0) / len(chunk)
+        if len(results) != len(chunk):
+            raise RuntimeError(f"engine returned {len(results)} results for {len(chunk)} prompts")
+        for (p, k), seed, r in zip(chunk, seeds, results, strict=True):
+            pending.setdefault(p.id, []).append((k, seed, r, share))
+            if len(pending[p.id]) == cfg.samples:
+                _flush(out, p, sorted(pending.pop(p.id), key=lambda t: t[0]), cfg.trace)
+        if bar is not None:
+            bar.update(len(chunk))
+    if bar is not None:
+        bar.close()
+    summary = summarize(_read_done(out / PROBLEMS_FILE), task, config)
+    if cfg.trace and (out / TOKENS_FILE).exists():
+        from resetfp4.eval.calibrate import token_stats  # local: calibrate imports this module
+
+        summary["token_stats"] = token_stats(
+            out / TOKENS_FILE, sampler.t_low if sampler.mode == "reset" else None
+        )
+    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _flush(out: Path, problem: Problem, items: list, trace: bool) -> None:
+    results = [r for _, _, r, _ in items]
+    rec = _problem_record(problem, results, [s for _, s, _, _ in items], sum(t for *_, t in items))
+    if trace:  # tokens first: a problem counts as done only once problems.jsonl has it
+        with open(out / TOKENS_FILE, "a", encoding="utf-8") as f:
+            f.write("".join(line + "\n" for line in _token_records(rec, results)))
+    with open(out / PROBLEMS_FILE, "a", encoding="utf-8") as f:
+        f.write(json.dumps(rec) + "\n")
+        f.flush()
+
+
+def _majority_correct(rec: dict) -> bool:
+    answers = [normalize_answer(a) if a is not None else None for a in rec["answers"]]
+    votes = Counter(a for a in answers if a)
+    if not votes:
+        return False
+    top = votes.most_common(1)[0][0]
+    return any(c for a, c in zip(answers, rec["correct"], strict=True) if a == top)
+
+
+def summarize(done: dict[str, dict], task: Task, config: dict) -> dict:
+    """Summary statistics of the finished problems of a run (see module doc)."""
+    recs = [done[p.id] for p in task.problems if p.id in done]
+    if not recs:
+        raise RuntimeError("no finished problems to summarise")
+    lengths = [n for r in recs for n in r["lengths"]]
+    finishes = [f for r in recs for f in r["finish_reasons"]]
+    wall = sum(r["wall_s"] for r in recs)
+    return {
+        "task": task.name,
+        "model": config.get("model"),
+        "precision": config.get("precision"),
+        "sampler": config.get("sampler", {}).get("mode"),
+        "complete": len(recs) == len(task.problems),
+        "n_problems": len(recs),
+        "samples_per_problem": config.get("samples"),
+        "accuracy": accuracy_ci([r["correct"] for r in recs]),
+        "pass_at_k": sum(any(r["correct"]) for r in recs) / len(recs),
+        "maj_at_k": sum(_majority_correct(r) for r in recs) / len(recs),
+        "avg_length_tokens": sum(lengths) / len(lengths),
+        "max_length_tokens": max(lengths),
+        "truncation_rate": finishes.count("length") / len(finishes),
+        "no_answer_rate": sum(a is None for r in recs for a in r["answers"]) / len(lengths),
+        "generated_tokens": sum(lengths),
+        "gen_seconds": wall,
+        "tokens_per_s": sum(lengths) / wall if wall > 0 else None,
+        "config": config,
+    }

@@ -1,0 +1,123 @@
+"""Answer extraction, normalisation and equivalence: one test per form."""
+
+from __future__ import annotations
+
+import pytest
+
+from resetfp4.eval.grading import extract_answer, extract_choice_letter, is_equiv, normalize_answer
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("so \\boxed{\\frac{a}{b^{2}}} done", "\\frac{a}{b^{2}}"),  # nested braces
+        (
+            "\\boxed{1} then finally \\boxed{\\left(3, \\frac{\\pi}{2}\\right)}",
+            "\\left(3, \\frac{\\pi}{2}\\right)",
+        ),
+        ("work\n#### 1,234", "1,234"),  # GSM8K style
+        ("She pays 5 then 7, so 42.", "42"),  # last number
+        ("it is \u22123 degrees", "-3"),  # unicode minus
+        ("no number at all", None),
+        ("cut inside \\boxed{\\frac{1}{", "1"),  # unbalanced box: falls back to the last number
+        ("", None),
+    ],
+)
+def test_extract_answer(text, expected):
+    assert extract_answer(text) == expected
+
+
+@pytest.mark.parametrize(
+    "raw, norm",
+    [
+        ("\\dfrac{1}{2}", "\\frac{1}{2}"),
+        ("\\tfrac{3}{4}", "\\frac{3}{4}"),
+        ("\\left( 1, 2 \\right)", "(1,2)"),
+        ("\\text{yes}", "yes"),
+        ("5\\text{ cm}", "5"),
+        ("18 dollars", "18"),
+        ("\\$18", "18"),
+        ("$x$", "x"),
+        ("50\\%", "50"),
+        ("25%", "25"),
+        ("1,000,000", "1000000"),
+        ("1{,}000", "1000"),
+        ("\u22127", "-7"),
+        ("90^\\circ", "90"),
+        ("x = 5", "5"),
+        ("18.00", "18"),
+        (".5", "0.5"),
+        ("12.", "12"),
+    ],
+)
+def test_normalize_answer(raw, norm):
+    assert normalize_answer(raw) == norm
+
+
+@pytest.mark.parametrize(
+    "pred, gold",
+    [
+        ("18", "18"),
+        ("18.0", "18"),  # number
+        ("10.00001", "10"),  # within the relative tolerance
+        ("0.5", "\\frac{1}{2}"),  # fraction vs decimal
+        ("1/2", "\\dfrac12"),  # a/b vs short \frac
+        ("-\\frac{3}{4}", "-0.75"),
+        ("\\$1,234", "1234"),  # units and separators
+        ("\u22125", "-5"),
+        ("2\\sqrt{3}", "\\sqrt{12}"),  # symbolic
+        ("x^2+2x+1", "(x+1)^2"),
+        ("\\frac{\\sqrt{3}}{3}", "\\frac{1}{\\sqrt{3}}"),
+        ("\\frac{\\pi}{2}", "\\pi/2"),
+        ("(3, \\frac{\\pi}{2})", "\\left( 3, \\frac{\\pi}{2} \\right)"),  # tuple
+        ("[2, 5)", "[2,5)"),  # interval
+        ("(-\\infty, 0]", "(-\\infty,0]"),
+        ("y = 3 + 2x", "y=2x+3"),  # equation
+        ("50%", "50"),
+    ],
+)
+def test_is_equiv_true(pred, gold):
+    assert is_equiv(pred, gold)
+
+
+@pytest.mark.parametrize(
+    "pred, gold",
+    [
+        ("17", "18"),
+        ("0.33", "\\frac{1}{3}"),  # outside the tolerance
+        ("[2,5)", "(2,5)"),  # interval ends differ
+        ("(1,2)", "(2,1)"),  # tuples are ordered
+        ("(1,2)", "(1,2,3)"),
+        ("x^2", "x^3"),
+        (None, "5"),
+        ("", "5"),
+        ("9^9^9^9", "1"),  # too large to evaluate: not equal, and returns fast
+    ],
+)
+def test_is_equiv_false(pred, gold):
+    assert not is_equiv(pred, gold)
+
+
+def test_is_equiv_never_executes_model_output(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = f"__import__('pathlib').Path('{marker}').touch()"
+    assert not is_equiv(evil, "0")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "text, letter",
+    [
+        ("... so \\boxed{C}", "C"),
+        ("\\boxed{(B)}", "B"),
+        ("\\boxed{\\text{D}}", "D"),
+        ("I think the answer is (A).", "A"),
+        ("Answer: D", "D"),
+        ("compare (A) and (B); clearly (C) works", "C"),
+        ("the answer is a number", None),  # lowercase 'a' is not a choice
+        ("\\boxed{E}", None),  # only A-D with 4 choices
+        ("", None),
+    ],
+)
+def test_extract_choice_letter(text, letter):
+    assert extract_choice_letter(text, n_choices=4) == letter
