@@ -268,3 +268,16 @@ def test_nvfp4tensor_validates_components():
         NVFP4Tensor(q.packed, q.block_scale[:, :1], q.global_scale)
     with pytest.raises(TypeError, match="global_scale"):
         NVFP4Tensor(q.packed, q.block_scale, q.global_scale.reshape(1))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_cuda_quantize_is_bitexact_with_cpu(dtype, rng):
+    for kind in ("gauss", "heavy", "zero_blocks", "outlier"):
+        x = _case(kind, (33, 256), rng).clamp(-6e4, 6e4).to(dtype)
+        for gs in (None, 0.0123):
+            a, b = quantize(x, gs), quantize(x.cuda(), gs)
+            assert_bitexact(b.global_scale.cpu(), a.global_scale, "global_scale")
+            assert_bitexact(b.block_scale.cpu().view(torch.uint8), a.block_scale.view(torch.uint8))
+            assert_bitexact(b.packed.cpu(), a.packed, "packed")

@@ -102,7 +102,10 @@ def unpack_codes(packed: torch.Tensor) -> torch.Tensor:
 def compute_global_scale(x: torch.Tensor) -> torch.Tensor:
     """``amax(|x|) / (6 * 448)`` as a 0-dim fp32 tensor; 1.0 for an all-zero tensor."""
     amax = x.abs().amax().float()
-    gs = amax / GLOBAL_SCALE_DIVISOR
+    # Divide by a device tensor, not a Python float: on CUDA, torch turns division by a
+    # host scalar into multiplication by its fp32 reciprocal, which is not true division
+    # and differs from ModelOpt's result by one ulp for some amax values.
+    gs = amax / torch.tensor(GLOBAL_SCALE_DIVISOR, dtype=torch.float32, device=amax.device)
     return torch.where(amax > 0, gs, torch.ones_like(gs))
 
 

@@ -1,0 +1,161 @@
+"""``resetfp4 bench kernels``: NVFP4 small-M kernels vs BF16 ``F.linear`` on paper shapes.
+
+Timing: CUDA events around a batch of launches that rotate over enough weight copies to
+exceed 2x L2 (so each launch streams its weight from HBM), median over batches, in µs per
+launch. Bandwidth counts weight + scale bytes (0.5625 B/weight) for NVFP4 and 2 B/weight
+for BF16; ``%copy`` is against a device-to-device copy measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import subprocess
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+SHAPES = {  # name: (N, K)
+    "8B.qkv": (6144, 4096), "8B.o": (4096, 4096), "8B.gate_up": (24576, 4096),
+    "8B.down": (4096, 12288), "14B.qkv": (7168, 5120), "14B.o": (5120, 5120),
+    "14B.gate_up": (17408, 5120), "14B.down": (5120, 17408), "32B.qkv": (10240, 5120),
+    "32B.o": (5120, 8192), "32B.gate_up": (25600, 5120), "32B.down": (5120, 25600),
+}
+SMOKE_SHAPES = {"smoke.a": (256, 512), "smoke.b": (72, 1024)}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--m", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="batch rows")
+    p.add_argument("--json", type=Path, default=None, help="write results here")
+    p.add_argument("--smoke", action="store_true", help="two tiny shapes, few repeats")
+    p.add_argument("--batches", type=int, default=15, help="timed batches (median)")
+
+
+def _time_us(fns: list, batches: int, graph: bool = True) -> float:
+    """Median over batches of (event time of one pass over fns) / len(fns).
+
+    With ``graph`` the pass is captured once in a CUDA graph and replayed, so Python
+    dispatch cost stays out of the number (as in a graph-captured decode step).
+    """
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for f in fns[:3]:
+            f()
+    torch.cuda.current_stream().wait_stream(s)
+    torch.cuda.synchronize()
+    run_pass = lambda: [f() for f in fns]
+    if graph:
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            run_pass()
+        run_pass = g.replay
+    run_pass()
+    out = []
+    for _ in range(batches):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        run_pass()
+        b.record()
+        b.synchronize()
+        out.append(a.elapsed_time(b) * 1e3 / len(fns))
+    return statistics.median(out)
+
+
+def copy_bandwidth_gbs() -> float:
+    """Device-to-device copy of 1 GiB: (read + write bytes) / time."""
+    src = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    us = _time_us([lambda: dst.copy_(src)] * 5, 10, graph=False)
+    return 2 * src.numel() / (us * 1e-6) / 1e9
+
+
+def environment() -> dict:
+    p = torch.cuda.get_device_properties(0)
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=5).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    try:
+        clocks = subprocess.run(["nvidia-smi", "--query-gpu=clocks.sm,clocks.mem,driver_version",
+                                 "--format=csv,noheader"], capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        clocks = "unknown"
+    return {"gpu": p.name, "sms": p.multi_processor_count, "clocks_sm_mem_driver": clocks,
+            "torch": torch.__version__, "cuda": torch.version.cuda,
+            "python": platform.python_version(), "commit": commit}
+
+
+def _bench_shape(name: str, n: int, k: int, ms: list[int], batches: int, copy_gbs: float,
+                 l2: int) -> list[dict]:
+    from resetfp4.nvfp4 import quantize
+    from resetfp4.ops import prepare_weight
+
+    q_bytes = n * k * 9 // 16
+    copies = max(2, min(16, math.ceil(2 * l2 / q_bytes)))
+    bcopies = max(2, min(8, math.ceil(2 * l2 / (2 * n * k))))
+    w = quantize(torch.randn(n, k, device="cuda") * 0.02)
+    pws = [prepare_weight(w) for _ in range(copies)]
+    wbs = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) for _ in range(bcopies)]
+    rows = []
+    for m in ms:
+        x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+        out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
+        t_bf = _time_us([lambda wb=wb, x=x: F.linear(x, wb) for wb in wbs] * 4, batches)
+        r = {"shape": name, "N": n, "K": k, "M": m, "bf16_us": t_bf,
+             "weight_scale_bytes": q_bytes}
+        for act in ("bf16", "fp4"):
+            t = _time_us([lambda pw=pw, x=x, a=act, o=out: pw(x, act=a, out=o) for pw in pws] * 2, batches)
+            tag = "w4a16" if act == "bf16" else "w4a4"
+            r[f"{tag}_us"] = t
+            r[f"{tag}_gbs"] = q_bytes / (t * 1e-6) / 1e9
+            r[f"{tag}_pct_copy"] = 100 * r[f"{tag}_gbs"] / copy_gbs
+            r[f"{tag}_speedup"] = t_bf / t
+        rows.append(r)
+    del pws, wbs
+    torch.cuda.empty_cache()
+    return rows
+
+
+def _geomean(v: list[float]) -> float:
+    return math.exp(sum(math.log(x) for x in v) / len(v))
+
+
+def _print_table(rows: list[dict], copy_gbs: float) -> None:
+    print(f"copy bandwidth {copy_gbs:.0f} GB/s")
+    print(f"{'shape':12} {'M':>2} {'bf16us':>7} {'w4a16us':>8} {'GB/s':>6} {'%copy':>5} "
+          f"{'xBF16':>5} {'w4a4us':>7} {'xBF16':>5} {'a4/a16':>6}")
+    for r in rows:
+        print(f"{r['shape']:12} {r['M']:>2} {r['bf16_us']:7.1f} {r['w4a16_us']:8.1f} "
+              f"{r['w4a16_gbs']:6.0f} {r['w4a16_pct_copy']:5.1f} {r['w4a16_speedup']:5.2f} "
+              f"{r['w4a4_us']:7.1f} {r['w4a4_speedup']:5.2f} {r['w4a4_us'] / r['w4a16_us']:6.3f}")
+    for m in sorted({r["M"] for r in rows}):
+        sel = [r for r in rows if r["M"] == m]
+        print(f"M={m}: geomean speedup W4A16 {_geomean([r['w4a16_speedup'] for r in sel]):.2f}x"
+              f"  W4A4 {_geomean([r['w4a4_speedup'] for r in sel]):.2f}x"
+              f"  W4A4/W4A16 time {_geomean([r['w4a4_us'] / r['w4a16_us'] for r in sel]):.3f}")
+
+
+def run(args: argparse.Namespace) -> int:
+    if not torch.cuda.is_available():
+        raise RuntimeError("bench kernels needs a CUDA GPU (torch.cuda.is_available() is False)")
+    env = environment()
+    print("env:", json.dumps(env))
+    copy_gbs = copy_bandwidth_gbs()
+    shapes = SMOKE_SHAPES if args.smoke else SHAPES
+    batches = 3 if args.smoke else args.batches
+    l2 = torch.cuda.get_device_properties(0).L2_cache_size
+    rows = []
+    for name, (n, k) in shapes.items():
+        rows += _bench_shape(name, n, k, args.m, batches, copy_gbs, l2)
+    _print_table(rows, copy_gbs)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"env": env, "copy_gbs": copy_gbs, "rows": rows}, indent=1))
+    return 0

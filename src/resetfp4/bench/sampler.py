@@ -1,0 +1,178 @@
+"""``resetfp4 bench sampler``: ReSET vs fixed-temperature top-p in the same BatchSampler.
+
+Per batch size: µs/step eager and replayed inside a CUDA graph (median of ``--repeats``
+timings of ``--iters`` steps each), host syncs per eager step (counted with
+``torch.cuda.set_sync_debug_mode("warn")``), and ReSET's extra cost as % of a decode step
+(``--decode-step-ms``, or per-batch values found in a decode-benchmark JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from resetfp4.sampling import BatchSampler, SamplerConfig
+
+QWEN3_VOCAB = 151_936
+STEP_KEYS = ("decode_step_ms", "step_ms", "ms_per_step", "ms_per_token")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 8, 64], help="batch sizes")
+    p.add_argument("--vocab", type=int, default=QWEN3_VOCAB, help="vocabulary size (Qwen3: 151,936)")
+    p.add_argument("--iters", type=int, default=100, help="steps per timing")
+    p.add_argument("--repeats", type=int, default=5, help="timings per cell (median reported)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--decode-step-ms", type=float, nargs="+", default=None,
+                   help="Qwen3-8B NVFP4 decode step in ms: one value, or one per --batch")
+    p.add_argument("--decode-json", type=Path, default=None,
+                   help=f"decode-benchmark JSON: records with 'batch' and one of {STEP_KEYS}")
+    p.add_argument("--json", type=Path, default=Path("bench_sampler.json"), help="where to write results")
+
+
+def _make(mode: str, B: int, V: int, device: str) -> BatchSampler:
+    # the fixed baseline skips entropy + policy; ReSET adds exactly those
+    s = BatchSampler(B, V, device, track_entropy=mode == "reset")
+    for b in range(B):  # paper settings: fixed T=0.6 / ReSET (Qwen3-8B), both with top-p 0.95
+        s.configure(b, SamplerConfig(mode=mode, temperature=0.6, t_low=0.1, tau0=0.5505, top_p=0.95), seed=b)
+    return s
+
+
+def _time_us(fn, iters: int, repeats: int, cuda: bool) -> float:
+    out = []
+    for _ in range(repeats):
+        if cuda:
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            for _ in range(iters):
+                fn()
+            b.record()
+            b.synchronize()
+            out.append(a.elapsed_time(b) * 1e3 / iters)
+        else:
+            t0 = time.perf_counter()
+            for _ in range(iters):
+                fn()
+            out.append((time.perf_counter() - t0) * 1e6 / iters)
+    return statistics.median(out)
+
+
+def _count_syncs(s: BatchSampler, x: torch.Tensor, steps: int = 3) -> float | None:
+    if x.device.type != "cuda":
+        return None
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for _ in range(steps):
+                s.step(x)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    # the checker's own message; not the one-time "prototype feature" notice
+    return sum("called a synchronizing" in str(w.message) for w in caught) / steps
+
+
+def _graph_us(s: BatchSampler, x: torch.Tensor, iters: int, repeats: int) -> float:
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            s.step(x)
+    torch.cuda.current_stream().wait_stream(side)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        s.step(x)
+    g.replay()
+    return _time_us(g.replay, iters, repeats, True)
+
+
+def _bench_cell(mode: str, B: int, args: argparse.Namespace) -> dict[str, Any]:
+    s = _make(mode, B, args.vocab, args.device)
+    x = torch.randn(B, args.vocab, device=args.device) * 3
+    cuda = x.device.type == "cuda"
+    for _ in range(3):
+        s.step(x)
+    row: dict[str, Any] = {"mode": mode, "batch": B, "eager_us": _time_us(lambda: s.step(x), args.iters,
+                                                                          args.repeats, cuda)}
+    row["host_syncs_per_step"] = _count_syncs(s, x)
+    row["graph_us"] = _graph_us(s, x, args.iters, args.repeats) if cuda else None
+    return row
+
+
+def _find_step_ms(obj: Any, B: int) -> float | None:
+    """First record (depth-first) with ``batch == B`` and a step-time key; nvfp4 ones preferred."""
+    found: list[tuple[bool, float]] = []
+
+    def walk(o: Any) -> None:
+        if isinstance(o, dict):
+            if o.get("batch") == B:
+                for k in STEP_KEYS:
+                    if isinstance(o.get(k), (int, float)):
+                        found.append(("nvfp4" in json.dumps(o).lower(), float(o[k])))
+                        break
+            for v in o.values():
+                walk(v)
+        elif isinstance(o, list):
+            for v in o:
+                walk(v)
+
+    walk(obj)
+    found.sort(key=lambda t: not t[0])
+    return found[0][1] if found else None
+
+
+def _decode_ms(args: argparse.Namespace) -> dict[int, float | None]:
+    if args.decode_step_ms:
+        v = args.decode_step_ms
+        if len(v) not in (1, len(args.batch)):
+            n = len(args.batch)
+            raise ValueError(f"--decode-step-ms takes 1 value or one per batch ({n}), got {len(v)}")
+        return {B: (v[0] if len(v) == 1 else v[i]) for i, B in enumerate(args.batch)}
+    if args.decode_json:
+        data = json.loads(args.decode_json.read_text())
+        return {B: _find_step_ms(data, B) for B in args.batch}
+    return {B: None for B in args.batch}
+
+
+def _fmt(v: float | None, spec: str = ".1f") -> str:
+    return "n/a" if v is None else format(v, spec)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda but no CUDA GPU is visible; pass --device cpu for a smoke run")
+    decode = _decode_ms(args)
+    rows = []
+    for B in args.batch:
+        fixed, reset = _bench_cell("fixed", B, args), _bench_cell("reset", B, args)
+        for key in ("eager_us", "graph_us"):
+            extra = None if reset[key] is None else reset[key] - fixed[key]
+            reset[f"reset_extra_{key}"] = extra
+        ms = decode[B]
+        graphed = reset["graph_us"] is not None  # the graph replay is what rides with a decode step
+        basis = reset["reset_extra_graph_us"] if graphed else reset["reset_extra_eager_us"]
+        reset["decode_step_ms"] = ms
+        reset["overhead_pct_of_decode"] = None if ms is None else 100 * basis / (ms * 1e3)
+        rows += [fixed, reset]
+    env = {"torch": torch.__version__, "python": platform.python_version(), "device": args.device,
+           "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor(),
+           "vocab": args.vocab, "iters": args.iters, "repeats": args.repeats}
+    args.json.write_text(json.dumps({"env": env, "results": rows}, indent=2))
+    print(f"# sampler bench  {env['gpu']}  torch {env['torch']}  vocab {args.vocab}")
+    print(f"{'batch':>5} {'mode':>6} {'eager µs':>9} {'graph µs':>9} {'syncs':>6} {'+µs(graph)':>10} "
+          f"{'% decode':>9}")
+    for r in rows:
+        print(f"{r['batch']:>5} {r['mode']:>6} {_fmt(r['eager_us']):>9} {_fmt(r['graph_us']):>9} "
+              f"{_fmt(r['host_syncs_per_step'], '.2f'):>6} {_fmt(r.get('reset_extra_graph_us')):>10} "
+              f"{_fmt(r.get('overhead_pct_of_decode'), '.3f'):>9}")
+    print(f"wrote {args.json}")
+    return 0

@@ -1,0 +1,180 @@
+"""ReSET as a vLLM v1 batch-level logits processor.
+
+vLLM's interface (``vllm.v1.sample.logits_processor``, v0.10+): the engine calls
+``update_state(batch_update)`` once per step (``None`` when the persistent batch did not
+change; otherwise process ``removed``, then ``added``, then ``moved``), then
+``apply(logits [num_reqs, V])`` on raw fp32 logits. ``AddedRequest`` is
+``(index, SamplingParams, prompt_tok_ids | None, output_tok_ids)`` where ``output_tok_ids`` is
+the request's live list of generated ids.
+
+vLLM (a 336 MB CUDA-only wheel pinned to its own torch) does not install on the CPU test
+machine, so when ``import vllm`` fails this module defines a faithful minimal stand-in of
+exactly those names; the tests run against the stand-in. Enable ReSET per request with
+``SamplingParams(temperature=1.0, top_p=0.95, extra_args={"reset": {"t_low": 0.1,
+"tau0": 0.5505}})``; rows without it pass through unchanged. The policy state lives in
+device tensors and nothing calls ``.item()``; step starts are computed on the host from the
+last two ids of each live output list (vLLM already holds them there) and shipped in one
+non-blocking copy.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum, auto
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from resetfp4.sampling.boundary import BoundaryTables
+from resetfp4.sampling.pipeline import entropy, row_is_valid
+from resetfp4.sampling.policy import ReSETState, check_reset_params, snap_entropy
+
+try:  # the real interface when vLLM is installed
+    from vllm import SamplingParams
+    from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
+
+    VLLM_AVAILABLE = True
+except ImportError:  # minimal stand-in with the same names, fields and order semantics
+    VLLM_AVAILABLE = False
+
+    class MoveDirectionality(Enum):  # type: ignore[no-redef]
+        UNIDIRECTIONAL = auto()  # i1 -> i2 (i1 becomes empty)
+        SWAP = auto()  # i1 <-> i2
+
+    @dataclass
+    class SamplingParams:  # type: ignore[no-redef]
+        """The fields of ``vllm.SamplingParams`` this processor reads."""
+
+        temperature: float = 1.0
+        top_p: float = 1.0
+        extra_args: dict[str, Any] | None = field(default=None)
+
+    @dataclass(frozen=True)
+    class BatchUpdate:  # type: ignore[no-redef]
+        batch_size: int
+        removed: Sequence[int]
+        added: Sequence[tuple[int, SamplingParams, list[int] | None, list[int]]]
+        moved: Sequence[tuple[int, int, MoveDirectionality]]
+
+    class LogitsProcessor(ABC):  # type: ignore[no-redef]
+        @classmethod
+        def validate_params(cls, sampling_params: SamplingParams) -> None:
+            return None
+
+        @abstractmethod
+        def __init__(self, vllm_config: Any, device: torch.device, is_pin_memory: bool) -> None: ...
+
+        @abstractmethod
+        def apply(self, logits: Tensor) -> Tensor: ...
+
+        @abstractmethod
+        def is_argmax_invariant(self) -> bool: ...
+
+        @abstractmethod
+        def update_state(self, batch_update: BatchUpdate | None) -> None: ...
+
+
+PARAM_KEYS = ("t_low", "t_high", "tau0", "window")
+
+
+def reset_args(params: SamplingParams) -> tuple[float, float, float, int] | None:
+    """``(t_low, t_high, tau0, window)`` from ``params.extra_args["reset"]``, or None."""
+    cfg = (params.extra_args or {}).get("reset")
+    if cfg is None:
+        return None
+    unknown = set(cfg) - set(PARAM_KEYS)
+    if unknown or "t_low" not in cfg or "tau0" not in cfg:
+        raise ValueError(f"extra_args['reset'] needs t_low and tau0 (optional t_high, window); got {cfg}")
+    out = (float(cfg["t_low"]), float(cfg.get("t_high", 1.0)), float(cfg["tau0"]), int(cfg.get("window", 32)))
+    check_reset_params(*out)
+    return out
+
+
+class ReSETLogitsProcessor(LogitsProcessor):
+    """Per-request ReSET temperatures for vLLM v1 (see the module docstring)."""
+
+    boundary: BoundaryTables | None = None  # set by :func:`with_boundary`, else from the config
+    max_window = 128
+
+    @classmethod
+    def validate_params(cls, sampling_params: SamplingParams) -> None:
+        reset_args(sampling_params)
+
+    def __init__(self, vllm_config: Any, device: torch.device, is_pin_memory: bool) -> None:
+        tables = self.boundary
+        if tables is None:
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(vllm_config.model_config.tokenizer)
+            tables = BoundaryTables.from_tokenizer(tok)
+        n = vllm_config.scheduler_config.max_num_seqs
+        self.device, self.pin = torch.device(device), is_pin_memory
+        self.tables_cpu = tables
+        self.state = ReSETState(n, self.max_window, self.device)
+        self.params: list[tuple[float, float, float, int] | None] = [None] * n
+        self.outputs: list[list[int] | None] = [None] * n
+        self.batch_size = 0
+        self.last_temperature = torch.ones(0, device=self.device)
+        self._nl, self._dnl = tables.is_newline.tolist(), tables.has_double_newline.tolist()
+
+    def is_argmax_invariant(self) -> bool:
+        # Dividing by T > 0 keeps the argmax, but H_t must see the raw logits, which vLLM only
+        # guarantees to processors that are *not* argmax-invariant (applied before temperature).
+        return False
+
+    def update_state(self, batch_update: BatchUpdate | None) -> None:
+        if batch_update is None:
+            return
+        for i in batch_update.removed:
+            self.params[i], self.outputs[i] = None, None
+        for i, params, _prompt, out in batch_update.added:
+            p = reset_args(params)
+            if p is not None and p[3] > self.max_window:
+                raise ValueError(f"window {p[3]} exceeds max_window {self.max_window}; "
+                                 "use with_boundary(..., max_window=...)")
+            self.params[i], self.outputs[i] = p, out
+            self.state.reset_row(i)
+        for a, b, how in batch_update.moved:
+            if how == MoveDirectionality.SWAP:
+                self.params[a], self.params[b] = self.params[b], self.params[a]
+                self.outputs[a], self.outputs[b] = self.outputs[b], self.outputs[a]
+                self.state.swap_rows(a, b)
+            else:
+                self.params[b], self.outputs[b] = self.params[a], self.outputs[a]
+                self.params[a], self.outputs[a] = None, None
+                self.state.copy_row(a, b)
+        self.batch_size = batch_update.batch_size
+
+    def _host_rows(self, B: int) -> Tensor:
+        """float64 ``[6, B]``: enabled, start, t_low, t_high, tau0, window (one H2D copy)."""
+        rows = []
+        for i in range(B):
+            p, out = self.params[i], self.outputs[i] or []
+            dnl = len(out) >= 1 and self._dnl[out[-1]]
+            two = len(out) >= 2 and self._nl[out[-1]] and self._nl[out[-2]]
+            rows.append((1.0, float(dnl or two), *p) if p else (0.0, 0.0, 1.0, 1.0, 0.0, 1.0))
+        host = torch.tensor(rows, dtype=torch.float64).T.contiguous()
+        return host.pin_memory() if self.pin else host
+
+    def apply(self, logits: Tensor) -> Tensor:
+        B = logits.shape[0]
+        if not any(self.params[:B]):
+            return logits
+        rows = self._host_rows(B).to(self.device, non_blocking=True)
+        enabled, start = rows[0] > 0, rows[1] > 0
+        x = logits.float()
+        h = snap_entropy(entropy(x))
+        update = enabled & row_is_valid(x)
+        temp = self.state.step(h, start, update, rows[2], rows[3], rows[4], rows[5])
+        temp = torch.where(enabled, temp, 1.0).to(x.dtype)
+        self.last_temperature = temp  # float32 [B] read-back for tracing / tests
+        return (x / temp[:, None]).to(logits.dtype)
+
+
+def with_boundary(tables: BoundaryTables, max_window: int = 128) -> type[ReSETLogitsProcessor]:
+    """A processor class bound to prebuilt tables (pass it in ``LLM(logits_processors=[...])``)."""
+    return type("BoundReSETLogitsProcessor", (ReSETLogitsProcessor,),
+                {"boundary": tables, "max_window": max_window})

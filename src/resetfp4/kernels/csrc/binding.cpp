@@ -1,0 +1,81 @@
+// Torch binding for nvfp4_gemv.cu (built only on CUDA machines by build.py).
+// Shapes, dtypes and devices are validated in resetfp4/kernels/nvfp4_gemv.py; here we
+// only pass pointers, the current stream, and turn CUDA error codes into messages.
+#include <torch/extension.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+namespace resetfp4 {
+template <typename T>
+cudaError_t launch_gemv(const void*, const void*, const void*, const float*, const float*,
+                        const void*, void*, float*, int*, int, int, int, int, cudaStream_t);
+template <typename T>
+cudaError_t launch_quant_act(const void*, size_t, const float*, unsigned int*, float*, void*,
+                             uint8_t*, uint8_t*, cudaStream_t);
+template <typename T>
+cudaError_t launch_dequant(const void*, const void*, const float*, void*, int, int, cudaStream_t);
+}  // namespace resetfp4
+
+static void check(cudaError_t e, const char* what, int64_t m, int64_t n, int64_t k) {
+  TORCH_CHECK(e == cudaSuccess, what, " failed for (M=", m, ", N=", n, ", K=", k,
+              "): ", cudaGetErrorString(e),
+              " (constraints: 1 <= M <= 16, K % 16 == 0, N >= 1)");
+}
+
+static const float* opt_ptr(const c10::optional<torch::Tensor>& t) {
+  return t.has_value() ? t->data_ptr<float>() : nullptr;
+}
+
+void gemv(torch::Tensor x, torch::Tensor codes, torch::Tensor scales, torch::Tensor g_w,
+          c10::optional<torch::Tensor> g_x, c10::optional<torch::Tensor> bias, torch::Tensor y,
+          torch::Tensor partial, torch::Tensor counter, int64_t splits) {
+  const int64_t M = x.size(0), K = x.size(1), N = y.size(1);
+  auto stream = at::cuda::getCurrentCUDAStream(x.get_device()).stream();
+  const void* b = bias.has_value() ? bias->data_ptr() : nullptr;
+  cudaError_t e;
+  if (x.scalar_type() == at::kBFloat16)
+    e = resetfp4::launch_gemv<__nv_bfloat16>(x.data_ptr(), codes.data_ptr(), scales.data_ptr(),
+        g_w.data_ptr<float>(), opt_ptr(g_x), b, y.data_ptr(), partial.data_ptr<float>(),
+        counter.data_ptr<int>(), M, N, K, splits, stream);
+  else
+    e = resetfp4::launch_gemv<__half>(x.data_ptr(), codes.data_ptr(), scales.data_ptr(),
+        g_w.data_ptr<float>(), opt_ptr(g_x), b, y.data_ptr(), partial.data_ptr<float>(),
+        counter.data_ptr<int>(), M, N, K, splits, stream);
+  check(e, "nvfp4 gemv", M, N, K);
+}
+
+void quant_act(torch::Tensor x, c10::optional<torch::Tensor> gs_static, torch::Tensor amax_bits,
+               torch::Tensor gs_out, torch::Tensor xq, torch::Tensor codes, torch::Tensor scales) {
+  auto stream = at::cuda::getCurrentCUDAStream(x.get_device()).stream();
+  auto* amax = reinterpret_cast<unsigned int*>(amax_bits.data_ptr<int>());
+  auto* c = codes.data_ptr<uint8_t>();
+  auto* s = reinterpret_cast<uint8_t*>(scales.data_ptr());
+  cudaError_t e;
+  if (x.scalar_type() == at::kBFloat16)
+    e = resetfp4::launch_quant_act<__nv_bfloat16>(x.data_ptr(), x.numel(), opt_ptr(gs_static),
+        amax, gs_out.data_ptr<float>(), xq.data_ptr(), c, s, stream);
+  else
+    e = resetfp4::launch_quant_act<__half>(x.data_ptr(), x.numel(), opt_ptr(gs_static), amax,
+        gs_out.data_ptr<float>(), xq.data_ptr(), c, s, stream);
+  check(e, "nvfp4 activation quantization", x.size(0), 0, x.size(1));
+}
+
+void dequant(torch::Tensor codes, torch::Tensor scales, torch::Tensor g_w, torch::Tensor w) {
+  const int64_t N = w.size(0), K = w.size(1);
+  auto stream = at::cuda::getCurrentCUDAStream(w.get_device()).stream();
+  cudaError_t e;
+  if (w.scalar_type() == at::kBFloat16)
+    e = resetfp4::launch_dequant<__nv_bfloat16>(codes.data_ptr(), scales.data_ptr(),
+        g_w.data_ptr<float>(), w.data_ptr(), N, K, stream);
+  else
+    e = resetfp4::launch_dequant<__half>(codes.data_ptr(), scales.data_ptr(),
+        g_w.data_ptr<float>(), w.data_ptr(), N, K, stream);
+  check(e, "nvfp4 dequant", 0, N, K);
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("gemv", &gemv, "NVFP4 small-M linear (M <= 16), writes y in place");
+  m.def("quant_act", &quant_act, "NVFP4 activation quantization, no host sync");
+  m.def("dequant", &dequant, "dequantize a repacked NVFP4 weight into w [N, K]");
+}

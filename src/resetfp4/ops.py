@@ -1,0 +1,181 @@
+"""Public NVFP4 linear: ``nvfp4_linear(x, w, act=..., input_scale=..., out=..., bias=...)``.
+
+For speed, repack each weight once with :func:`prepare_weight` and call the returned
+:class:`PreparedNVFP4Weight` (or pass it to :func:`nvfp4_linear`). On CUDA:
+
+* ``M <= 16`` rows: one tensor-core-fed, bandwidth-bound GEMV kernel that reads every
+  weight byte once (``act="fp4"`` adds one tiny activation-quantization kernel, two when
+  the activation scale is dynamic). No allocation with ``out=``, no host sync: safe
+  inside ``torch.cuda.CUDAGraph`` capture.
+* ``M > 16`` (prefill): dequantize to ``x.dtype`` once per call, then cuBLAS.
+
+On a machine without CUDA (or CPU tensors) the float reference
+:func:`resetfp4.kernels.reference.nvfp4_linear_ref` runs when ``allow_fallback=True``
+(the default); otherwise a ``RuntimeError`` says why.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from resetfp4.format.nvfp4 import NVFP4Tensor
+from resetfp4.kernels import nvfp4_gemv as kg
+from resetfp4.kernels.reference import nvfp4_linear_ref
+
+_ACTS = ("bf16", "fp4")
+
+
+class PreparedNVFP4Weight:
+    """An NVFP4 weight ``[N, K]`` repacked for the CUDA kernels, plus its workspaces.
+
+    Attributes:
+        n, k: logical shape (``K % 16 == 0``).
+        codes: uint8 ``[ceil(N/64), K/16, 32, 16]``, scales: uint8 ``[ceil(N/64), K/16, 8, 8]``
+            (layout in :mod:`resetfp4.kernels.nvfp4_gemv`).
+        global_scale: fp32 ``[1]`` on the weight's device.
+        splits: split-K factor for the small-M kernel (from the device's SM count).
+
+    Calls are stream-ordered: one prepared weight must not run on two streams at once
+    (the split-K workspace is shared). ``__call__`` has the signature of
+    :func:`nvfp4_linear` without ``w``.
+    """
+
+    def __init__(self, w: NVFP4Tensor) -> None:
+        if not isinstance(w, NVFP4Tensor):
+            raise TypeError(f"prepare_weight needs an NVFP4Tensor, got {type(w).__name__}")
+        if len(w.shape) != 2:
+            raise ValueError(f"weight must be 2-D [N, K], got shape {tuple(w.shape)}")
+        self.n, self.k = int(w.shape[0]), int(w.shape[1])
+        self.device = w.device
+        self.codes, self.scales = kg.repack(w)
+        self.global_scale = w.global_scale.float().reshape(1).to(self.device)
+        ng = self.codes.shape[0]
+        if self.device.type == "cuda":
+            sms = torch.cuda.get_device_properties(self.device).multi_processor_count
+            self.splits = kg.choose_splits(self.n, self.k, sms)
+        else:
+            self.splits = 1
+        self.partial = torch.empty(self.splits, ng, 16, kg.ROWS_PER_GROUP,
+                                   dtype=torch.float32, device=self.device)
+        self.counter = torch.zeros(ng, dtype=torch.int32, device=self.device)
+        self._act_ws: dict[torch.dtype, kg.ActWorkspace] = {}
+
+    def to_nvfp4(self) -> NVFP4Tensor:
+        """The original weight back (exact inverse of the repack)."""
+        return kg.unrepack(self.codes, self.scales, self.n, self.global_scale)
+
+    def act_workspace(self, dtype: torch.dtype) -> kg.ActWorkspace:
+        """Buffers for W4A4 at M <= 16; created on first use (warm up before capture)."""
+        ws = self._act_ws.get(dtype)
+        if ws is None:
+            ws = kg.ActWorkspace(kg.MAX_SMALL_M, self.k, dtype, self.device)
+            self._act_ws[dtype] = ws
+        return ws
+
+    def __call__(self, x: torch.Tensor, *, act: str = "bf16", input_scale=None,
+                 out: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+                 allow_fallback: bool = True) -> torch.Tensor:
+        return nvfp4_linear(x, self, act=act, input_scale=input_scale, out=out, bias=bias,
+                            allow_fallback=allow_fallback)
+
+
+def prepare_weight(w: NVFP4Tensor) -> PreparedNVFP4Weight:
+    """Repack ``w`` (``[N, K]``, on its final device) once for :func:`nvfp4_linear`."""
+    return PreparedNVFP4Weight(w)
+
+
+def _validate(x: torch.Tensor, pw: PreparedNVFP4Weight, act: str, out, bias) -> None:
+    if act not in _ACTS:
+        raise ValueError(f"act must be 'bf16' (W4A16) or 'fp4' (W4A4), got {act!r}")
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in kg._DTYPES:
+        raise TypeError(f"x has dtype {x.dtype}; nvfp4_linear takes bfloat16 or float16")
+    if x.dim() != 2 or x.shape[1] != pw.k:
+        raise ValueError(f"x has shape {tuple(x.shape)}; expected [M, K] with K={pw.k} "
+                         f"(the weight is [N={pw.n}, K={pw.k}])")
+    if x.shape[0] < 1:
+        raise ValueError(f"x has M={x.shape[0]} rows; need M >= 1")
+    if x.device != pw.device:
+        raise ValueError(f"x is on {x.device} but the weight is on {pw.device}; move one")
+    if not x.is_contiguous():
+        raise ValueError(f"x with shape {tuple(x.shape)} is not contiguous; call .contiguous()")
+    want = (x.shape[0], pw.n)
+    if out is not None and (tuple(out.shape) != want or out.dtype != x.dtype
+                            or out.device != x.device or not out.is_contiguous()):
+        raise ValueError(f"out must be a contiguous {x.dtype} tensor of shape {want} on "
+                         f"{x.device}, got {out.dtype} {tuple(out.shape)} on {out.device}")
+    if bias is not None and (tuple(bias.shape) != (pw.n,) or bias.dtype != x.dtype
+                             or bias.device != x.device or not bias.is_contiguous()):
+        raise ValueError(f"bias must be a contiguous {x.dtype} tensor of shape ({pw.n},) on "
+                         f"{x.device}, got {bias.dtype} {tuple(bias.shape)} on {bias.device}")
+
+
+def _input_scale(input_scale, device: torch.device) -> torch.Tensor | None:
+    if input_scale is None:
+        return None
+    if isinstance(input_scale, torch.Tensor):
+        if input_scale.numel() != 1:
+            raise ValueError(f"input_scale must hold one value, got shape {tuple(input_scale.shape)}")
+        return input_scale.to(device=device, dtype=torch.float32).reshape(1)
+    v = float(input_scale)
+    if not (v > 0 and v < float("inf")):
+        raise ValueError(f"input_scale must be a finite positive number, got {v}")
+    return torch.tensor([v], dtype=torch.float32, device=device)
+
+
+def nvfp4_linear(x: torch.Tensor, w: NVFP4Tensor | PreparedNVFP4Weight, *, act: str = "bf16",
+                 input_scale: torch.Tensor | float | None = None, out: torch.Tensor | None = None,
+                 bias: torch.Tensor | None = None, allow_fallback: bool = True) -> torch.Tensor:
+    """``y = x @ dequant(W)^T (+ bias)``, optionally with NVFP4 activations.
+
+    Args:
+        x: ``[M, K]`` bfloat16 or float16, contiguous, on the weight's device.
+        w: NVFP4 weight ``[N, K]`` (repacked on every call: prefer a prepared weight).
+        act: ``"bf16"`` (W4A16) or ``"fp4"`` (W4A4: x quantized exactly as
+            ``resetfp4.nvfp4.quantize(x, global_scale=input_scale)``).
+        input_scale: W4A4 static activation global scale (fp32 scalar, a device tensor
+            keeps it sync-free); ``None`` = dynamic ``amax(|x|) / 2688`` on the device.
+        out: optional ``[M, N]`` x.dtype contiguous result buffer (nothing is allocated
+            at M <= 16 when given).
+        bias: optional ``[N]`` x.dtype, added in fp32.
+        allow_fallback: on CPU tensors / no CUDA, run the float reference instead of raising.
+    Returns:
+        ``[M, N]`` in ``x.dtype`` (``out`` when given).
+    """
+    pw = w if isinstance(w, PreparedNVFP4Weight) else PreparedNVFP4Weight(w)
+    _validate(x, pw, act, out, bias)
+    if x.device.type != "cuda":
+        if not allow_fallback:
+            raise RuntimeError(f"nvfp4_linear runs on CUDA; x is on {x.device} and "
+                               "allow_fallback=False")
+        y = nvfp4_linear_ref(x, pw.to_nvfp4(), act=act, input_scale=input_scale, bias=bias)
+        return out.copy_(y) if out is not None else y
+    gs_x = _input_scale(input_scale, x.device)
+    m = x.shape[0]
+    if m <= kg.MAX_SMALL_M:
+        g_x = None
+        if act == "fp4":
+            ws = pw.act_workspace(x.dtype)
+            x = ws.quantize(x, gs_x)
+            g_x = ws.gs
+        if out is None:
+            return kg.nvfp4_gemv(x, pw.codes, pw.scales, pw.global_scale, g_x, bias,
+                                 pw.partial, pw.counter, pw.splits, pw.n)
+        kg.nvfp4_gemv_out(x, pw.codes, pw.scales, pw.global_scale, g_x, bias, out,
+                          pw.partial, pw.counter, pw.splits)
+        return out
+    return _large_m(x, pw, act, gs_x, out, bias)
+
+
+def _large_m(x, pw: PreparedNVFP4Weight, act: str, gs_x, out, bias) -> torch.Tensor:
+    """Prefill: dequantize W to x.dtype once, then cuBLAS (fp32 accumulation)."""
+    wd = torch.empty(pw.n, pw.k, dtype=x.dtype, device=x.device)
+    kg.nvfp4_dequant(pw.codes, pw.scales, pw.global_scale, wd)
+    if act == "fp4":
+        ws = kg.ActWorkspace(x.shape[0], pw.k, x.dtype, x.device)
+        xq = ws.quantize(x, gs_x)
+        x = (xq.float() * ws.gs).to(x.dtype)
+    y = F.linear(x, wd, bias)
+    return out.copy_(y) if out is not None else y

@@ -1,0 +1,135 @@
+"""GPU tests of the NVFP4 kernels against float64 references (skipped without CUDA)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from resetfp4.kernels import nvfp4_gemv as kg
+from resetfp4.nvfp4 import e2m1_decode, quantize, unpack_codes
+from resetfp4.ops import nvfp4_linear, prepare_weight
+from resetfp4.testing.tolerances import assert_bitexact, assert_rel_close, rel_for_dtype
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+DEV = "cuda"
+
+
+def _ref(x, w, act, input_scale=None, bias=None):
+    xd = quantize(x, global_scale=input_scale).dequantize(torch.float64) if act == "fp4" \
+        else x.double()
+    y = xd @ w.dequantize(torch.float64).T
+    return y + bias.double() if bias is not None else y
+
+
+@pytest.mark.parametrize("act", ["bf16", "fp4"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("k", [16, 48, 4096, 12288])
+@pytest.mark.parametrize("n", [8, 24, 4104, 6144])
+def test_small_m_matches_reference(n, k, dtype, act):
+    w = quantize(torch.randn(n, k, device=DEV))
+    pw = prepare_weight(w)
+    for m in range(1, 17):
+        x = torch.randn(m, k, device=DEV).to(dtype)  # fresh inputs for every M
+        out = torch.full((m, n), float("nan"), dtype=dtype, device=DEV)  # poisoned
+        y = pw(x, act=act, out=out)
+        assert y.data_ptr() == out.data_ptr()
+        assert_rel_close(y, _ref(x, w, act), rel_for_dtype(dtype), f"M={m} N={n} K={k} {act}")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_every_code_and_tiny_scales_decode_exactly(dtype):
+    """One-hot x picks single weights: all 16 codes, normal and subnormal e4m3 scales."""
+    n = 8
+    codes = torch.arange(16, dtype=torch.uint8, device=DEV).repeat(n, 1)
+    packed = codes[:, 0::2] | (codes[:, 1::2] << 4)
+    sc = torch.tensor([2.0**-9, 2.0**-7, 0.015625, 1.0, 3.5, 17.0, 240.0, 448.0], device=DEV)
+    from resetfp4.nvfp4 import NVFP4Tensor
+    w = NVFP4Tensor(packed, sc.view(n, 1).to(torch.float8_e4m3fn),
+                    torch.tensor(0.37, device=DEV))
+    x = torch.eye(16, device=DEV).to(dtype)
+    y = prepare_weight(w)(x)
+    ref = w.dequantize(torch.float32).T.to(dtype)
+    # at most one ulp apart (fp32 product order); a flushed subnormal would be 100% off
+    ulp = 2.0**-7 if dtype == torch.bfloat16 else 2.0**-10
+    torch.testing.assert_close(y.float(), ref.float(), rtol=ulp, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("static", [False, True])
+def test_act_quant_bitexact(dtype, static):
+    m, k = 7, 4096
+    x = (torch.randn(m, k, device=DEV) * 3).to(dtype)
+    x[0, :16] = 0  # a zero block gets scale 1.0
+    gs = torch.tensor([0.0123], device=DEV) if static else None
+    ws = kg.ActWorkspace(16, k, dtype, torch.device(DEV))
+    xq = ws.quantize(x, gs)
+    ref = quantize(x, global_scale=gs)
+    assert_bitexact(ws.codes[:m], ref.packed, "codes")
+    assert_bitexact(ws.scales[:m], ref.block_scale.view(torch.uint8), "scales")
+    assert_bitexact(ws.gs.reshape(()), ref.global_scale, "global scale")
+    vals = e2m1_decode(unpack_codes(ref.packed)).unflatten(-1, (-1, 16))
+    want = (vals * ref.block_scale.float().unsqueeze(-1)).flatten(-2).to(dtype)
+    assert_bitexact(xq, want, "e2m1 * block scale")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_dequant_bitexact(dtype):
+    w = quantize(torch.randn(200, 96, device=DEV))
+    pw = prepare_weight(w)
+    out = torch.full((200, 96), float("nan"), dtype=dtype, device=DEV)
+    kg.nvfp4_dequant(pw.codes, pw.scales, pw.global_scale, out)
+    assert_bitexact(out, w.dequantize(dtype), "dequantized weight")
+
+
+@pytest.mark.parametrize("act", ["bf16", "fp4"])
+@pytest.mark.parametrize("m", [17, 64])
+def test_large_m_and_bias(m, act):
+    n, k, dtype = 300, 512, torch.bfloat16
+    w = quantize(torch.randn(n, k, device=DEV))
+    bias = torch.randn(n, device=DEV).to(dtype)
+    x = torch.randn(m, k, device=DEV).to(dtype)
+    y = nvfp4_linear(x, prepare_weight(w), act=act, bias=bias)
+    assert_rel_close(y, _ref(x, w, act, bias=bias), rel_for_dtype(dtype), "large M")
+
+
+def test_bias_and_static_scale_small_m():
+    n, k, dtype = 4104, 4096, torch.float16
+    w = quantize(torch.randn(n, k, device=DEV))
+    bias = torch.randn(n, device=DEV).to(dtype)
+    x = torch.randn(5, k, device=DEV).to(dtype)
+    s = torch.tensor(0.002, device=DEV)
+    y = nvfp4_linear(x, prepare_weight(w), act="fp4", input_scale=s, bias=bias)
+    assert_rel_close(y, _ref(x, w, "fp4", s, bias), rel_for_dtype(dtype), "bias+static")
+
+
+@pytest.mark.parametrize("act", ["bf16", "fp4"])
+def test_cuda_graph_capture_replay(act):
+    n, k, m, dtype = 6144, 4096, 4, torch.bfloat16
+    w = quantize(torch.randn(n, k, device=DEV))
+    pw = prepare_weight(w)
+    x = torch.randn(m, k, device=DEV).to(dtype)
+    out = torch.empty(m, n, dtype=dtype, device=DEV)
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        pw(x, act=act, out=out)  # warm up: build, workspaces
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        pw(x, act=act, out=out)
+    for _ in range(3):
+        x.copy_(torch.randn(m, k, device=DEV).to(dtype))
+        out.fill_(float("nan"))
+        g.replay()
+        torch.cuda.synchronize()
+        assert_rel_close(out, _ref(x, w, act), rel_for_dtype(dtype), "graph replay")
+
+
+def test_m_over_16_at_gemv_entry_is_rejected():
+    pw = prepare_weight(quantize(torch.randn(64, 32, device=DEV)))
+    x = torch.randn(17, 32, device=DEV).to(torch.bfloat16)
+    y = torch.empty(17, 64, dtype=torch.bfloat16, device=DEV)
+    with pytest.raises(ValueError, match=r"1 <= M <= 16, got shape \(17, 32\)"):
+        kg.nvfp4_gemv_out(x, pw.codes, pw.scales, pw.global_scale, None, None, y,
+                          pw.partial, pw.counter, pw.splits)

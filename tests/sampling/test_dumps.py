@@ -1,0 +1,45 @@
+"""Entropy dump JSONL round trip and tau0 calibration."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from resetfp4.sampling import EntropyRecord, calibrate_tau0, read_entropy_dump, write_entropy_dump
+
+
+def test_round_trip(tmp_path):
+    recs = [EntropyRecord("a", True, [0.5, 1.25], [0.1, 1.0], [False, True]),
+            EntropyRecord("b", None, [2.0])]
+    path = tmp_path / "d.jsonl"
+    assert write_entropy_dump(path, recs) == 2
+    assert read_entropy_dump(path) == recs
+    line = path.read_text().splitlines()[0]
+    assert all(f'"{k}"' in line for k in ("id", "correct", "entropies", "temperatures", "starts"))
+
+
+def test_malformed_dump(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"id": "a", "entropies": [1]}\n{"id": "b"}\n')
+    with pytest.raises(ValueError, match=r"d.jsonl:2"):
+        read_entropy_dump(path)
+    with pytest.raises(ValueError, match="temperatures"):
+        EntropyRecord("x", True, [1.0, 2.0], [0.1])
+
+
+def test_calibrate_tau0():
+    rng = np.random.default_rng(0)
+    runs = [rng.exponential(0.5, size=n).tolist() for n in (10, 200, 37)]
+    want = float(np.percentile(np.concatenate(runs), 80))
+    assert calibrate_tau0(runs) == pytest.approx(want)
+    assert calibrate_tau0([EntropyRecord(str(i), None, r) for i, r in enumerate(runs)]) == pytest.approx(want)
+    assert calibrate_tau0([0.0, 1.0, 2.0, 3.0, 4.0], percentile=50) == 2.0
+
+
+@pytest.mark.parametrize("arg, kw, match", [([], {}, "no entropies"), ([[1.0, math.nan]], {}, "NaN"),
+                                            ([[1.0]], {"percentile": 100}, "percentile")])
+def test_calibrate_errors(arg, kw, match):
+    with pytest.raises(ValueError, match=match):
+        calibrate_tau0(arg, **kw)
