@@ -1,0 +1,244 @@
+"""``resetfp4 bench decode``: end-to-end decode speed, bf16 vs nvfp4-w4a16 vs nvfp4-w4a4.
+
+For each precision x sampler (``fixed`` = T 0.6 + top-p without ReSET's entropy/policy
+work, ``reset`` = ReSET with Qwen3-8B's paper parameters) x batch size: prefill time of
+``batch x prompt-len`` tokens (separately), then ``gen-len`` decode steps through the
+engine's CUDA-graph decode step (sampler inside). Reported: tokens/s, ms per step,
+achieved bandwidth = bytes read per step (all linear weights + lm_head + the KV cache
+positions attended) / step time, and its % of the device-to-device copy bandwidth
+measured in the same run. Random weights (``--random-weights``) are fine for speed and
+the output says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from resetfp4.engine.build import PRECISIONS, random_model, resolve_device
+from resetfp4.engine.config import PRESETS
+from resetfp4.engine.decode import DecodeRunner, attn_bucket
+from resetfp4.engine.model import Linear, Transformer
+from resetfp4.engine.sampling_glue import configure_rows, reset_config
+from resetfp4.sampling import PAPER_PARAMS, BatchSampler, SamplerConfig
+
+SAMPLERS = {
+    "fixed": SamplerConfig(mode="fixed", temperature=0.6, top_p=0.95),
+    "reset": reset_config(PAPER_PARAMS["qwen3-8b"], top_p=0.95),
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--arch", choices=sorted(PRESETS), default="qwen3-8b")
+    p.add_argument(
+        "--random-weights", action="store_true", help="random weights (speed only; required today)"
+    )
+    p.add_argument("--model", default=None, help="a real model (alias/path) instead of --random-weights")
+    p.add_argument("--layers", type=int, default=None, help="override the layer count (smoke runs)")
+    p.add_argument("--batch", default="1,4,8", help="comma-separated batch sizes")
+    p.add_argument("--prompt-len", type=int, default=512)
+    p.add_argument("--gen-len", type=int, default=1024)
+    p.add_argument("--precisions", default="bf16,nvfp4-w4a16,nvfp4-w4a4")
+    p.add_argument("--samplers", default="fixed,reset", help="comma-separated: fixed, reset")
+    p.add_argument("--lm-head", choices=("bf16", "nvfp4"), default="bf16")
+    p.add_argument("--device", default=None)
+    p.add_argument("--compile", action="store_true", help="torch.compile the decode forward (see the engine)")
+    p.add_argument("--json", type=Path, default=Path("bench_decode.json"), help="where to write results")
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def copy_bandwidth_gbs(dev: torch.device, nbytes: int = 1 << 30) -> float:
+    """(read + write bytes) / time of a device-to-device copy, median of 5."""
+    src = torch.empty(nbytes, dtype=torch.uint8, device=dev)
+    dst = torch.empty_like(src)
+    times = []
+    for _ in range(6):
+        _sync(dev)
+        t = time.perf_counter()
+        dst.copy_(src)
+        _sync(dev)
+        times.append(time.perf_counter() - t)
+    return 2 * nbytes / sorted(times[1:])[2] / 1e9
+
+
+def weight_bytes(model: Transformer) -> int:
+    """Bytes of every linear weight (incl. lm_head) a decode step reads."""
+    total = 0
+    for m in model.modules():
+        if isinstance(m, Linear):
+            if m.qweight is not None:
+                total += m.qweight.nbytes
+            else:
+                total += m.weight.numel() * m.weight.element_size()
+    return total
+
+
+def kv_bytes(model: Transformer, batch: int, attn_len: int) -> int:
+    a = model.args
+    return 2 * a.n_layers * batch * a.n_kv_heads * a.head_dim * attn_len * model.dtype.itemsize
+
+
+def _sampler(model: Transformer, batch: int, mode: str, dev: torch.device) -> BatchSampler:
+    kw: dict[str, Any] = {}
+    if "track_entropy" in inspect.signature(BatchSampler).parameters:
+        kw["track_entropy"] = mode == "reset"  # the fixed baseline skips ReSET's entropy work
+    return BatchSampler(batch, model.args.vocab_size, dev, **kw)
+
+
+def bench_cell(
+    model: Transformer,
+    batch: int,
+    mode: str,
+    prompt_len: int,
+    gen_len: int,
+    dev: torch.device,
+    compile: bool = False,
+) -> dict[str, Any]:
+    """Prefill + ``gen_len - 1`` graph-replayed decode steps for one batch size and sampler."""
+    runner = DecodeRunner(model, _sampler(model, batch, mode, dev), use_graphs=True, compile=compile)
+    steps = list(range(1, gen_len))
+    buckets = sorted({attn_bucket(prompt_len + s, model.max_seq_len) for s in steps})
+    t = time.perf_counter()
+    runner.capture(batch, buckets)
+    capture_s = time.perf_counter() - t
+    g = torch.Generator().manual_seed(0)
+    prompts = torch.randint(0, model.args.vocab_size, (batch, prompt_len), generator=g).tolist()
+    configure_rows(runner.sampler, [SAMPLERS[mode]] * batch, batch)
+    runner.prefill(prompts, batch)  # warm-up (lazy workspaces of the prefill path)
+    configure_rows(runner.sampler, [SAMPLERS[mode]] * batch, batch)
+    _sync(dev)
+    t = time.perf_counter()
+    st = runner.prefill(prompts, batch)
+    _sync(dev)
+    prefill_s = time.perf_counter() - t
+    t = time.perf_counter()
+    kv = 0
+    for s in steps:
+        a = attn_bucket(prompt_len + s, model.max_seq_len)
+        kv += kv_bytes(model, batch, a)
+        runner.decode(st, batch, a)
+    _sync(dev)
+    decode_s = time.perf_counter() - t
+    step_s = decode_s / len(steps)
+    bytes_step = weight_bytes(model) + kv / len(steps)
+    return {
+        "batch": batch,
+        "sampler": mode,
+        "graphs": runner.use_graphs,
+        "prefill_ms": prefill_s * 1e3,
+        "prefill_tokens_per_s": batch * prompt_len / prefill_s,
+        "ms_per_step": step_s * 1e3,
+        "tokens_per_s": batch / step_s,
+        "bytes_per_step": bytes_step,
+        "achieved_gbs": bytes_step / step_s / 1e9,
+        "capture_s": capture_s,
+    }
+
+
+def environment(dev: torch.device) -> dict[str, Any]:
+    env = {"torch": torch.__version__, "python": platform.python_version(), "device": str(dev)}
+    if dev.type == "cuda":
+        p = torch.cuda.get_device_properties(dev)
+        env.update(gpu=p.name, sms=p.multi_processor_count, cuda=torch.version.cuda)
+    return env
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    head = (
+        f"{'precision':<12} {'sampler':<7} {'B':>3} {'tok/s':>9} {'ms/step':>8} {'prefill ms':>10} "
+        f"{'GB/s':>7} {'%copy':>6} {'vs bf16':>8}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(
+            f"{r['precision']:<12} {r['sampler']:<7} {r['batch']:>3} {r['tokens_per_s']:>9.1f} "
+            f"{r['ms_per_step']:>8.3f} {r['prefill_ms']:>10.1f} {r['achieved_gbs']:>7.0f} "
+            f"{r['pct_copy_bw']:>5.0f}% {r.get('speedup_vs_bf16', float('nan')):>7.2f}x"
+        )
+    return "\n".join(lines)
+
+
+def _load_real(ref: str, precision: str, dev: torch.device, lm_head: str) -> Transformer:
+    """A real model (alias / GGUF / HF / NVFP4 folder) for the sanity row."""
+    from resetfp4.engine.build import build_model
+    from resetfp4.engine.loader import load_tokenizer, read_source
+
+    src = read_source(ref)
+    return build_model(src, precision, dev, lm_head=lm_head, tokenizer=load_tokenizer(src))
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.random_weights == bool(args.model):
+        raise ValueError(
+            "pass --random-weights (speed does not depend on weight values) or --model PATH_OR_ALIAS "
+            "(a real-model sanity row), not both"
+        )
+    dev = resolve_device(args.device)
+    batches = sorted({int(b) for b in args.batch.split(",")})
+    precisions = [p.strip() for p in args.precisions.split(",")]
+    modes = [m.strip() for m in args.samplers.split(",")]
+    for p in precisions:
+        if p not in PRECISIONS:
+            raise ValueError(f"unknown precision {p!r}; choose from {PRECISIONS}")
+    for m in modes:
+        if m not in SAMPLERS:
+            raise ValueError(f"unknown sampler {m!r}; choose from {sorted(SAMPLERS)}")
+    arch = (
+        PRESETS[args.arch]
+        if args.layers is None
+        else PRESETS[args.arch].__class__(**{**PRESETS[args.arch].as_dict(), "n_layers": args.layers})
+    )
+    copy_gbs = copy_bandwidth_gbs(dev, (1 << 30) if dev.type == "cuda" else (1 << 26))
+    rows: list[dict[str, Any]] = []
+    for prec in precisions:
+        if args.model:
+            model = _load_real(args.model, prec, dev, args.lm_head)
+            arch = model.args
+        else:
+            model = random_model(arch, prec, dev, lm_head=args.lm_head)
+        model.setup_cache(max(batches), args.prompt_len + args.gen_len)
+        for mode in modes:
+            for b in batches:
+                r = bench_cell(model, b, mode, args.prompt_len, args.gen_len, dev, args.compile)
+                r.update(precision=prec, pct_copy_bw=100 * r["achieved_gbs"] / copy_gbs)
+                rows.append(r)
+                print(f"  {prec} {mode} B={b}: {r['tokens_per_s']:.1f} tok/s", flush=True)
+        del model
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+    base = {(r["sampler"], r["batch"]): r["tokens_per_s"] for r in rows if r["precision"] == "bf16"}
+    for r in rows:
+        if (r["sampler"], r["batch"]) in base:
+            r["speedup_vs_bf16"] = r["tokens_per_s"] / base[(r["sampler"], r["batch"])]
+    out = {
+        "benchmark": "decode",
+        "arch": args.model or args.arch,
+        "layers": arch.n_layers,
+        "weights": "real" if args.model else "random",
+        "prompt_len": args.prompt_len,
+        "gen_len": args.gen_len,
+        "lm_head": args.lm_head,
+        "copy_bandwidth_gbs": copy_gbs,
+        "environment": environment(dev),
+        "rows": rows,
+    }
+    args.json.write_text(json.dumps(out, indent=2) + "\n")
+    print(
+        f"decode benchmark: {args.model or args.arch} ({arch.n_layers} layers), "
+        f"{'real weights' if args.model else 'RANDOM WEIGHTS (speed only)'}, "
+        f"prompt {args.prompt_len}, gen {args.gen_len}, lm_head {args.lm_head}, {environment(dev)}"
+    )
+    print(f"copy bandwidth {copy_gbs:.0f} GB/s; JSON: {args.json}")
+    print(_table(rows))
+    return 0

@@ -1,0 +1,174 @@
+"""``resetfp4 generate``: text from a BF16 or NVFP4 model with the ReSET sampler.
+
+Human output streams the text, then a summary (tokens/s, reasoning steps, share of tokens
+at T_low / T_high); ``--color`` adds a per-token view (colour = temperature, shade =
+entropy). ``--json`` prints one JSON object as the last line instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from resetfp4.engine.aliases import ALIASES, DEFAULT_MODEL
+from resetfp4.engine.build import PRECISIONS
+from resetfp4.sampling.config import SAMPLER_MODES, SamplerConfig
+
+DEFAULT_MAX_NEW_TOKENS = 256
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="generate text with a BF16 or NVFP4 model and the ReSET sampler",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"alias {list(ALIASES)}, a .gguf file, an HF folder or a ModelOpt NVFP4 folder "
+        f"(default: {DEFAULT_MODEL}, embedded)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=None,
+        help="default: bf16 on CUDA, fp32 on CPU (NVFP4 folders: their own precision)",
+    )
+    p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when available)")
+    p.add_argument("--lm-head", choices=("bf16", "nvfp4"), default="bf16", help="output head precision")
+    p.add_argument("--compile", action="store_true", help="torch.compile the decode step (slower start)")
+    p.add_argument("--sampler", choices=SAMPLER_MODES, default="reset")
+    d = SamplerConfig()
+    for flag, help_ in (
+        ("--temperature", f"fixed sampler T (default {d.temperature})"),
+        ("--t-low", f"ReSET low temperature (default: the model's calibrated value, else {d.t_low})"),
+        ("--tau0", f"ReSET entropy threshold in nats (default: calibrated, else {d.tau0})"),
+        ("--t-high", f"ReSET high temperature (default {d.t_high})"),
+        ("--top-p", f"nucleus mass (default {d.top_p})"),
+    ):
+        p.add_argument(flag, type=float, default=None, help=help_)
+    p.add_argument("--window", type=int, default=None, help=f"ReSET window in tokens (default {d.window})")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
+    p.add_argument("--max-seq-len", type=int, default=2048, help="KV cache length (prompt + generation)")
+    p.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
+    p.add_argument("--raw", action="store_true", help="tokenize the prompt as is (no chat template)")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.add_argument("--color", action="store_true", help="show a per-token entropy/temperature view")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", help="the prompt text")
+    src.add_argument("--prompt-file", type=Path, help="read the prompt from this file")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.set_defaults(func=run)
+
+
+def sampler_config(args: argparse.Namespace, engine) -> SamplerConfig:
+    """The request's SamplerConfig: flags override the model's calibrated ReSET params."""
+    common = {"top_p": args.top_p, "seed": args.seed}
+    if args.sampler == "reset":
+        return engine.default_sampling(
+            t_low=args.t_low, tau0=args.tau0, t_high=args.t_high, window=args.window, **common
+        )
+    extra = {"temperature": args.temperature} if args.sampler == "fixed" else {}
+    return SamplerConfig(mode=args.sampler, **{k: v for k, v in {**common, **extra}.items() if v is not None})
+
+
+def _default_precision(args: argparse.Namespace) -> str:
+    if args.precision:
+        return args.precision
+    if (Path(args.model) / "hf_quant_config.json").is_file():
+        qc = json.loads((Path(args.model) / "hf_quant_config.json").read_text())
+        return "nvfp4-w4a4" if qc.get("quantization", {}).get("quant_algo") == "NVFP4" else "nvfp4-w4a16"
+    import torch
+
+    cuda = torch.cuda.is_available() and (args.device or "cuda").startswith("cuda")
+    return "bf16" if cuda else "fp32"
+
+
+# ANSI 256-colour backgrounds, dim -> bright: blues for T_low, reds for T_high, greys for greedy.
+_SHADES = {"low": (17, 18, 19, 20, 21), "high": (52, 88, 124, 160, 196), "greedy": (236, 238, 240, 242, 244)}
+_H_MAX = 4.0  # nats: entropies at or above this get the brightest shade
+
+
+def _color_view(res, tokenizer) -> str:
+    """Each token's text on a background: blue = T_low, red = T_high, grey = greedy;
+    brighter = higher entropy (H_t of the raw distribution)."""
+    out = []
+    for tid, t, h in zip(res.token_ids, res.temperatures, res.entropies, strict=True):
+        kind = "greedy" if t <= 0 else ("high" if t >= 1.0 - 1e-6 else "low")
+        shade = _SHADES[kind][min(4, int(max(0.0, h) / _H_MAX * 5))]
+        text = tokenizer.decode([tid]).replace("\n", "\u21b5\n")
+        out.append(f"\x1b[48;5;{shade}m{text}\x1b[0m")
+    legend = "legend: blue = T_low, red = T_high, grey = greedy; brighter = higher entropy"
+    return "".join(out) + "\n" + legend
+
+
+def _summary(res, stats: dict, precision: str, model: str) -> str:
+    n = len(res.token_ids)
+    temps = res.temperatures
+    lo = sum(1 for t in temps if 0 < t < 1.0 - 1e-6) / max(1, n)
+    hi = sum(1 for t in temps if t >= 1.0 - 1e-6) / max(1, n)
+    steps = 1 + sum(res.step_starts)
+    return (
+        f"[{model} {precision}] {n} tokens ({res.finish_reason}) in {stats['seconds']:.2f} s = "
+        f"{stats['tokens_per_s']:.1f} tokens/s; {steps} reasoning step(s); "
+        f"{lo:.0%} of tokens at T_low, {hi:.0%} at T_high"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from resetfp4.engine.engine import load_engine
+
+    prompt = args.prompt if args.prompt is not None else _read_prompt(args.prompt_file)
+    precision = _default_precision(args)
+    engine = load_engine(
+        args.model,
+        precision,
+        device=args.device,
+        max_batch=1,
+        max_seq_len=args.max_seq_len,
+        lm_head=args.lm_head,
+        compile=args.compile,
+    )
+    cfg = sampler_config(args, engine)
+    stream = None if args.json else (lambda _i, text: (sys.stdout.write(text), sys.stdout.flush()))
+    res = engine.generate(
+        [prompt], cfg, args.max_new_tokens, chat=not args.raw, stop=args.stop, trace=True, stream=stream
+    )[0]
+    stats = engine.last_stats
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "model": engine.model_name,
+                    "precision": precision,
+                    "sampler": cfg.mode,
+                    "token_ids": res.token_ids,
+                    "text": res.text,
+                    "finish_reason": res.finish_reason,
+                    "prompt_tokens": res.prompt_tokens,
+                    "entropies": res.entropies,
+                    "temperatures": res.temperatures,
+                    "step_starts": res.step_starts,
+                    "tokens_per_s": stats["tokens_per_s"],
+                    "seconds": stats["seconds"],
+                }
+            )
+        )
+        return 0
+    print()
+    if args.color:
+        print(_color_view(res, engine.tokenizer))
+    print(_summary(res, stats, precision, engine.model_name), file=sys.stderr)
+    return 0
+
+
+def _read_prompt(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"prompt file {path} does not exist") from e

@@ -1,0 +1,176 @@
+"""Model hyper-parameters: :class:`ModelArgs` from HF ``config.json``, GGUF metadata or a preset."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+# HF ``model_type`` / GGUF ``general.architecture`` -> our architecture name.
+ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}
+
+
+@dataclass(frozen=True)
+class ModelArgs:
+    """Decoder-only transformer shape (Llama / Qwen2 / Qwen3 families).
+
+    ``arch`` picks the variant: ``qwen2`` has a bias on q/k/v, ``qwen3`` has an RMSNorm
+    over each head of q and k (applied before RoPE). All use rotate-half RoPE on HF
+    weight layouts (GGUF llama Q/K rows are un-permuted on load).
+    """
+
+    arch: str
+    vocab_size: int
+    dim: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    intermediate_size: int
+    head_dim: int = 0
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-6
+    tie_embeddings: bool = False
+    max_position: int = 32768
+    bos_token_id: int | None = None
+    eos_token_ids: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHITECTURES.values():
+            raise ValueError(
+                f"unknown architecture {self.arch!r}; supported: {sorted(ARCHITECTURES)} "
+                "(Llama, Qwen2, Qwen3 decoder-only models)"
+            )
+        if self.head_dim == 0:
+            object.__setattr__(self, "head_dim", self.dim // self.n_heads)
+        if self.n_heads % self.n_kv_heads != 0:
+            raise ValueError(f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}")
+
+    @property
+    def qkv_bias(self) -> bool:
+        return self.arch == "qwen2"
+
+    @property
+    def qk_norm(self) -> bool:
+        return self.arch == "qwen3"
+
+    def to_hf_config(self) -> dict[str, Any]:
+        """A minimal HF ``config.json`` dict that :meth:`from_hf_config` reads back."""
+        model_type = self.arch
+        cls = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
+        cfg: dict[str, Any] = {
+            "architectures": [cls[self.arch]],
+            "model_type": model_type,
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.dim,
+            "num_hidden_layers": self.n_layers,
+            "num_attention_heads": self.n_heads,
+            "num_key_value_heads": self.n_kv_heads,
+            "intermediate_size": self.intermediate_size,
+            "head_dim": self.head_dim,
+            "rope_theta": self.rope_theta,
+            "rms_norm_eps": self.norm_eps,
+            "tie_word_embeddings": self.tie_embeddings,
+            "max_position_embeddings": self.max_position,
+            "hidden_act": "silu",
+            "torch_dtype": "bfloat16",
+        }
+        if self.bos_token_id is not None:
+            cfg["bos_token_id"] = self.bos_token_id
+        if self.eos_token_ids:
+            eos = list(self.eos_token_ids)
+            cfg["eos_token_id"] = eos[0] if len(eos) == 1 else eos
+        return cfg
+
+    @classmethod
+    def from_hf_config(cls, cfg: dict[str, Any]) -> ModelArgs:
+        """Read an HF ``config.json`` dict (Llama/Qwen2/Qwen3 causal LMs)."""
+        mt = cfg.get("model_type")
+        if mt not in ARCHITECTURES:
+            raise ValueError(
+                f"unknown architecture: config.json has model_type={mt!r} "
+                f"(architectures={cfg.get('architectures')}); supported model types: {sorted(ARCHITECTURES)}"
+            )
+        try:
+            eos = cfg.get("eos_token_id")
+            eos_ids = tuple(eos) if isinstance(eos, list) else ((eos,) if eos is not None else ())
+            rope = cfg.get("rope_theta", (cfg.get("rope_parameters") or {}).get("rope_theta", 10000.0))
+            return cls(
+                arch=ARCHITECTURES[mt],
+                vocab_size=int(cfg["vocab_size"]),
+                dim=int(cfg["hidden_size"]),
+                n_layers=int(cfg["num_hidden_layers"]),
+                n_heads=int(cfg["num_attention_heads"]),
+                n_kv_heads=int(cfg.get("num_key_value_heads", cfg["num_attention_heads"])),
+                intermediate_size=int(cfg["intermediate_size"]),
+                head_dim=int(cfg.get("head_dim") or 0),
+                rope_theta=float(rope),
+                norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
+                tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+                max_position=int(cfg.get("max_position_embeddings", 32768)),
+                bos_token_id=cfg.get("bos_token_id"),
+                eos_token_ids=eos_ids,
+            )
+        except KeyError as e:
+            raise ValueError(
+                f"config.json lacks the required key {e.args[0]!r}; is it a causal-LM config?"
+            ) from e
+
+    @classmethod
+    def from_gguf_fields(cls, fields: dict[str, Any], vocab_size: int, tied: bool) -> ModelArgs:
+        """Read GGUF metadata (already converted to Python values by the loader)."""
+        arch = fields.get("general.architecture")
+        if arch not in ARCHITECTURES:
+            raise ValueError(
+                f"unknown architecture: GGUF general.architecture={arch!r}; "
+                f"supported: {sorted(ARCHITECTURES)}"
+            )
+        p = f"{arch}."
+        try:
+            n_heads = int(fields[p + "attention.head_count"])
+            dim = int(fields[p + "embedding_length"])
+            head_dim = int(
+                fields.get(p + "attention.key_length")
+                or fields.get(p + "rope.dimension_count")
+                or dim // n_heads
+            )
+            eos = fields.get("tokenizer.ggml.eos_token_id")
+            return cls(
+                arch=ARCHITECTURES[arch],
+                vocab_size=vocab_size,
+                dim=dim,
+                n_layers=int(fields[p + "block_count"]),
+                n_heads=n_heads,
+                n_kv_heads=int(fields.get(p + "attention.head_count_kv", n_heads)),
+                intermediate_size=int(fields[p + "feed_forward_length"]),
+                head_dim=head_dim,
+                rope_theta=float(fields.get(p + "rope.freq_base", 10000.0)),
+                norm_eps=float(fields.get(p + "attention.layer_norm_rms_epsilon", 1e-6)),
+                tie_embeddings=tied,
+                max_position=int(fields.get(p + "context_length", 32768)),
+                bos_token_id=fields.get("tokenizer.ggml.bos_token_id"),
+                eos_token_ids=(int(eos),) if eos is not None else (),
+            )
+        except KeyError as e:
+            raise ValueError(
+                f"GGUF metadata lacks {e.args[0]!r}; the file may be corrupt or not a causal LM"
+            ) from e
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# Published shapes (HF config.json of each model).
+PRESETS: dict[str, ModelArgs] = {
+    "qwen3-8b": ModelArgs("qwen3", 151936, 4096, 36, 32, 8, 12288, 128, 1e6, 1e-6, False, 40960),
+    "qwen3-14b": ModelArgs("qwen3", 151936, 5120, 40, 40, 8, 17408, 128, 1e6, 1e-6, False, 40960),
+    "qwen3-32b": ModelArgs("qwen3", 151936, 5120, 64, 64, 8, 25600, 128, 1e6, 1e-6, False, 40960),
+    "qwen2.5-coder-0.5b": ModelArgs("qwen2", 151936, 896, 24, 14, 2, 4864, 64, 1e6, 1e-6, True, 32768),
+    "qwen2.5-coder-1.5b": ModelArgs("qwen2", 151936, 1536, 28, 12, 2, 8960, 128, 1e6, 1e-6, True, 32768),
+    "smollm2-135m": ModelArgs("llama", 49152, 576, 30, 9, 3, 1536, 64, 1e5, 1e-5, True, 8192),
+}
+
+
+def preset(name: str, **overrides: Any) -> ModelArgs:
+    """A named preset, optionally with fields replaced (e.g. ``n_layers=2`` for tests)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown architecture preset {name!r}; choose one of {sorted(PRESETS)}")
+    return replace(PRESETS[name], **overrides)

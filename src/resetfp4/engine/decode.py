@@ -1,0 +1,200 @@
+"""Static-shape prefill and decode steps, with one CUDA graph per (batch bucket, KV length bucket).
+
+A decode step is ``logits = model(tok, pos)`` -> ``ids = sampler.step(logits)`` -> write
+``ids`` (and the sampler's entropy / temperature / step-start) into per-step history
+buffers at the device-side step counter, then ``pos += 1``. Every tensor it touches is
+preallocated per batch bucket, so the step has no host sync and no allocation outside the
+graph's private pool; the host reads the history only every few steps.
+
+KV length buckets: attention reads cache positions ``[0, attn_len)`` only, where
+``attn_len`` is the smallest of 256, 512, 1024, ... (capped at ``max_seq_len``) that covers
+the furthest position; without it every step would read the whole cache.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from resetfp4.engine.model import Linear, Transformer
+from resetfp4.engine.sampling_glue import trace_views
+
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+MIN_ATTN_BUCKET = 256
+PREFILL_TOKENS = 16384  # rows per prefill chunk are chosen so a chunk holds at most this many tokens
+
+
+def batch_bucket(n: int, max_batch: int) -> int:
+    """Smallest bucket >= ``n`` (capped at ``max_batch``)."""
+    return min(next((b for b in BATCH_BUCKETS if b >= n), n), max_batch) if n <= max_batch else n
+
+
+def attn_bucket(n_positions: int, max_seq_len: int) -> int:
+    b = MIN_ATTN_BUCKET
+    while b < n_positions:
+        b *= 2
+    return min(b, max_seq_len)
+
+
+@dataclass
+class DecodeState:
+    """Static per-bucket buffers. ``hist_*`` are ``[B, max_seq_len]`` indexed by step."""
+
+    tok: Tensor  # int64 [B]: the last sampled token (input of the next step)
+    pos: Tensor  # int64 [B]: its position
+    step: Tensor  # int64 [1]: how many tokens have been generated
+    hist_ids: Tensor
+    hist_ent: Tensor
+    hist_temp: Tensor
+    hist_start: Tensor
+
+    @classmethod
+    def allocate(cls, batch: int, max_seq_len: int, device: torch.device) -> DecodeState:
+        def z(dtype: torch.dtype) -> Tensor:
+            return torch.zeros((batch, max_seq_len), dtype=dtype, device=device)
+
+        return cls(
+            torch.zeros(batch, dtype=torch.long, device=device),
+            torch.zeros(batch, dtype=torch.long, device=device),
+            torch.zeros(1, dtype=torch.long, device=device),
+            z(torch.long),
+            z(torch.float32),
+            z(torch.float32),
+            z(torch.bool),
+        )
+
+
+def graph_safe(model: Transformer) -> bool:
+    """False when some NVFP4 linear would run the reference W4A4 path (it syncs the host)."""
+    return not any(
+        isinstance(m, Linear) and m.qweight is not None and m.qweight.kernel is None and m.act == "fp4"
+        for m in model.modules()
+    )
+
+
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _compiled(model: Transformer):
+    """``torch.compile(model)``, one per model (runners of several batch buckets share it)."""
+    import torch._dynamo as dynamo
+
+    if model in _COMPILED:
+        return _COMPILED[model]
+
+    # One specialisation per (batch bucket, KV bucket): raise dynamo's recompile limit.
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(dynamo.config, name):
+            setattr(dynamo.config, name, max(64, getattr(dynamo.config, name)))
+    _COMPILED[model] = torch.compile(model, dynamic=False)
+    return _COMPILED[model]
+
+
+class DecodeRunner:
+    """Runs prefill and decode steps for one model + sampler; owns the graphs."""
+
+    def __init__(self, model: Transformer, sampler, use_graphs: bool, compile: bool = False):
+        self.model, self.sampler = model, sampler
+        # Optional torch.compile of the decode forward (fuses the many tiny elementwise
+        # kernels of norms/RoPE/residuals); compiled lazily by the first warm-up step.
+        self.forward = _compiled(model) if compile else model
+        self.device = model.model.embed_tokens.weight.device
+        self.use_graphs = use_graphs and self.device.type == "cuda" and graph_safe(model)
+        self.states: dict[int, DecodeState] = {}
+        self.graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
+        self.pool = None
+
+    def state(self, batch: int) -> DecodeState:
+        if batch not in self.states:
+            self.states[batch] = DecodeState.allocate(batch, self.model.max_seq_len, self.device)
+        return self.states[batch]
+
+    def _record(self, st: DecodeState, ids: Tensor, batch: int) -> None:
+        ent, temp, start = trace_views(self.sampler, batch)
+        idx = st.step.expand(batch).unsqueeze(1)
+        st.hist_ids.scatter_(1, idx, ids.unsqueeze(1))
+        st.hist_ent.scatter_(1, idx, ent.unsqueeze(1))
+        st.hist_temp.scatter_(1, idx, temp.unsqueeze(1))
+        st.hist_start.scatter_(1, idx, start.unsqueeze(1))
+        st.tok.copy_(ids)
+        st.step.add_(1)
+
+    def _step(self, st: DecodeState, batch: int, attn_len: int) -> None:
+        logits = self.forward(st.tok.unsqueeze(1), st.pos.unsqueeze(1), attn_len)[:, 0]
+        ids = self.sampler.step(logits)
+        st.pos.add_(1)
+        self._record(st, ids, batch)
+
+    @torch.no_grad()
+    def prefill(self, prompts: list[list[int]], batch: int) -> DecodeState:
+        """Right-padded batched prefill of ``prompts`` (<= ``batch``; missing rows get one
+        pad token) and the first sampled token. Returns the bucket's state, step = 1."""
+        st = self.state(batch)
+        rows = prompts + [[0]] * (batch - len(prompts))
+        lens = torch.tensor([len(r) for r in rows], dtype=torch.long)
+        width = int(lens.max())
+        toks = torch.zeros((batch, width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            toks[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        toks, lens_d = toks.to(self.device), lens.to(self.device)
+        pos = torch.arange(width, device=self.device).expand(batch, width)
+        chunk = max(1, PREFILL_TOKENS // width)
+        logits = torch.cat(
+            [
+                self.model(
+                    toks[r0 : r0 + chunk], pos[r0 : r0 + chunk], width, lens_d[r0 : r0 + chunk] - 1, row0=r0
+                )
+                for r0 in range(0, batch, chunk)
+            ]
+        )
+        ids = self.sampler.step(logits)
+        st.step.zero_()
+        st.pos.copy_(lens_d)
+        self._record(st, ids, batch)
+        return st
+
+    @torch.no_grad()
+    def decode(self, st: DecodeState, batch: int, attn_len: int) -> None:
+        """One decode step (graph replay on CUDA)."""
+        if not self.use_graphs:
+            self._step(st, batch, attn_len)
+            return
+        key = (batch, attn_len)
+        if key not in self.graphs:
+            raise RuntimeError(f"no CUDA graph captured for batch {batch}, attention length {attn_len}")
+        self.graphs[key].replay()
+
+    @torch.no_grad()
+    def capture(self, batch: int, attn_lens: list[int]) -> None:
+        """Capture graphs for ``batch`` at each ``attn_len`` not yet captured.
+
+        Must run before the sampler is configured and before prefill: warm-up steps write
+        KV entries and advance sampler state, which ``configure`` and prefill then reset.
+        """
+        if not self.use_graphs:
+            return
+        st = self.state(batch)
+        todo = [a for a in attn_lens if (batch, a) not in self.graphs]
+        if not todo:
+            return
+        if self.pool is None:
+            self.pool = torch.cuda.graph_pool_handle()
+        for a in todo:
+            st.pos.zero_()
+            st.step.zero_()
+            s = torch.cuda.Stream()
+            s.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(s):
+                for _ in range(2):  # warm-up: lazy inits, cuBLAS workspaces
+                    self._step(st, batch, a)
+            torch.cuda.current_stream().wait_stream(s)
+            st.pos.zero_()
+            st.step.zero_()
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g, pool=self.pool):
+                self._step(st, batch, a)
+            self.graphs[(batch, a)] = g
+        torch.cuda.synchronize()

@@ -1,0 +1,115 @@
+"""Where the engine meets the NVFP4 linear kernels (the only module that knows their API).
+
+On CUDA, when :mod:`resetfp4.ops` provides ``nvfp4_linear`` (and optionally a weight
+preparation/repacking step), it is used. Everywhere else (CPU, or kernels not built) the
+exact reference semantics of :func:`resetfp4.kernels.reference.nvfp4_linear_ref` are used
+with the dequantized fp32 weight cached once (the reference would dequantize it on every
+call; the result is bit-identical). A fallback on CUDA is announced once on stderr.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from resetfp4.format.nvfp4 import NVFP4Tensor, quantize
+
+_WARNED: set[str] = set()
+
+
+@dataclass
+class PreparedWeight:
+    """An NVFP4 weight ready for the fastest available path (exactly one of the fields).
+
+    ``kernel``: :class:`resetfp4.ops.PreparedNVFP4Weight` (repacked for the CUDA kernels;
+    the plain NVFP4 tensor is not kept, :meth:`nvfp4` rebuilds it exactly);
+    ``w`` + ``dense``: the NVFP4 tensor ``[N, K]`` and its fp32 dequantized copy for the
+    reference path.
+    """
+
+    w: NVFP4Tensor | None = None
+    kernel: Any = None
+    dense: Tensor | None = None
+
+    def nvfp4(self) -> NVFP4Tensor:
+        """The weight as an :class:`NVFP4Tensor` (for export)."""
+        return self.w if self.w is not None else self.kernel.to_nvfp4()
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        if self.w is not None:
+            return tuple(self.w.shape)
+        return (self.kernel.n, self.kernel.k)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes a matmul reads: codes (K/2 per row) + fp8 block scales (K/16) + global scale."""
+        n, k = self.shape
+        return n * k // 2 + n * k // 16 + 4
+
+
+def _ops() -> Any | None:
+    try:
+        ops = importlib.import_module("resetfp4.ops")
+    except ImportError:
+        return None
+    return ops if hasattr(ops, "nvfp4_linear") else None
+
+
+def _warn_once(msg: str) -> None:
+    if msg not in _WARNED:
+        _WARNED.add(msg)
+        print(f"resetfp4: {msg}", file=sys.stderr)
+
+
+def kernels_available(device: torch.device) -> tuple[bool, str]:
+    """Whether the CUDA NVFP4 kernels can serve ``device``; the reason when not."""
+    if device.type != "cuda":
+        return False, "not a CUDA device (the reference linears are used)"
+    ops = _ops()
+    if ops is None:
+        return False, "resetfp4.ops.nvfp4_linear is not available (kernels not built?)"
+    if not hasattr(ops, "prepare_weight"):
+        return False, "resetfp4.ops.prepare_weight is missing"
+    return True, ""
+
+
+def prepare(w: NVFP4Tensor) -> PreparedWeight:
+    """Prepare ``w`` (on its device) for :func:`nvfp4_linear`."""
+    ok, why = kernels_available(w.device)
+    if ok:
+        return PreparedWeight(kernel=_ops().prepare_weight(w))
+    if w.device.type == "cuda":
+        _warn_once(f"NVFP4 CUDA kernels unavailable ({why}); using the slow reference linears")
+    return PreparedWeight(w=w, dense=w.dequantize(torch.float32))
+
+
+def nvfp4_linear(
+    x: Tensor, pw: PreparedWeight, *, act: str, input_scale: Tensor | None, bias: Tensor | None
+) -> Tensor:
+    """``x`` ``[..., K]`` (bf16/fp32) times NVFP4 ``[N, K]`` -> ``[..., N]`` in ``x.dtype``.
+
+    ``act``: ``"bf16"`` (W4A16, activations as given) or ``"fp4"`` (W4A4: activations
+    quantized to NVFP4 with the static ``input_scale``).
+    """
+    if pw.kernel is not None:
+        # The kernels take a contiguous [M, K] x and a bias of x's dtype.
+        x2 = x.reshape(-1, x.shape[-1]).contiguous()
+        b = bias.to(x.dtype) if bias is not None else None
+        y = _ops().nvfp4_linear(x2, pw.kernel, act=act, input_scale=input_scale, bias=b)
+        return y.reshape(*x.shape[:-1], y.shape[-1])
+    if act == "fp4":
+        xf = quantize(x, global_scale=input_scale).dequantize(torch.float32)
+    elif act == "bf16":
+        xf = x.float()
+    else:
+        raise ValueError(f"act must be 'bf16' (W4A16) or 'fp4' (W4A4), got {act!r}")
+    y = xf @ pw.dense.T
+    if bias is not None:
+        y = y + bias.float()
+    return y.to(x.dtype)

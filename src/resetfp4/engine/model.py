@@ -1,0 +1,253 @@
+"""One-file decoder (Llama / Qwen2 / Qwen3) with a static KV cache, in the manner of gpt-fast.
+
+Module names mirror HF (``model.layers.N.self_attn.q_proj`` ...), so HF, GGUF and
+ModelOpt state dicts load by name. Shapes are static: the cache holds
+``[max_batch, n_kv_heads, max_seq_len, head_dim]`` per layer, every forward writes its
+keys/values at explicit per-row positions and attends through a position mask, so one
+batch can mix prompt lengths and a decode step can be captured in a CUDA graph.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from resetfp4.engine import linear_glue
+from resetfp4.engine.config import ModelArgs
+from resetfp4.format.nvfp4 import NVFP4Tensor
+
+
+class RMSNorm(nn.Module):
+    """HF RMSNorm: normalise in fp32, cast back, then scale (same op order as HF).
+
+    ``F.rms_norm`` computes ``h * rsqrt(mean(h^2) + eps)`` like HF's expression, in one
+    fused kernel on recent CUDA builds (fewer tiny kernels per decode step)."""
+
+    def __init__(self, dim: int, eps: float, dtype: torch.dtype, device: torch.device | None = None):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim, dtype=dtype, device=device), requires_grad=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)
+        return self.weight * h.to(x.dtype)
+
+
+class Linear(nn.Module):
+    """``y = x @ W.T (+ b)``; ``W`` is dense (fp32/bf16) or NVFP4 (W4A16 or W4A4).
+
+    Args of :meth:`forward`: ``x`` ``[..., K]`` in the activation dtype; returns
+    ``[..., N]`` in the same dtype. NVFP4 dispatch lives in :mod:`linear_glue` (kernels on
+    CUDA when present, the exact reference linears otherwise).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool,
+        dtype: torch.dtype,
+        device: torch.device | None = None,
+    ):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(
+            torch.empty(out_features, in_features, dtype=dtype, device=device), requires_grad=False
+        )
+        self.bias = (
+            nn.Parameter(torch.zeros(out_features, dtype=dtype, device=device), requires_grad=False)
+            if bias
+            else None
+        )
+        self.qweight: linear_glue.PreparedWeight | None = None
+        self.act = "bf16"
+        self.input_scale: Tensor | None = None
+
+    def set_nvfp4(self, w: NVFP4Tensor, act: str, input_scale: Tensor | None) -> None:
+        """Switch to NVFP4: ``w`` ``[N, K]``; ``act`` "bf16" (W4A16) or "fp4" (W4A4, needs input_scale)."""
+        if tuple(w.shape) != (self.out_features, self.in_features):
+            raise ValueError(
+                f"NVFP4 weight has shape {tuple(w.shape)}, expected {(self.out_features, self.in_features)}"
+            )
+        if act == "fp4" and input_scale is None:
+            raise ValueError("W4A4 needs a calibrated input_scale per linear (see resetfp4 quantize)")
+        self.weight = None  # type: ignore[assignment]
+        self.qweight = linear_glue.prepare(w)
+        self.act = act
+        self.input_scale = input_scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.qweight is None:
+            return F.linear(x, self.weight, self.bias)
+        return linear_glue.nvfp4_linear(
+            x, self.qweight, act=self.act, input_scale=self.input_scale, bias=self.bias
+        )
+
+
+def rope_tables(args: ModelArgs, max_seq_len: int, device: torch.device | None) -> tuple[Tensor, Tensor]:
+    """fp32 ``cos, sin_signed`` ``[max_seq_len, head_dim]`` for rotate-half RoPE (HF convention).
+
+    ``sin_signed`` carries rotate-half's sign: ``[-sin(f), sin(f)]`` over the two halves."""
+    hd = args.head_dim
+    inv_freq = 1.0 / (
+        args.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.int64, device=device).float() / hd)
+    )
+    t = torch.arange(max_seq_len, dtype=torch.int64, device=device).float()
+    freqs = t[:, None] * inv_freq[None, :]
+    emb = torch.cat((freqs, freqs), dim=-1)
+    sin = emb.sin()
+    half = hd // 2
+    return emb.cos(), torch.cat((-sin[:, :half], sin[:, half:]), dim=-1)
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """``x`` ``[B, H, L, hd]``; ``cos/sin`` ``[B, 1, L, hd]`` in ``x.dtype``, ``sin`` signed.
+
+    Bitwise equal to HF's ``x * cos + rotate_half(x) * sin``: ``cat(-x2, x1) * sin`` and
+    ``cat(x2, x1) * cat(-sin1, sin2)`` differ only in where the exact negation happens."""
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat((x[..., half:], x[..., :half]), dim=-1) * sin
+
+
+class Attention(nn.Module):
+    def __init__(self, args: ModelArgs, dtype: torch.dtype, device: torch.device | None):
+        super().__init__()
+        hd, h, kv = args.head_dim, args.n_heads, args.n_kv_heads
+        self.n_heads, self.n_kv, self.hd = h, kv, hd
+        self.q_proj = Linear(args.dim, h * hd, args.qkv_bias, dtype, device)
+        self.k_proj = Linear(args.dim, kv * hd, args.qkv_bias, dtype, device)
+        self.v_proj = Linear(args.dim, kv * hd, args.qkv_bias, dtype, device)
+        self.o_proj = Linear(h * hd, args.dim, False, dtype, device)
+        if args.qk_norm:
+            self.q_norm = RMSNorm(hd, args.norm_eps, dtype, device)
+            self.k_norm = RMSNorm(hd, args.norm_eps, dtype, device)
+        else:
+            self.q_norm = self.k_norm = None
+        self.k_cache: Tensor | None = None
+        self.v_cache: Tensor | None = None
+
+    def forward(
+        self, x: Tensor, pos: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, attn_len: int, row0: int = 0
+    ) -> Tensor:
+        """``x`` ``[B, L, D]``; ``pos`` int64 ``[B, L]``; ``mask`` additive ``[B, 1, L, attn_len]``
+        in ``x.dtype`` (0 = attend, -inf = masked);
+        the batch uses cache rows ``[row0, row0 + B)``."""
+        b, L, _ = x.shape
+        q = self.q_proj(x).view(b, L, self.n_heads, self.hd)
+        k = self.k_proj(x).view(b, L, self.n_kv, self.hd)
+        v = self.v_proj(x).view(b, L, self.n_kv, self.hd)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        rows = torch.arange(row0, row0 + b, device=x.device)[:, None]
+        # Advanced indices (rows, pos) around a slice: the indexed view is [B, L, H_kv, hd].
+        self.k_cache[rows, :, pos] = k.transpose(1, 2).to(self.k_cache.dtype)
+        self.v_cache[rows, :, pos] = v.transpose(1, 2).to(self.v_cache.dtype)
+        keys = self.k_cache[row0 : row0 + b, :, :attn_len]
+        vals = self.v_cache[row0 : row0 + b, :, :attn_len]
+        rep = self.n_heads // self.n_kv
+        if L == 1:
+            # Decode: the rep query heads sharing a KV head become rep query rows of it.
+            o = F.scaled_dot_product_attention(
+                q.reshape(b, self.n_kv, rep, self.hd), keys, vals, attn_mask=mask
+            )
+            o = o.reshape(b, self.n_heads, 1, self.hd)
+        else:
+            if rep > 1:
+                keys, vals = keys.repeat_interleave(rep, dim=1), vals.repeat_interleave(rep, dim=1)
+            o = F.scaled_dot_product_attention(q, keys, vals, attn_mask=mask)
+        return self.o_proj(o.transpose(1, 2).reshape(b, L, self.n_heads * self.hd))
+
+
+class MLP(nn.Module):
+    def __init__(self, args: ModelArgs, dtype: torch.dtype, device: torch.device | None):
+        super().__init__()
+        self.gate_proj = Linear(args.dim, args.intermediate_size, False, dtype, device)
+        self.up_proj = Linear(args.dim, args.intermediate_size, False, dtype, device)
+        self.down_proj = Linear(args.intermediate_size, args.dim, False, dtype, device)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, args: ModelArgs, dtype: torch.dtype, device: torch.device | None):
+        super().__init__()
+        self.input_layernorm = RMSNorm(args.dim, args.norm_eps, dtype, device)
+        self.self_attn = Attention(args, dtype, device)
+        self.post_attention_layernorm = RMSNorm(args.dim, args.norm_eps, dtype, device)
+        self.mlp = MLP(args, dtype, device)
+
+    def forward(
+        self, x: Tensor, pos: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, attn_len: int, row0: int = 0
+    ) -> Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), pos, cos, sin, mask, attn_len, row0)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Decoder(nn.Module):
+    def __init__(self, args: ModelArgs, dtype: torch.dtype, device: torch.device | None):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(args.vocab_size, args.dim, dtype=dtype, device=device)
+        self.embed_tokens.weight.requires_grad_(False)
+        self.layers = nn.ModuleList(Block(args, dtype, device) for _ in range(args.n_layers))
+        self.norm = RMSNorm(args.dim, args.norm_eps, dtype, device)
+
+
+class Transformer(nn.Module):
+    """The causal LM. Call :meth:`setup_cache` once, then :meth:`forward`."""
+
+    def __init__(
+        self, args: ModelArgs, dtype: torch.dtype = torch.bfloat16, device: torch.device | None = None
+    ):
+        super().__init__()
+        self.args, self.dtype = args, dtype
+        self.model = Decoder(args, dtype, device)
+        self.lm_head = Linear(args.dim, args.vocab_size, False, dtype, device)
+        self.max_batch = self.max_seq_len = 0
+        self.cos = self.sin = None
+
+    def linear_names(self) -> dict[str, tuple[int, int]]:
+        """``{prefix: (N, K)}`` of every transformer-block linear (what NVFP4 quantizes)."""
+        return {
+            n: (m.out_features, m.in_features)
+            for n, m in self.named_modules()
+            if isinstance(m, Linear) and n != "lm_head"
+        }
+
+    def setup_cache(self, max_batch: int, max_seq_len: int) -> None:
+        """Allocate the static KV cache (activation dtype) and the RoPE tables."""
+        dev = self.model.embed_tokens.weight.device
+        a = self.args
+        shape = (max_batch, a.n_kv_heads, max_seq_len, a.head_dim)
+        for blk in self.model.layers:
+            blk.self_attn.k_cache = torch.zeros(shape, dtype=self.dtype, device=dev)
+            blk.self_attn.v_cache = torch.zeros(shape, dtype=self.dtype, device=dev)
+        self.cos, self.sin = rope_tables(a, max_seq_len, dev)
+        self.max_batch, self.max_seq_len = max_batch, max_seq_len
+
+    def forward(
+        self, tokens: Tensor, pos: Tensor, attn_len: int, last_idx: Tensor | None = None, row0: int = 0
+    ) -> Tensor:
+        """Logits for ``tokens`` int64 ``[B, L]`` at positions ``pos`` int64 ``[B, L]``.
+
+        ``attn_len`` (static) bounds the cache positions attended to; every ``pos`` must be
+        ``< attn_len``. With ``last_idx`` int64 ``[B]`` only those columns go through the
+        head: returns fp32 ``[B, V]``; else fp32 ``[B, L, V]``. Cache rows ``[row0, row0 + B)``.
+        """
+        x = self.model.embed_tokens(tokens)
+        cos = self.cos[pos].to(x.dtype).unsqueeze(1)
+        sin = self.sin[pos].to(x.dtype).unsqueeze(1)
+        keys = torch.arange(attn_len, device=tokens.device)
+        # Additive mask built once per forward (SDPA would convert a bool mask in every layer).
+        allowed = (keys[None, None, :] <= pos[:, :, None]).unsqueeze(1)
+        mask = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device).masked_fill_(
+            ~allowed, float("-inf")
+        )
+        for blk in self.model.layers:
+            x = blk(x, pos, cos, sin, mask, attn_len, row0)
+        if last_idx is not None:
+            x = x[torch.arange(x.shape[0], device=x.device), last_idx]
+        return self.lm_head(self.model.norm(x)).float()

@@ -1,0 +1,280 @@
+"""Quantize a model's linears to NVFP4, calibrate W4A4 activation scales, save ModelOpt folders.
+
+Weights: every transformer-block linear (q/k/v/o, gate/up/down) is quantized from its
+**bf16** weight (the "reference precision" model: GGUF dequantized to bf16) with
+:func:`resetfp4.format.nvfp4.quantize` (per-tensor global scale ``amax/2688``).
+Embeddings, norms, biases and (by default) ``lm_head`` stay bf16, as in ModelOpt exports.
+
+W4A4 ``input_scale`` (static activation global scale) = ``amax(|x|) / 2688`` where the
+amax is taken over every input row each linear sees while the bf16 model runs the
+:data:`CALIBRATION_PROMPTS` below (chat template applied when the tokenizer has one). This is
+ModelOpt's "max" calibration, on a tiny, fixed, offline set: enough for the activation
+range, deterministic, and the same for ``resetfp4 quantize`` and on-the-fly loading, so
+both give bit-identical models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from resetfp4.engine.model import Linear, Transformer
+from resetfp4.format.nvfp4 import NVFP4Tensor, quantize
+from resetfp4.format.spec import GLOBAL_SCALE_DIVISOR
+
+# A small fixed calibration set: step-by-step math, code and prose, the kinds of text the
+# engine generates. Documented here so the checkpoint can say exactly what it saw.
+CALIBRATION_PROMPTS: tuple[str, ...] = (
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+    "How many clips did Natalia sell altogether in April and May? Let's think step by step.\n\n"
+    "In April she sold 48 clips. In May she sold 48 / 2 = 24 clips.\n\nAltogether 48 + 24 = 72.",
+    "Find all real x such that x^2 - 5x + 6 = 0. Put the final answer in \\boxed{}.\n\n"
+    "Factor: (x - 2)(x - 3) = 0, so x = 2 or x = 3. The answer is \\boxed{2, 3}.",
+    "Write a Python function that returns the n-th Fibonacci number iteratively.\n\n"
+    "def fib(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a\n",
+    "The mitochondrion is the powerhouse of the cell. Explain, in two short paragraphs, how ATP is made.",
+    "A rectangle has a perimeter of 30 cm and its length is twice its width. What is its area?",
+    "Translate to French: 'The weather is nice today, so we will walk to the market.'",
+    "Prove that the sum of two even integers is even.\n\nLet a = 2m and b = 2n. Then a + b = 2(m + n).",
+    "List three prime numbers greater than 100 and explain how you checked each one.",
+)
+CALIBRATION_MAX_TOKENS = 256  # each prompt is truncated to this many tokens
+
+
+def calibration_batches(tokenizer: Any, prompts: Iterable[str] = CALIBRATION_PROMPTS) -> list[list[int]]:
+    """Token ids of each calibration prompt (chat template when available, else raw)."""
+    out = []
+    for p in prompts:
+        if getattr(tokenizer, "chat_template", None):
+            ids = tokenizer.apply_chat_template(
+                [{"role": "user", "content": p}], tokenize=True, add_generation_prompt=False
+            )
+            if hasattr(ids, "get") and not isinstance(ids, list):
+                ids = ids["input_ids"]
+        else:
+            ids = tokenizer(p)["input_ids"]
+        out.append(list(ids)[:CALIBRATION_MAX_TOKENS])
+    return out
+
+
+def linear_modules(model: Transformer, include_lm_head: bool) -> dict[str, Linear]:
+    mods = {n: m for n, m in model.named_modules() if isinstance(m, Linear)}
+    if not include_lm_head:
+        mods.pop("lm_head", None)
+    return mods
+
+
+@torch.no_grad()
+def calibrate_input_scales(
+    model: Transformer,
+    token_batches: list[list[int]],
+    include_lm_head: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Tensor]:
+    """Per-linear fp32 0-dim ``input_scale = amax(|x|) / 2688`` over ``token_batches``.
+
+    Runs the (dense) model one prompt at a time; needs :meth:`Transformer.setup_cache`
+    with ``max_seq_len`` >= the longest prompt.
+    """
+    mods = linear_modules(model, include_lm_head)
+    amax: dict[str, Tensor] = {}
+    hooks = []
+    for name, m in mods.items():
+
+        def hook(_m: Linear, inp: tuple[Tensor, ...], name: str = name) -> None:
+            a = inp[0].detach().abs().amax().float()
+            amax[name] = torch.maximum(amax[name], a) if name in amax else a
+
+        hooks.append(m.register_forward_pre_hook(hook))
+    dev = model.model.embed_tokens.weight.device
+    try:
+        for i, ids in enumerate(token_batches):
+            toks = torch.tensor([ids], dtype=torch.int64, device=dev)
+            pos = torch.arange(len(ids), device=dev)[None]
+            # Full-sequence logits so lm_head sees every row, like the other linears.
+            model(toks, pos, attn_len=len(ids))
+            if progress:
+                progress(i + 1, len(token_batches))
+    finally:
+        for h in hooks:
+            h.remove()
+    # An all-zero input (never seen in practice) would give scale 0; use 1.0 as nvfp4 does.
+    return {n: torch.where(a > 0, a / GLOBAL_SCALE_DIVISOR, torch.ones_like(a)) for n, a in amax.items()}
+
+
+@torch.no_grad()
+def quantize_model(
+    model: Transformer,
+    act: str,
+    input_scales: dict[str, Tensor] | None = None,
+    include_lm_head: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> None:
+    """Replace the dense linears of ``model`` by NVFP4 in place (weights quantized from bf16).
+
+    ``act``: ``"bf16"`` (W4A16) or ``"fp4"`` (W4A4; ``input_scales`` required per linear).
+    """
+    mods = linear_modules(model, include_lm_head)
+    for i, (name, m) in enumerate(mods.items()):
+        if m.qweight is not None:
+            continue
+        w = quantize(m.weight.detach().to(torch.bfloat16))
+        scale = input_scales[name] if act == "fp4" else None
+        m.set_nvfp4(w, act, scale)
+        if progress:
+            progress(i + 1, len(mods))
+
+
+def export_tensors(model: Transformer) -> tuple[dict[str, Tensor], dict[str, NVFP4Tensor], dict[str, Tensor]]:
+    """``(dense, linears, input_scales)`` of a quantized model, HF/ModelOpt names, on CPU."""
+    dense: dict[str, Tensor] = {}
+    linears: dict[str, NVFP4Tensor] = {}
+    scales: dict[str, Tensor] = {}
+    for name, m in model.named_modules():
+        if isinstance(m, Linear):
+            if m.qweight is not None:
+                linears[name] = m.qweight.nvfp4().to("cpu")
+                if m.act == "fp4":
+                    scales[name] = m.input_scale.detach().cpu()
+            elif not (name == "lm_head" and model.args.tie_embeddings):
+                dense[f"{name}.weight"] = m.weight.detach().cpu()
+            if m.bias is not None:
+                dense[f"{name}.bias"] = m.bias.detach().cpu()
+        else:
+            for pname, p in m.named_parameters(recurse=False):
+                dense[f"{name}.{pname}"] = p.detach().cpu()
+    return dense, linears, scales
+
+
+def save_quantized(
+    model: Transformer,
+    out_dir: str | Path,
+    *,
+    hf_config: dict[str, Any],
+    source: str,
+    tokenizer_files: list[Path] | None = None,
+) -> Path:
+    """Write ``model`` (already quantized) as a ModelOpt-compatible NVFP4 folder."""
+    from resetfp4.format.checkpoint import save_nvfp4_checkpoint
+
+    dense, linears, scales = export_tensors(model)
+    w4a4 = bool(scales)
+    excluded = [] if "lm_head" in linears else ["lm_head"]
+    calib = (
+        {
+            "prompts": len(CALIBRATION_PROMPTS),
+            "max_tokens": CALIBRATION_MAX_TOKENS,
+            "method": "max",
+            "set": "resetfp4.engine.quantize.CALIBRATION_PROMPTS",
+        }
+        if w4a4
+        else None
+    )
+    return save_nvfp4_checkpoint(
+        out_dir,
+        config=hf_config,
+        dense=dense,
+        linears=linears,
+        input_scales=scales or None,
+        quant_algo="NVFP4" if w4a4 else "W4A16_NVFP4",
+        exclude_modules=excluded,
+        producer_extra={"source": source, "weights_from": "bf16", "calibration": calib},
+        tokenizer_files=tokenizer_files,
+    )
+
+
+def _bar(desc: str) -> Callable[[int, int], None]:
+    from tqdm import tqdm
+
+    state: dict[str, Any] = {}
+
+    def update(i: int, n: int) -> None:
+        if "bar" not in state:
+            state["bar"] = tqdm(total=n, desc=desc, unit="layer" if "quant" in desc else "prompt")
+        state["bar"].update(i - state["bar"].n)
+        if i == n:
+            state["bar"].close()
+
+    return update
+
+
+@torch.no_grad()
+def probe_logits(model: Transformer, tokenizer: Any) -> Tensor:
+    """fp32 logits ``[L, V]`` of the first calibration prompt (the round-trip probe)."""
+    ids = calibration_batches(tokenizer)[0][:64]
+    dev = model.model.embed_tokens.weight.device
+    model.setup_cache(1, len(ids))
+    toks = torch.tensor([ids], device=dev)
+    return model(toks, torch.arange(len(ids), device=dev)[None], attn_len=len(ids))[0]
+
+
+def quantize_to_folder(
+    model_ref: str,
+    out_dir: str | Path,
+    *,
+    w4a16: bool = False,
+    device: str | None = None,
+    lm_head: str = "bf16",
+    verify: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Convert a BF16/GGUF model into a ModelOpt NVFP4 folder; optionally prove the round trip.
+
+    Returns a report: ``{"out", "quant_algo", "linears", "verified", "max_abs_logit_diff"}``.
+    The round trip reloads the folder and requires its logits to equal, bit for bit, those
+    of the model quantized in memory (the same path ``load_engine`` takes on the fly).
+    """
+    import tempfile
+
+    from resetfp4.engine.build import build_model, resolve_device
+    from resetfp4.engine.loader import load_tokenizer, read_source
+
+    dev = resolve_device(device)
+    src = read_source(model_ref)
+    if src.kind == "modelopt":
+        raise ValueError(
+            f"{src.path} is already an NVFP4 checkpoint; quantize a BF16/FP16 folder or a GGUF file"
+        )
+    tok = load_tokenizer(src)
+    model = build_model(src, "bf16", dev)
+    with_head = lm_head == "nvfp4"
+    scales = None
+    if not w4a16:
+        batches = calibration_batches(tok)
+        model.setup_cache(1, max(len(b) for b in batches))
+        scales = calibrate_input_scales(model, batches, with_head, _bar("calibrate") if progress else None)
+    quantize_model(
+        model, "bf16" if w4a16 else "fp4", scales, with_head, _bar("quantize") if progress else None
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        tok.save_pretrained(tmp)
+        files = [p for p in Path(tmp).iterdir() if p.is_file()]
+        out = save_quantized(
+            model,
+            out_dir,
+            hf_config=src.hf_config or src.args.to_hf_config(),
+            source=str(src.path),
+            tokenizer_files=files,
+        )
+    report: dict[str, Any] = {
+        "out": str(out),
+        "quant_algo": "W4A16_NVFP4" if w4a16 else "NVFP4",
+        "linears": len(export_tensors(model)[1]),
+        "verified": False,
+    }
+    if verify:
+        precision = "nvfp4-w4a16" if w4a16 else "nvfp4-w4a4"
+        again = build_model(read_source(str(out)), precision, dev, lm_head=lm_head)
+        a, b = probe_logits(model, tok), probe_logits(again, tok)
+        report["max_abs_logit_diff"] = float((a - b).abs().max())
+        if not torch.equal(a, b):
+            raise RuntimeError(
+                f"round trip failed: logits of {out} differ from the in-memory quantized model "
+                f"by up to {report['max_abs_logit_diff']:.3g}; please report this as a bug"
+            )
+        report["verified"] = True
+    return report

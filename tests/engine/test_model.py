@@ -1,0 +1,125 @@
+"""The one-file model against HF transformers (each architecture), and its KV cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_models import random_state, tiny_args
+
+from resetfp4.engine.build import build_model
+from resetfp4.engine.loader import ModelSource
+from resetfp4.engine.model import Linear
+from resetfp4.format.nvfp4 import quantize
+from resetfp4.kernels.reference import nvfp4_linear_ref
+from resetfp4.testing.tolerances import REL_FP32, assert_bitexact, assert_rel_close
+
+CPU = torch.device("cpu")
+
+
+def ours(arch: str, precision: str = "fp32", **kw):
+    args = tiny_args(arch, **kw)
+    src = ModelSource("hf", Path("mem"), args, random_state(args))
+    return build_model(src, precision, CPU), src
+
+
+def hf_model(src: ModelSource):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = src.args.to_hf_config()
+    mt = cfg.pop("model_type")
+    hf = AutoModelForCausalLM.from_config(AutoConfig.for_model(mt, **cfg), dtype=torch.float32)
+    missing, unexpected = hf.load_state_dict({k: v.float() for k, v in src.dense.items()}, strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}
+    return hf.eval()
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3"])
+def test_prefill_logits_match_hf(arch):
+    model, src = ours(arch)
+    ids = torch.randint(0, 49152, (2, 9), generator=torch.Generator().manual_seed(1))
+    model.setup_cache(2, 16)
+    with torch.no_grad():
+        got = model(ids, torch.arange(9).expand(2, 9), attn_len=9)
+        want = hf_model(src)(ids).logits
+    # fp32 both sides; only summation order differs (SDPA vs HF attention kernels).
+    assert_rel_close(got, want, 10 * REL_FP32, f"{arch} logits")
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3"])
+def test_decode_with_cache_equals_full_prefill(arch):
+    model, _ = ours(arch)
+    ids = torch.randint(0, 49152, (1, 8), generator=torch.Generator().manual_seed(2))
+    model.setup_cache(1, 32)
+    with torch.no_grad():
+        full = model(ids, torch.arange(8)[None], attn_len=8)[0]
+        model(ids[:, :5], torch.arange(5)[None], attn_len=5)
+        steps = [model(ids[:, t : t + 1], torch.tensor([[t]]), attn_len=32)[0, 0] for t in range(5, 8)]
+    assert_rel_close(torch.stack(steps), full[5:], 10 * REL_FP32, "decode vs prefill")
+
+
+def test_rows_with_different_lengths_share_a_batch():
+    """Right-padded prefill + per-row positions: each row equals itself alone."""
+    model, _ = ours("qwen2")
+    a = torch.randint(0, 49152, (7,), generator=torch.Generator().manual_seed(3))
+    b = torch.randint(0, 49152, (4,), generator=torch.Generator().manual_seed(4))
+    model.setup_cache(2, 32)
+    toks = torch.zeros(2, 7, dtype=torch.long)
+    toks[0], toks[1, :4] = a, b
+    with torch.no_grad():
+        both = model(toks, torch.arange(7).expand(2, 7), attn_len=7, last_idx=torch.tensor([6, 3]))
+        nxt = model(torch.tensor([[5], [6]]), torch.tensor([[7], [4]]), attn_len=32)[:, 0]
+        model.setup_cache(1, 32)
+        alone_b = model(b[None], torch.arange(4)[None], attn_len=4, last_idx=torch.tensor([3]))
+        nxt_b = model(torch.tensor([[6]]), torch.tensor([[4]]), attn_len=32)[:, 0]
+    assert_rel_close(both[1], alone_b[0], 10 * REL_FP32, "row b prefill")
+    assert_rel_close(nxt[1], nxt_b[0], 10 * REL_FP32, "row b decode")
+
+
+@pytest.mark.parametrize("act", ["bf16", "fp4"])
+def test_nvfp4_linear_on_cpu_is_the_reference(act):
+    lin = Linear(64, 48, True, torch.bfloat16)
+    torch.nn.init.normal_(lin.weight, std=0.05)
+    torch.nn.init.normal_(lin.bias, std=0.05)
+    x = torch.randn(3, 64, dtype=torch.bfloat16)
+    w = quantize(lin.weight.detach())
+    scale = torch.tensor(float(x.abs().max()) / 2688)
+    lin.set_nvfp4(w, act, scale if act == "fp4" else None)
+    want = nvfp4_linear_ref(x, w, act=act, input_scale=scale if act == "fp4" else None, bias=lin.bias)
+    assert_bitexact(lin(x), want, f"W4A{'16' if act == 'bf16' else '4'} linear")
+
+
+def test_nvfp4_precisions_run_on_cpu_and_stay_close_to_bf16():
+    args = tiny_args("qwen3")
+    src = ModelSource("hf", Path("mem"), args, random_state(args))
+    ids = torch.randint(0, 49152, (1, 6), generator=torch.Generator().manual_seed(5))
+    outs = {}
+    for p in ("bf16", "nvfp4-w4a16"):
+        m = build_model(src, p, CPU)
+        m.setup_cache(1, 8)
+        with torch.no_grad():
+            outs[p] = m(ids, torch.arange(6)[None], attn_len=6)
+        assert all(
+            lin.qweight is not None
+            for n, lin in m.named_modules()
+            if isinstance(lin, Linear) and n != "lm_head"
+        ) == (p != "bf16")
+    # 4-bit weights on a random 2-layer model: logits stay correlated with bf16 (loose by design).
+    cos = torch.nn.functional.cosine_similarity(outs["bf16"].flatten(), outs["nvfp4-w4a16"].flatten(), dim=0)
+    assert cos > 0.9
+
+
+@pytest.mark.slow
+def test_compiled_decode_forward_matches_eager():
+    """``compile=True`` path (torch.compile of the decode forward) on CPU, fp32."""
+    from resetfp4.engine.decode import _compiled
+
+    model, _ = ours("qwen3")
+    model.setup_cache(2, 32)
+    tok, pos = torch.tensor([[3], [4]]), torch.tensor([[5], [9]])
+    with torch.no_grad():
+        want = model(tok, pos, 32)
+        got = _compiled(model)(tok, pos, 32)
+    # Fusion changes fp32 rounding order only.
+    assert_rel_close(got, want, 10 * REL_FP32, "compiled decode logits")

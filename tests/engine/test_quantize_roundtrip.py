@@ -1,0 +1,52 @@
+"""``quantize_to_folder`` round trip: the reloaded folder equals on-the-fly quantization, bit for bit."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from resetfp4.engine.build import build_model
+from resetfp4.engine.loader import load_tokenizer, read_source
+from resetfp4.engine.quantize import CALIBRATION_PROMPTS, probe_logits, quantize_to_folder
+from resetfp4.format.checkpoint import load_nvfp4_checkpoint
+from resetfp4.testing.tolerances import assert_bitexact
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize(("arch", "w4a16", "lm_head"), [("qwen2", False, "bf16"), ("qwen3", True, "nvfp4")])
+def test_round_trip_equals_on_the_fly(tiny_folder, tmp_path, arch, w4a16, lm_head):
+    src_dir = tiny_folder(arch)
+    out = tmp_path / "nvfp4"
+    rep = quantize_to_folder(str(src_dir), out, w4a16=w4a16, device="cpu", lm_head=lm_head, progress=False)
+    assert rep["verified"] and rep["max_abs_logit_diff"] == 0.0
+    qc = json.loads((out / "hf_quant_config.json").read_text())["quantization"]
+    assert qc["quant_algo"] == ("W4A16_NVFP4" if w4a16 else "NVFP4")
+    assert qc["exclude_modules"] == ([] if lm_head == "nvfp4" else ["lm_head"])
+    ck = load_nvfp4_checkpoint(out)
+    assert len(ck.linears) == 2 * 7 + (lm_head == "nvfp4")
+    assert bool(ck.input_scales) != w4a16
+    precision = "nvfp4-w4a16" if w4a16 else "nvfp4-w4a4"
+    src = read_source(str(src_dir))
+    tok = load_tokenizer(src)
+    on_the_fly = build_model(src, precision, CPU, lm_head=lm_head, tokenizer=tok)
+    reloaded = build_model(read_source(str(out)), precision, CPU, lm_head=lm_head)
+    assert_bitexact(probe_logits(reloaded, tok), probe_logits(on_the_fly, tok), "reloaded vs on-the-fly")
+
+
+def test_calibration_set_is_small_and_fixed():
+    assert 4 <= len(CALIBRATION_PROMPTS) <= 16
+    assert all(isinstance(p, str) and p for p in CALIBRATION_PROMPTS)
+
+
+def test_nvfp4_folder_rejects_dense_precision_and_w4a4_on_w4a16(tiny_folder, tmp_path):
+    out = tmp_path / "w4a16"
+    quantize_to_folder(str(tiny_folder("llama")), out, w4a16=True, device="cpu", verify=False, progress=False)
+    with pytest.raises(ValueError, match="NVFP4 checkpoint; use --precision nvfp4"):
+        build_model(read_source(str(out)), "bf16", CPU)
+    with pytest.raises(ValueError, match="W4A16_NVFP4.*use --precision nvfp4-w4a16"):
+        build_model(read_source(str(out)), "nvfp4-w4a4", CPU)
+    with pytest.raises(ValueError, match="already an NVFP4 checkpoint"):
+        quantize_to_folder(str(out), tmp_path / "again", device="cpu", progress=False)
