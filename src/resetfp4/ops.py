@@ -3,10 +3,11 @@
 For speed, repack each weight once with :func:`prepare_weight` and call the returned
 :class:`PreparedNVFP4Weight` (or pass it to :func:`nvfp4_linear`). On CUDA:
 
-* ``M <= 16`` rows: one tensor-core-fed, bandwidth-bound GEMV kernel that reads every
-  weight byte once (``act="fp4"`` adds one tiny activation-quantization kernel, two when
-  the activation scale is dynamic). No allocation with ``out=``, no host sync: safe
-  inside ``torch.cuda.CUDAGraph`` capture.
+* ``M <= 16`` rows: one tensor-core-fed, bandwidth-bound stream-K GEMV kernel that reads
+  every weight byte once (``act="fp4"`` adds one tiny activation-quantization launch; on
+  sm_90 the GEMV starts streaming its weights while it runs, via programmatic dependent
+  launch). No allocation with ``out=``, no host sync: safe inside ``torch.cuda.CUDAGraph``
+  capture.
 * ``M > 16`` (prefill): dequantize to ``x.dtype`` once per call, then cuBLAS.
 
 On a machine without CUDA (or CPU tensors) the float reference
@@ -31,10 +32,11 @@ class PreparedNVFP4Weight:
 
     Attributes:
         n, k: logical shape (``K % 16 == 0``).
-        codes: uint8 ``[ceil(N/64), K/16, 32, 16]``, scales: uint8 ``[ceil(N/64), K/16, 8, 8]``
+        codes: uint8 ``[ceil(N/64) * K/16, 512]``, scales: uint8 ``[ceil(N/64) * K/16, 64]``
             (layout in :mod:`resetfp4.kernels.nvfp4_gemv`).
         global_scale: fp32 ``[1]`` on the weight's device.
-        splits: split-K factor for the small-M kernel (from the device's SM count).
+        ctas: CTAs of the stream-K small-M kernel (2 per SM of the weight's device).
+        exact_scales: some block scale is zero/subnormal (slower, general scale decode).
 
     Calls are stream-ordered: one prepared weight must not run on two streams at once
     (the split-K workspace is shared). ``__call__`` has the signature of
@@ -50,20 +52,21 @@ class PreparedNVFP4Weight:
         self.device = w.device
         self.codes, self.scales = kg.repack(w)
         self.global_scale = w.global_scale.float().reshape(1).to(self.device)
-        ng = self.codes.shape[0]
+        self.exact_scales = kg.needs_exact_scales(w)
+        ng = -(-self.n // kg.ROWS_PER_GROUP)
         if self.device.type == "cuda":
             sms = torch.cuda.get_device_properties(self.device).multi_processor_count
-            self.splits = kg.choose_splits(self.n, self.k, sms)
+            self.ctas = kg.choose_ctas(self.n, self.k, sms)
         else:
-            self.splits = 1
-        self.partial = torch.empty(self.splits, ng, 16, kg.ROWS_PER_GROUP,
-                                   dtype=torch.float32, device=self.device)
+            self.ctas = 1
+        self.partial = torch.empty(kg.partial_slots(self.n, self.k, self.ctas), 16,
+                                   kg.ROWS_PER_GROUP, dtype=torch.float32, device=self.device)
         self.counter = torch.zeros(ng, dtype=torch.int32, device=self.device)
         self._act_ws: dict[torch.dtype, kg.ActWorkspace] = {}
 
     def to_nvfp4(self) -> NVFP4Tensor:
         """The original weight back (exact inverse of the repack)."""
-        return kg.unrepack(self.codes, self.scales, self.n, self.global_scale)
+        return kg.unrepack(self.codes, self.scales, self.n, self.k, self.global_scale)
 
     def act_workspace(self, dtype: torch.dtype) -> kg.ActWorkspace:
         """Buffers for W4A4 at M <= 16; created on first use (warm up before capture)."""
@@ -154,6 +157,8 @@ def nvfp4_linear(x: torch.Tensor, w: NVFP4Tensor | PreparedNVFP4Weight, *, act: 
         return out.copy_(y) if out is not None else y
     gs_x = _input_scale(input_scale, x.device)
     m = x.shape[0]
+    if x.data_ptr() % 16:  # the kernels copy rows of x with 16-byte bulk copies
+        x = x.clone()
     if m <= kg.MAX_SMALL_M:
         g_x = None
         if act == "fp4":
@@ -162,9 +167,9 @@ def nvfp4_linear(x: torch.Tensor, w: NVFP4Tensor | PreparedNVFP4Weight, *, act: 
             g_x = ws.gs
         if out is None:
             return kg.nvfp4_gemv(x, pw.codes, pw.scales, pw.global_scale, g_x, bias,
-                                 pw.partial, pw.counter, pw.splits, pw.n)
+                                 pw.partial, pw.counter, pw.ctas, pw.n, pw.exact_scales)
         kg.nvfp4_gemv_out(x, pw.codes, pw.scales, pw.global_scale, g_x, bias, out,
-                          pw.partial, pw.counter, pw.splits)
+                          pw.partial, pw.counter, pw.ctas, pw.exact_scales)
         return out
     return _large_m(x, pw, act, gs_x, out, bias)
 

@@ -1,4 +1,4 @@
-"""CPU tests: repack layout round trip, split choice, validation errors, reference fallback."""
+"""CPU tests: repack layout round trip, grid choice, validation errors, reference fallback."""
 
 from __future__ import annotations
 
@@ -15,31 +15,55 @@ from resetfp4.ops import nvfp4_linear, prepare_weight
 def test_repack_roundtrip(n, k):
     w = quantize(torch.randn(n, k))
     codes, scales = kg.repack(w)
-    assert codes.shape == (-(-n // 64), k // 16, 32, 16)
-    assert scales.shape == (-(-n // 64), k // 16, 8, 8)
-    back = kg.unrepack(codes, scales, n, w.global_scale)
+    assert codes.shape == (-(-n // 64) * (k // 16), 512)
+    assert scales.shape == (-(-n // 64) * (k // 16), 64)
+    back = kg.unrepack(codes, scales, n, k, w.global_scale)
     assert torch.equal(back.packed, w.packed)
     assert torch.equal(back.block_scale.view(torch.uint8), w.block_scale.view(torch.uint8))
 
 
-def test_repack_fragment_position():
-    """Lane l's pair 0 of word 0 holds row 8*0 + l//4, k = 2*(l%4) + {0, 1} (nibbles 0, 4)."""
-    n, k = 64, 16
+def _bf16_pattern_code(pattern: int) -> int:
+    """Code of a decoded bf16 half: magnitude at bits 6..8, sign at bit 15."""
+    return ((pattern >> 6) & 7) | ((pattern >> 12) & 8)
+
+
+def _decode_word(q: int) -> list[int]:
+    """Python mirror of decode_word in csrc/nvfp4_common.cuh (bf16 patterns of a0..a3)."""
+    m, mask = 0xFFFFFFFF, 0x81C081C0
+    rot4 = ((q >> 4) | (q << 28)) & m
+    return [(q << 6) & mask, q & mask, rot4 & mask,
+            ((q << 2) & 0x80C080C0) | ((q >> 6) & 0x01000100)]
+
+
+def test_repack_matches_kernel_decode():
+    """Every register the kernel decodes holds the codes of the mma A fragment."""
+    n, k = 64, 32
     w = quantize(torch.randn(n, k))
-    codes, _ = kg.repack(w)
+    codes, scales = kg.repack(w)
     c = w.codes()
-    for lane in (0, 5, 31):
-        g, t = divmod(lane, 4)
-        word = int.from_bytes(bytes(codes[0, 0, lane, :4].tolist()), "little")
-        assert word & 15 == int(c[g, 2 * t]) and (word >> 16) & 15 == int(c[g, 2 * t + 1])
-        # pair 1 (same tile, k + 8) in nibbles 1 and 5
-        assert (word >> 4) & 15 == int(c[g, 2 * t + 8]) and (word >> 20) & 15 == int(c[g, 2 * t + 9])
+    ks = k // 16
+    for st in range(ks):
+        for lane in (0, 5, 17, 31):
+            g, t = divmod(lane, 4)
+            raw = bytes(codes[st, 16 * lane:16 * lane + 16].tolist())
+            for j in range(4):
+                h = _decode_word(int.from_bytes(raw[4 * j:4 * j + 4], "little"))
+                for r in range(4):
+                    row, col = 16 * j + g + 8 * (r & 1), 16 * st + 2 * t + 8 * (r >> 1)
+                    assert _bf16_pattern_code(h[r] & 0xFFFF) == int(c[row, col])
+                    assert _bf16_pattern_code(h[r] >> 16) == int(c[row, col + 1])
+                sb = scales[st, 8 * g + 2 * j:8 * g + 2 * j + 2]
+                want = w.block_scale.view(torch.uint8)[[16 * j + g, 16 * j + g + 8], st]
+                assert torch.equal(sb, want)
 
 
-def test_choose_splits_fills_machine():
-    assert kg.choose_splits(4096, 4096, 132) == 5
-    assert kg.choose_splits(25600, 5120, 132) == 1
-    assert kg.choose_splits(8, 16, 132) == 1
+def test_choose_ctas_fills_machine():
+    assert kg.choose_ctas(4096, 4096, 132) == 264
+    assert kg.choose_ctas(25600, 5120, 132) == 264
+    assert kg.choose_ctas(8, 16, 132) == 1
+    # every (CTA, row group) segment has its own partial slot
+    # 16384 units, 63 per CTA -> 261 CTAs; plus one slot per row group
+    assert kg.partial_slots(4096, 4096, 264) == 261 + 64
 
 
 def test_fallback_matches_reference():

@@ -132,4 +132,42 @@ def test_m_over_16_at_gemv_entry_is_rejected():
     y = torch.empty(17, 64, dtype=torch.bfloat16, device=DEV)
     with pytest.raises(ValueError, match=r"1 <= M <= 16, got shape \(17, 32\)"):
         kg.nvfp4_gemv_out(x, pw.codes, pw.scales, pw.global_scale, None, None, y,
-                          pw.partial, pw.counter, pw.splits)
+                          pw.partial, pw.counter, pw.ctas)
+
+
+def test_fast_and_exact_scale_decodes_agree():
+    """All-normal scales take the fast decode; the general one must give the same bits."""
+    n, k, m = 4104, 4096, 9
+    w = quantize(torch.randn(n, k, device=DEV))
+    pw = prepare_weight(w)
+    assert not pw.exact_scales
+    x = torch.randn(m, k, device=DEV).to(torch.bfloat16)
+    outs = []
+    for exact in (False, True):
+        y = torch.full((m, n), float("nan"), dtype=x.dtype, device=DEV)
+        kg.nvfp4_gemv_out(x, pw.codes, pw.scales, pw.global_scale, None, None, y,
+                          pw.partial, pw.counter, pw.ctas, exact)
+        outs.append(y)
+    assert_bitexact(outs[0], outs[1], "fast vs exact scale decode")
+    assert_rel_close(outs[0], _ref(x, w, "bf16"), rel_for_dtype(x.dtype), "fast decode")
+
+
+def test_zero_scale_block_uses_exact_path():
+    w = quantize(torch.randn(64, 64, device=DEV))
+    w.block_scale.view(torch.uint8)[3, 1] = 0  # one all-zero block scale
+    pw = prepare_weight(w)
+    assert pw.exact_scales
+    x = torch.randn(2, 64, device=DEV).to(torch.bfloat16)
+    assert_rel_close(pw(x), _ref(x, w, "bf16"), rel_for_dtype(x.dtype), "zero scale")
+
+
+def test_act_quant_many_blocks_bitexact():
+    """More 16-element blocks than threads in the grid (the quantizer loops)."""
+    m, k = 300, 2048
+    x = torch.randn(m, k, device=DEV).to(torch.bfloat16)
+    ws = kg.ActWorkspace(m, k, x.dtype, torch.device(DEV))
+    ws.quantize(x, None)
+    ref = quantize(x)
+    assert_bitexact(ws.codes, ref.packed, "codes")
+    assert_bitexact(ws.scales, ref.block_scale.view(torch.uint8), "scales")
+    assert_bitexact(ws.gs.reshape(()), ref.global_scale, "global scale")

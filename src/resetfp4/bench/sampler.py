@@ -3,7 +3,9 @@
 Per batch size: µs/step eager and replayed inside a CUDA graph (median of ``--repeats``
 timings of ``--iters`` steps each), host syncs per eager step (counted with
 ``torch.cuda.set_sync_debug_mode("warn")``), and ReSET's extra cost as % of a decode step
-(``--decode-step-ms``, or per-batch values found in a decode-benchmark JSON).
+(``--decode-step-ms``, or per-batch values found in a decode-benchmark JSON). ``--impl``
+picks the sampler implementation (``triton`` fast path, ``torch`` candidates, ``sort`` the
+exact full-sort reference); ``--profile`` prints a torch.profiler table of the GPU kernels.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from typing import Any
 
 import torch
 
-from resetfp4.sampling import BatchSampler, SamplerConfig
+from resetfp4.sampling import BatchSampler, SamplerConfig, triton_available
+from resetfp4.sampling.batch import DEFAULT_CANDIDATES, IMPLS, SELECTS, pick_select
 
 QWEN3_VOCAB = 151_936
 STEP_KEYS = ("decode_step_ms", "step_ms", "ms_per_step", "ms_per_token")
@@ -36,11 +39,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decode-json", type=Path, default=None,
                    help=f"decode-benchmark JSON: records with 'batch' and one of {STEP_KEYS}")
     p.add_argument("--json", type=Path, default=Path("bench_sampler.json"), help="where to write results")
+    p.add_argument("--impl", default="auto", choices=IMPLS, help="BatchSampler implementation")
+    p.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES, help="top-p candidates per row")
+    p.add_argument("--select", default="auto", choices=SELECTS,
+                   help="Triton path: candidates from a logit histogram (no sort), torch.topk, or auto")
+    p.add_argument("--profile", action="store_true", help="print a torch.profiler kernel table per cell")
 
 
-def _make(mode: str, B: int, V: int, device: str) -> BatchSampler:
+def _make(mode: str, B: int, args: argparse.Namespace) -> BatchSampler:
     # the fixed baseline skips entropy + policy; ReSET adds exactly those
-    s = BatchSampler(B, V, device, track_entropy=mode == "reset")
+    s = BatchSampler(B, args.vocab, args.device, track_entropy=mode == "reset", impl=args.impl,
+                     candidates=args.candidates, select=args.select)
     for b in range(B):  # paper settings: fixed T=0.6 / ReSET (Qwen3-8B), both with top-p 0.95
         s.configure(b, SamplerConfig(mode=mode, temperature=0.6, t_low=0.1, tau0=0.5505, top_p=0.95), seed=b)
     return s
@@ -95,16 +104,40 @@ def _graph_us(s: BatchSampler, x: torch.Tensor, iters: int, repeats: int) -> flo
     return _time_us(g.replay, iters, repeats, True)
 
 
+def _logits(B: int, V: int, device: str) -> torch.Tensor:
+    """LM-like rows: a few dozen plausible tokens over a long Gaussian tail (seeded)."""
+    g = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(B, V, device=device, generator=g) * 2 - 6
+    x[:, :64] += 8 + 4 * torch.rand(B, 64, device=device, generator=g)
+    return x
+
+
+def _profile(s: BatchSampler, x: torch.Tensor, label: str) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(20):
+            s.step(x)
+        torch.cuda.synchronize()
+    print(f"## profile {label} (20 eager steps)")
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=48))
+
+
 def _bench_cell(mode: str, B: int, args: argparse.Namespace) -> dict[str, Any]:
-    s = _make(mode, B, args.vocab, args.device)
-    x = torch.randn(B, args.vocab, device=args.device) * 3
+    s = _make(mode, B, args)
+    x = _logits(B, args.vocab, args.device)
     cuda = x.device.type == "cuda"
     for _ in range(3):
         s.step(x)
-    row: dict[str, Any] = {"mode": mode, "batch": B, "eager_us": _time_us(lambda: s.step(x), args.iters,
-                                                                          args.repeats, cuda)}
+    row: dict[str, Any] = {"mode": mode, "batch": B, "impl": s.impl, "candidates": s.candidates,
+                           "select": pick_select(s.select, B) if s.impl == "triton" else None,
+                           "eager_us": _time_us(lambda: s.step(x), args.iters, args.repeats, cuda)}
     row["host_syncs_per_step"] = _count_syncs(s, x)
     row["graph_us"] = _graph_us(s, x, args.iters, args.repeats) if cuda else None
+    steps = s.counter[:B].double().clamp(min=1)
+    row["truncated_frac"] = float((s.truncated[:B] / steps).mean())
+    if args.profile and cuda:
+        _profile(s, x, f"{s.impl} {mode} batch {B}")
     return row
 
 
@@ -165,14 +198,20 @@ def run(args: argparse.Namespace) -> int:
         rows += [fixed, reset]
     env = {"torch": torch.__version__, "python": platform.python_version(), "device": args.device,
            "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor(),
-           "vocab": args.vocab, "iters": args.iters, "repeats": args.repeats}
+           "vocab": args.vocab, "iters": args.iters, "repeats": args.repeats, "impl": args.impl,
+           "candidates": args.candidates, "select": args.select}
+    if args.device.startswith("cuda") and triton_available():
+        import triton
+
+        env["triton"] = triton.__version__
     args.json.write_text(json.dumps({"env": env, "results": rows}, indent=2))
-    print(f"# sampler bench  {env['gpu']}  torch {env['torch']}  vocab {args.vocab}")
+    print(f"# sampler bench  {env['gpu']}  torch {env['torch']}  vocab {args.vocab}  impl {rows[0]['impl']}"
+          f"  select {args.select}  K {args.candidates}")
     print(f"{'batch':>5} {'mode':>6} {'eager µs':>9} {'graph µs':>9} {'syncs':>6} {'+µs(graph)':>10} "
-          f"{'% decode':>9}")
+          f"{'% decode':>9} {'trunc':>6}")
     for r in rows:
         print(f"{r['batch']:>5} {r['mode']:>6} {_fmt(r['eager_us']):>9} {_fmt(r['graph_us']):>9} "
               f"{_fmt(r['host_syncs_per_step'], '.2f'):>6} {_fmt(r.get('reset_extra_graph_us')):>10} "
-              f"{_fmt(r.get('overhead_pct_of_decode'), '.3f'):>9}")
+              f"{_fmt(r.get('overhead_pct_of_decode'), '.3f'):>9} {r['truncated_frac']:>6.3f}")
     print(f"wrote {args.json}")
     return 0

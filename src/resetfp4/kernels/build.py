@@ -1,9 +1,10 @@
-"""JIT build of the CUDA kernels (``csrc/nvfp4_gemv.cu`` + ``csrc/binding.cpp``).
+"""JIT build of the CUDA kernels (``csrc/nvfp4_gemv.cu``, ``csrc/nvfp4_aux.cu``, ``csrc/binding.cpp``).
 
 Built on first use with :func:`torch.utils.cpp_extension.load` and cached by torch in
 ``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``), so later imports only
 load the shared object. Targets the current GPU's architecture plus sm_80 and sm_90
-(``TORCH_CUDA_ARCH_LIST`` overrides). One .cu + one .cpp keep a fresh build under a minute.
+(``TORCH_CUDA_ARCH_LIST`` overrides). Two small .cu + one .cpp keep a fresh build under a
+minute. Never built with ``-use_fast_math``: the activation quantizer needs true division.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from types import ModuleType
 import torch
 
 CSRC = Path(__file__).parent / "csrc"
-SOURCES = (CSRC / "nvfp4_gemv.cu", CSRC / "binding.cpp")
+SOURCES = (CSRC / "nvfp4_gemv.cu", CSRC / "nvfp4_aux.cu", CSRC / "binding.cpp")
+HEADERS = (CSRC / "nvfp4_common.cuh",)
 EXT_NAME = "resetfp4_nvfp4_gemv"
 
 
@@ -49,5 +51,6 @@ def load_extension(verbose: bool = False) -> ModuleType:
         sources=[str(s) for s in SOURCES],
         extra_cflags=["-O3", "-std=c++17"],
         extra_cuda_cflags=["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"],
+        extra_include_paths=[str(CSRC)],
         verbose=verbose,
     )

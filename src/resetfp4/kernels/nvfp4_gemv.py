@@ -1,16 +1,20 @@
 """NVFP4 linear on CUDA: load-time repack, torch custom ops, small-M / large-M dispatch.
 
-Layout produced by :func:`repack` (documented in full in ``csrc/nvfp4_gemv.cu``):
+Layout produced by :func:`repack` (documented in full in ``csrc/nvfp4_common.cuh``): a
+*unit* is 64 rows x 16 K (one e4m3 scale per row); units ``u = ng * KS + st`` with
+``NG = ceil(N / 64)``, ``KS = K / 16`` are stored one after the other, so any range of units
+is one contiguous byte range.
 
-* ``codes`` uint8 ``[NG, KS, 32, 16]`` with ``NG = ceil(N / 64)``, ``KS = K / 16``: for each
-  group of 64 rows and each 16-wide K step, 32 lanes x 16 bytes, lane ``l`` holding the
-  ``mma.m16n8k16`` B fragments (rows ``64*ng + 8*j + l//4``, ``k = 2*(l%4) + {0,1,8,9}``)
-  of the group's 8 row-tiles ``j``. Padded rows have code 0.
-* ``scales`` uint8 (e4m3 bits) ``[NG, KS, 8, 8]``: ``[ng, st, g, j]`` = scale of row
-  ``64*ng + 8*j + g``, block ``st``. Padded rows have scale 0.
+* ``codes`` uint8 ``[NG * KS, 512]``: 32 lanes x 4 words; lane ``l`` (``g = l // 4``,
+  ``t = l % 4``), word ``j`` holds the ``mma.m16n8k16`` A fragment of rows
+  ``64*ng + 16*j + {g, g+8}``: register ``r`` = row ``16*j + g + 8*(r & 1)``,
+  ``k = 16*st + 2*t + 8*(r >> 1) + h`` (``h`` = half), with the code bits at the positions
+  of :data:`CODE_BITS` (chosen so that the kernel decodes a register with 1-4 ALU ops).
+* ``scales`` uint8 (e4m3 bits) ``[NG * KS, 64]``: byte ``8*g + 2*j + hi`` = scale of row
+  ``64*ng + 16*j + g + 8*hi``, block ``st``.
 
-Same bytes as the input (0.5625 B per weight plus < 64 padded rows), so the kernel reads
-each weight byte exactly once with 16-byte coalesced loads.
+Padded rows have code 0 and scale 0. Same bytes as the input (0.5625 B per weight plus
+< 64 padded rows), so the kernel reads each weight byte exactly once.
 """
 
 from __future__ import annotations
@@ -23,11 +27,22 @@ from resetfp4.format.nvfp4 import NVFP4Tensor, unpack_codes
 
 ROWS_PER_GROUP = 64
 MAX_SMALL_M = 16
+CTAS_PER_SM = 2  # the GEMV kernel fits 2 CTAs (288 threads, 88 KB smem) per SM
 _DTYPES = (torch.bfloat16, torch.float16)
+# Bit positions (m, e0, e1, sign) of register r's low-half code in a 32-bit word; the
+# high-half code sits 16 bits higher (mod 32). Mirrors decode_word in nvfp4_common.cuh.
+CODE_BITS = ((0, 1, 2, 9), (6, 7, 8, 15), (10, 11, 12, 19), (4, 5, 14, 13))
+
+
+def _fragments(codes: torch.Tensor, ng: int, ks: int) -> torch.Tensor:
+    """codes [64*ng, 16*ks] -> [ng, ks, g, t, j, r, h] (A-fragment order)."""
+    c = codes.view(ng, 4, 2, 8, ks, 2, 4, 2)  # ng, j, rlo, g, st, rhi, t, h
+    c = c.permute(0, 4, 3, 6, 1, 5, 2, 7)     # ng, st, g, t, j, rhi, rlo, h
+    return c.reshape(ng, ks, 8, 4, 4, 4, 2)    # r = 2*rhi + rlo
 
 
 def repack(w: NVFP4Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """NVFP4 ``[N, K]`` -> (codes ``[NG, KS, 32, 16]`` uint8, scales ``[NG, KS, 8, 8]`` uint8)."""
+    """NVFP4 ``[N, K]`` -> (codes ``[NG*KS, 512]`` uint8, scales ``[NG*KS, 64]`` uint8)."""
     if len(w.shape) != 2:
         raise ValueError(f"weight must be 2-D [N, K], got shape {tuple(w.shape)}")
     n, k = w.shape
@@ -38,33 +53,61 @@ def repack(w: NVFP4Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if pad:
         codes = torch.cat([codes, codes.new_zeros(pad, k)])
         scales = torch.cat([scales, scales.new_zeros(pad, ks)])
-    # codes[n, k] with n = 64*ng + 8*(2*wd + jj) + g, k = 16*st + 8*b + 2*t + e
-    c = codes.view(ng, 4, 2, 8, ks, 2, 4, 2)  # ng, wd, jj, g, st, b, t, e
-    c = c.permute(0, 4, 3, 6, 1, 7, 2, 5)     # ng, st, g, t, wd, e, jj, b
-    packed = c[..., 0] | (c[..., 1] << 4)      # byte (wd, e, jj): pair b=0 low, b=1 high
-    s = scales.view(ng, 8, 8, ks).permute(0, 3, 2, 1)  # ng, st, g, j
-    return packed.contiguous().view(ng, ks, 32, 16), s.contiguous()
+    f = _fragments(codes, ng, ks)
+    word = torch.zeros(f.shape[:5], dtype=torch.int64, device=f.device)
+    for r, bits in enumerate(CODE_BITS):
+        for h in range(2):
+            for b, pos in enumerate(bits):
+                word |= ((f[..., r, h] >> b) & 1).long() << ((pos + 16 * h) % 32)
+    word = torch.where(word >= 2**31, word - 2**32, word)  # as signed 32-bit
+    word = word.to(torch.int32).contiguous()  # [ng, ks, g, t, j] little-endian words
+    packed = word.view(torch.uint8).reshape(ng * ks, 512)
+    s = scales.view(ng, 4, 2, 8, ks).permute(0, 4, 3, 1, 2)  # ng, st, g, j, hi
+    return packed, s.contiguous().reshape(ng * ks, 64)
 
 
-def unrepack(codes: torch.Tensor, scales: torch.Tensor, n: int,
+def unrepack(codes: torch.Tensor, scales: torch.Tensor, n: int, k: int,
              global_scale: torch.Tensor) -> NVFP4Tensor:
     """Inverse of :func:`repack` (tests and the CPU fallback)."""
-    ng, ks = codes.shape[0], codes.shape[1]
-    b = codes.view(ng, ks, 8, 4, 4, 2, 2)      # ng, st, g, t, wd, e, jj
-    nib = torch.stack((b & 15, b >> 4), dim=-1)  # ..., b
-    c = nib.permute(0, 4, 6, 2, 1, 7, 3, 5)     # ng, wd, jj, g, st, b, t, e
+    ng, ks = math.ceil(n / ROWS_PER_GROUP), k // 16
+    word = codes.reshape(ng, ks, 8, 4, 16).view(torch.int32).long() & 0xFFFFFFFF  # g, t, j
+    f = torch.zeros(ng, ks, 8, 4, 4, 4, 2, dtype=torch.uint8, device=codes.device)
+    for r, bits in enumerate(CODE_BITS):
+        for h in range(2):
+            for b, pos in enumerate(bits):
+                f[..., r, h] |= (((word >> ((pos + 16 * h) % 32)) & 1) << b).to(torch.uint8)
+    c = f.view(ng, ks, 8, 4, 4, 2, 2, 2)       # ng, st, g, t, j, rhi, rlo, h
+    c = c.permute(0, 4, 6, 2, 1, 5, 3, 7)      # ng, j, rlo, g, st, rhi, t, h
     full = c.reshape(ng * ROWS_PER_GROUP, ks * 16)[:n]
     packed = full[:, 0::2] | (full[:, 1::2] << 4)
-    s = scales.permute(0, 3, 2, 1).reshape(ng * ROWS_PER_GROUP, ks)[:n]
+    s = scales.view(ng, ks, 8, 4, 2).permute(0, 3, 4, 2, 1)  # ng, j, hi, g, st
+    s = s.reshape(ng * ROWS_PER_GROUP, ks)[:n]
     return NVFP4Tensor(packed.contiguous(), s.contiguous().view(torch.float8_e4m3fn),
                        global_scale.float().reshape(()).clone())
 
 
-def choose_splits(n: int, k: int, sm_count: int) -> int:
-    """Split-K factor so that ~2 CTAs (16 warps) per SM stream weights, >= 4 K-steps/warp."""
-    ng, ks = math.ceil(n / ROWS_PER_GROUP), k // 16
-    want = math.ceil(2 * sm_count / ng)
-    return max(1, min(want, ks // 32))
+def choose_ctas(n: int, k: int, sm_count: int) -> int:
+    """CTAs for the stream-K GEMV: 2 per SM, never more than there are 64x16 units."""
+    units = math.ceil(n / ROWS_PER_GROUP) * (k // 16)
+    return max(1, min(units, CTAS_PER_SM * sm_count))
+
+
+def needs_exact_scales(w: NVFP4Tensor) -> bool:
+    """True if some block scale is zero, subnormal or negative (one device sync).
+
+    The kernel's fast scale decode (one integer multiply-add) is exact only for normal
+    e4m3 values; otherwise it uses the general decode (two extra bf16 products per pair
+    of scales).
+    """
+    b = w.block_scale.view(torch.uint8)
+    return bool((((b & 0x78) == 0) | ((b & 0x80) != 0)).any())
+
+
+def partial_slots(n: int, k: int, ctas: int) -> int:
+    """Split-K partial slots the kernel may use: one per (CTA, row group) segment."""
+    ng, units = math.ceil(n / ROWS_PER_GROUP), math.ceil(n / ROWS_PER_GROUP) * (k // 16)
+    per = math.ceil(units / ctas)
+    return math.ceil(units / per) + ng
 
 
 def check_small_m(x: torch.Tensor) -> None:
@@ -85,39 +128,45 @@ def _ext():
 def nvfp4_gemv_out(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor,
                    g_w: torch.Tensor, g_x: torch.Tensor | None, bias: torch.Tensor | None,
                    y: torch.Tensor, partial: torch.Tensor, counter: torch.Tensor,
-                   splits: int) -> None:
-    """y[M, N] = (x[M, K] @ dequant(W)^T) * g_x + bias; M <= 16; allocates nothing."""
+                   ctas: int, exact: bool = True) -> None:
+    """y[M, N] = (x[M, K] @ dequant(W)^T) * g_x + bias; M <= 16; allocates nothing.
+
+    ``partial`` fp32 ``[partial_slots(N, K, ctas), 16, 64]`` and ``counter`` int32 ``[NG]``
+    (zero at rest) are the split-K workspace of this weight. ``exact=False`` selects the
+    faster scale decode, valid only when every block scale is a normal e4m3
+    (:func:`needs_exact_scales`).
+    """
     check_small_m(x)
-    _ext().gemv(x, codes, scales, g_w, g_x, bias, y, partial, counter, splits)
+    _ext().gemv(x, codes, scales, g_w, g_x, bias, y, partial, counter, ctas, exact)
 
 
 @torch.library.custom_op("resetfp4::nvfp4_gemv", mutates_args=("partial", "counter"))
 def nvfp4_gemv(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, g_w: torch.Tensor,
                g_x: torch.Tensor | None, bias: torch.Tensor | None, partial: torch.Tensor,
-               counter: torch.Tensor, splits: int, n: int) -> torch.Tensor:
+               counter: torch.Tensor, ctas: int, n: int, exact: bool = True) -> torch.Tensor:
     """Functional form of :func:`nvfp4_gemv_out`: returns a new ``[M, n]`` in x.dtype."""
     check_small_m(x)
     y = torch.empty(x.shape[0], n, dtype=x.dtype, device=x.device)
-    _ext().gemv(x, codes, scales, g_w, g_x, bias, y, partial, counter, splits)
+    _ext().gemv(x, codes, scales, g_w, g_x, bias, y, partial, counter, ctas, exact)
     return y
 
 
 @nvfp4_gemv.register_fake
-def _(x, codes, scales, g_w, g_x, bias, partial, counter, splits, n):
+def _(x, codes, scales, g_w, g_x, bias, partial, counter, ctas, n, exact=True):
     return x.new_empty(x.shape[0], n)
 
 
 @torch.library.custom_op("resetfp4::nvfp4_quant_act",
-                         mutates_args=("amax", "gs_out", "xq", "codes", "scales"))
-def nvfp4_quant_act(x: torch.Tensor, gs_static: torch.Tensor | None, amax: torch.Tensor,
+                         mutates_args=("sync", "gs_out", "xq", "codes", "scales"))
+def nvfp4_quant_act(x: torch.Tensor, gs_static: torch.Tensor | None, sync: torch.Tensor,
                     gs_out: torch.Tensor, xq: torch.Tensor, codes: torch.Tensor,
                     scales: torch.Tensor) -> None:
-    """Quantize x [M, K] like ``resetfp4.nvfp4.quantize`` (no host sync).
+    """Quantize x [M, K] like ``resetfp4.nvfp4.quantize`` (one launch, no host sync).
 
     Writes codes (uint8 [M, K/2]), scales (uint8 e4m3 bits [M, K/16]), the global scale
     (fp32 [1]) and ``xq = e2m1(code) * fp32(scale)`` (x.dtype [M, K], exact).
     """
-    _ext().quant_act(x, gs_static, amax, gs_out, xq, codes, scales)
+    _ext().quant_act(x, gs_static, sync, gs_out, xq, codes, scales)
 
 
 @torch.library.custom_op("resetfp4::nvfp4_dequant", mutates_args=("w",))
@@ -131,8 +180,9 @@ class ActWorkspace:
     """Preallocated buffers for quantizing up to ``rows`` activation rows of width k."""
 
     def __init__(self, rows: int, k: int, dtype: torch.dtype, device: torch.device) -> None:
-        self.amax = torch.zeros(1, dtype=torch.int32, device=device)
         self.gs = torch.ones(1, dtype=torch.float32, device=device)
+        # grid-wide amax: {amax bits, arrived, left, unused}, zero at rest
+        self.sync = torch.zeros(4, dtype=torch.int32, device=device)
         self.xq = torch.empty(rows, k, dtype=dtype, device=device)
         self.codes = torch.empty(rows, k // 2, dtype=torch.uint8, device=device)
         self.scales = torch.empty(rows, k // 16, dtype=torch.uint8, device=device)
@@ -140,17 +190,17 @@ class ActWorkspace:
     def quantize(self, x: torch.Tensor, gs_static: torch.Tensor | None) -> torch.Tensor:
         m = x.shape[0]
         xq, codes, scales = self.xq[:m], self.codes[:m], self.scales[:m]
-        nvfp4_quant_act(x, gs_static, self.amax, self.gs, xq, codes, scales)
+        nvfp4_quant_act(x, gs_static, self.sync, self.gs, xq, codes, scales)
         return xq
 
 
 @nvfp4_gemv_out.register_fake
-def _(x, codes, scales, g_w, g_x, bias, y, partial, counter, splits):
+def _(x, codes, scales, g_w, g_x, bias, y, partial, counter, ctas, exact=True):
     return None
 
 
 @nvfp4_quant_act.register_fake
-def _(x, gs_static, amax, gs_out, xq, codes, scales):
+def _(x, gs_static, sync, gs_out, xq, codes, scales):
     return None
 
 

@@ -8,7 +8,7 @@
 - entropy dumps and :func:`calibrate_tau0`.
 """
 
-from resetfp4.sampling.batch import GREEDY_EPS, BatchSampler
+from resetfp4.sampling.batch import GREEDY_EPS, BatchSampler, triton_available
 from resetfp4.sampling.boundary import BoundaryTables, vocab_fingerprint
 from resetfp4.sampling.config import PAPER_PARAMS, ReSETParams, SamplerConfig
 from resetfp4.sampling.dumps import (
@@ -37,5 +37,6 @@ __all__ = [
     "PAPER_PARAMS", "ReSETParams", "ReSETState", "SamplerConfig", "apply_temperature",
     "calibrate_tau0", "entropy", "filter_logits", "greedy", "iter_entropy_dump", "min_p",
     "read_entropy_dump", "reset_temperatures", "row_keys", "sample", "snap_entropy", "top_k",
-    "top_p", "validate_logits", "vocab_fingerprint", "write_entropy_dump",
+    "top_p", "triton_available", "validate_logits", "vocab_fingerprint", "write_entropy_dump",
 ]
+

@@ -1,4 +1,4 @@
-// Torch binding for nvfp4_gemv.cu (built only on CUDA machines by build.py).
+// Torch binding for nvfp4_gemv.cu + nvfp4_aux.cu (built only on CUDA machines by build.py).
 // Shapes, dtypes and devices are validated in resetfp4/kernels/nvfp4_gemv.py; here we
 // only pass pointers, the current stream, and turn CUDA error codes into messages.
 #include <torch/extension.h>
@@ -9,7 +9,7 @@
 namespace resetfp4 {
 template <typename T>
 cudaError_t launch_gemv(const void*, const void*, const void*, const float*, const float*,
-                        const void*, void*, float*, int*, int, int, int, int, cudaStream_t);
+                        const void*, void*, float*, int*, int, int, int, int, bool, cudaStream_t);
 template <typename T>
 cudaError_t launch_quant_act(const void*, size_t, const float*, unsigned int*, float*, void*,
                              uint8_t*, uint8_t*, cudaStream_t);
@@ -29,7 +29,7 @@ static const float* opt_ptr(const c10::optional<torch::Tensor>& t) {
 
 void gemv(torch::Tensor x, torch::Tensor codes, torch::Tensor scales, torch::Tensor g_w,
           c10::optional<torch::Tensor> g_x, c10::optional<torch::Tensor> bias, torch::Tensor y,
-          torch::Tensor partial, torch::Tensor counter, int64_t splits) {
+          torch::Tensor partial, torch::Tensor counter, int64_t ctas, bool exact) {
   const int64_t M = x.size(0), K = x.size(1), N = y.size(1);
   auto stream = at::cuda::getCurrentCUDAStream(x.get_device()).stream();
   const void* b = bias.has_value() ? bias->data_ptr() : nullptr;
@@ -37,27 +37,27 @@ void gemv(torch::Tensor x, torch::Tensor codes, torch::Tensor scales, torch::Ten
   if (x.scalar_type() == at::kBFloat16)
     e = resetfp4::launch_gemv<__nv_bfloat16>(x.data_ptr(), codes.data_ptr(), scales.data_ptr(),
         g_w.data_ptr<float>(), opt_ptr(g_x), b, y.data_ptr(), partial.data_ptr<float>(),
-        counter.data_ptr<int>(), M, N, K, splits, stream);
+        counter.data_ptr<int>(), M, N, K, ctas, exact, stream);
   else
     e = resetfp4::launch_gemv<__half>(x.data_ptr(), codes.data_ptr(), scales.data_ptr(),
         g_w.data_ptr<float>(), opt_ptr(g_x), b, y.data_ptr(), partial.data_ptr<float>(),
-        counter.data_ptr<int>(), M, N, K, splits, stream);
+        counter.data_ptr<int>(), M, N, K, ctas, exact, stream);
   check(e, "nvfp4 gemv", M, N, K);
 }
 
-void quant_act(torch::Tensor x, c10::optional<torch::Tensor> gs_static, torch::Tensor amax_bits,
+void quant_act(torch::Tensor x, c10::optional<torch::Tensor> gs_static, torch::Tensor sync,
                torch::Tensor gs_out, torch::Tensor xq, torch::Tensor codes, torch::Tensor scales) {
   auto stream = at::cuda::getCurrentCUDAStream(x.get_device()).stream();
-  auto* amax = reinterpret_cast<unsigned int*>(amax_bits.data_ptr<int>());
+  auto* sy = reinterpret_cast<unsigned int*>(sync.data_ptr<int>());
   auto* c = codes.data_ptr<uint8_t>();
   auto* s = reinterpret_cast<uint8_t*>(scales.data_ptr());
   cudaError_t e;
   if (x.scalar_type() == at::kBFloat16)
     e = resetfp4::launch_quant_act<__nv_bfloat16>(x.data_ptr(), x.numel(), opt_ptr(gs_static),
-        amax, gs_out.data_ptr<float>(), xq.data_ptr(), c, s, stream);
+        sy, gs_out.data_ptr<float>(), xq.data_ptr(), c, s, stream);
   else
-    e = resetfp4::launch_quant_act<__half>(x.data_ptr(), x.numel(), opt_ptr(gs_static), amax,
-        gs_out.data_ptr<float>(), xq.data_ptr(), c, s, stream);
+    e = resetfp4::launch_quant_act<__half>(x.data_ptr(), x.numel(), opt_ptr(gs_static),
+        sy, gs_out.data_ptr<float>(), xq.data_ptr(), c, s, stream);
   check(e, "nvfp4 activation quantization", x.size(0), 0, x.size(1));
 }
 

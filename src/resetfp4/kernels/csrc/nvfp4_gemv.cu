@@ -1,437 +1,387 @@
-// NVFP4 small-M linear kernels for sm_80 / sm_90 (no FP4 hardware needed).
+// NVFP4 small-M linear (M = 1..16) for sm_80 / sm_90, no FP4 hardware needed (v5;
+// history and measurements in dev/kernels/NOTES.md).
 //
-// y[m, n] = sum_k x[m, k] * e2m1(c[n, k]) * fp32(s[n, k/16]) * g_w   (W4A16)
-// W4A4 first turns x into NVFP4 (quant_act_kernel) and feeds e2m1(cx) * fp32(sx) as
-// "x" with the activation global scale folded into the epilogue.
+// y[m, n] = (sum_k x[m, k] * e2m1(c[n, k]) * fp32(s[n, k/16])) * g_w * g_x + bias[n]
+// (g_x = 1 for W4A16; W4A4 feeds the exact e2m1 * block-scale activations from
+// nvfp4_aux.cu and folds the activation global scale g_x into the epilogue).
 //
-// Weight layout (built once at load time by resetfp4.kernels.nvfp4_gemv.repack):
-//   rows are grouped by 64 (NG = ceil(N/64) groups, padded rows have code 0, scale 0);
-//   K is walked in steps of 16 (KS = K/16 steps, one FP8 scale per row per step).
-//   codes  uint8 [NG][KS][32 lanes][16 bytes]: lane l (g = l/4, t = l%4) holds, for the
-//          8 n8-tiles j of its group, the mma.m16n8k16 B fragment of row n = 64*ng+8j+g:
-//          codes at k = 16*st + {2t, 2t+1} (pair b0) and {2t+8, 2t+9} (pair b1).
-//          Word w (4 bytes) holds tiles 2w, 2w+1 as pairs p0..p3 = (2w,b0),(2w,b1),
-//          (2w+1,b0),(2w+1,b1); pair p has its low-k code in nibble p (bits 4p..4p+3) and
-//          its high-k code in nibble p+4 (bits 16+4p..), so one shift aligns both halves.
-//   scales uint8 [NG][KS][8 g][8 j]: e4m3 bits of row 64*ng+8j+g, block st.
-// Decode in registers: a code's sign goes to bit 15 and its 3 magnitude bits to the
-// bottom of the exponent field, which makes a 16-bit float equal to e2m1 * 2^-bias
-// (subnormal for codes 0/1, exactly like E2M1's own subnormal); the 2^bias is folded
-// into the block scale, and e2m1 * fp32(scale) is exact in bf16/fp16 (<= 6 significant
-// bits, range 2^-10..2688), so the tensor core sees the exact dequantized weight / g_w.
-#include <cuda_runtime.h>
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_fp8.h>
-#include <stdint.h>
-
-#include <algorithm>
+// Layout and decode: see nvfp4_common.cuh. Work split ("stream-K"): the NG*KS units
+// (64 rows x 16 K) form one contiguous byte stream; CTA c of G takes units
+// [c*per, min(T, (c+1)*per)), so every CTA streams the same number of bytes, whatever N
+// and K are. Inside a CTA one producer warp copies stages of kStageUnits units into shared
+// memory with bulk copies (cp.async.bulk + mbarrier complete_tx on sm_90, cp.async on
+// sm_80), kStages deep: the weights of the unit range plus the matching x rows (x only
+// after griddepcontrol.wait: with programmatic dependent launch the weights of the first
+// stages stream while the previous kernel drains). 8 consumer warps take alternate
+// units of each stage (all operands from shared memory), decode the
+// codes to bf16/fp16 in registers and run mma.sync m16n8k16 with the weights as the A
+// operand (16 rows x 16 K) and x^T as B (16 K x 8 batch rows; a second mma for M > 8).
+// Where a CTA's range crosses a row-group boundary, its 8 warps reduce in shared memory
+// and either write y (the group lies wholly in this CTA) or a partial slot; the last CTA
+// of a split group (atomic counter) sums the slots in CTA order, so the result is
+// deterministic, writes y and resets the counter for the next launch / graph replay.
+#include "nvfp4_common.cuh"
 
 namespace resetfp4 {
 
-constexpr int kWarps = 8;          // warps per CTA, all on one 64-row group, split K
-constexpr int kRowsPerGroup = 64;  // 8 n8-tiles per warp step
-constexpr int kUnroll = 4;         // 16-byte loads in flight per thread
+constexpr int kConsumerWarps = 8;
+constexpr int kThreads = (kConsumerWarps + 1) * 32;  // + one producer warp
+constexpr int kStageUnits = 32;                      // 18 KB of weights per stage, 4 units/warp
 
-template <typename T> struct Traits;
-template <> struct Traits<__nv_bfloat16> {
-  // bf16: sign 15, exponent 14..7; 3 magnitude bits at 6..8 give e2m1 * 2^-126.
-  static constexpr int kMagShift = 6;
-  static constexpr uint32_t kMagMask = 0x01C001C0u;
-  static constexpr int kScaleShift = 4;          // e4m3 bits << 4 = bs * 2^-120 in bf16
-  static constexpr uint32_t kScaleMask = 0x07F007F0u;
-  static constexpr float kOutScale = 512.0f;    // weights enter the mma as e2m1*bs*2^-9
-  static __device__ __forceinline__ uint32_t mul2(uint32_t a, uint32_t b) {
-    __nv_bfloat162 r = __hmul2(*reinterpret_cast<__nv_bfloat162*>(&a),
-                               *reinterpret_cast<__nv_bfloat162*>(&b));
-    return *reinterpret_cast<uint32_t*>(&r);
-  }
-  // bs*2^-120 -> bs*2^117 (two exact power-of-two products; 2^237 is not a bf16).
-  static __device__ __forceinline__ uint32_t scale_fix(uint32_t s) {
-    return mul2(mul2(s, 0x7F007F00u /*2^127*/), 0x76807680u /*2^110*/);
-  }
-  // code pattern (e2m1*2^-126) -> weight e2m1*bs*2^-9, one exact product.
-  static __device__ __forceinline__ uint32_t weight(uint32_t h, uint32_t s) { return mul2(h, s); }
-  static __device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-  static __device__ __forceinline__ __nv_bfloat16 from_float(float v) { return __float2bfloat16_rn(v); }
-};
-template <> struct Traits<__half> {
-  // fp16: 3 magnitude bits at 9..11 give e2m1 * 2^-14.
-  static constexpr int kMagShift = 9;
-  static constexpr uint32_t kMagMask = 0x0E000E00u;
-  static constexpr int kScaleShift = 7;          // e4m3 bits << 7 = bs * 2^-8 in fp16
-  static constexpr uint32_t kScaleMask = 0x3F803F80u;
-  static constexpr float kOutScale = 1.0f;
-  static __device__ __forceinline__ uint32_t mul2(uint32_t a, uint32_t b) {
-    __half2 r = __hmul2(*reinterpret_cast<__half2*>(&a), *reinterpret_cast<__half2*>(&b));
-    return *reinterpret_cast<uint32_t*>(&r);
-  }
-  static __device__ __forceinline__ uint32_t scale_fix(uint32_t s) {
-    return mul2(s, 0x5C005C00u /*2^8*/);  // = bs exactly
-  }
-  // e2m1*2^-14 -> e2m1 (x 2^14) -> e2m1*bs: two products keep every value normal.
-  static __device__ __forceinline__ uint32_t weight(uint32_t h, uint32_t s) {
-    return mul2(mul2(h, 0x74007400u /*2^14*/), s);
-  }
-  static __device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
-  static __device__ __forceinline__ __half from_float(float v) { return __float2half_rn(v); }
+// Per batch-size class: M <= 8 (one mma per tile) or M <= 16 (two). Shared memory per
+// CTA stays under 113 KB so that 2 CTAs fit on an SM.
+template <bool kTwoHalves> struct Cfg {
+  static constexpr int kRows = kTwoHalves ? 16 : 8;        // x rows staged / reduced
+  static constexpr int kStages = kTwoHalves ? 2 : 3;       // 36 / 54 KB of weights in flight
+  static constexpr int kXRowBytes = kStageUnits * 32 + 16; // +16 B: rows on distinct banks
+  static constexpr int kStageBytes = kStageUnits * (kUnitCodeBytes + kUnitScaleBytes) +
+                                     kRows * kXRowBytes;
+  static constexpr int kRedFloats = kConsumerWarps * kRows * kRowsPerGroup;
+  static constexpr size_t kSmem = (size_t)kStages * kStageBytes + kRedFloats * sizeof(float) +
+                                  2 * kStages * sizeof(uint64_t) + 16;
 };
 
-template <int S> __device__ __forceinline__ uint32_t shl(uint32_t v) {
-  if constexpr (S >= 0) return v << S; else return v >> (-S);
+struct GemvArgs {
+  const void* x;          // T [M, K]
+  const uint8_t* codes;   // [NG*KS][512]
+  const uint8_t* scales;  // [NG*KS][64]
+  const float* g_w;       // fp32 [1]
+  const float* g_x;       // fp32 [1] or null
+  const void* bias;       // T [N] or null
+  void* y;                // T [M, N]
+  float* partial;         // fp32 [G + NG][16][64]
+  int* counter;           // int [NG], zero at rest
+  int M, N, KS, per, total;
+};
+
+__device__ __forceinline__ void named_bar() {  // the 8 consumer warps only
+  asm volatile("bar.sync 1, %0;\n" ::"n"(kConsumerWarps * 32) : "memory");
 }
 
-// Pair p of word q -> 16-bit-float x2 pattern (low half = lower k).
-template <typename T, int P> __device__ __forceinline__ uint32_t decode_pair(uint32_t q) {
-  using Tr = Traits<T>;
-  const uint32_t mag = shl<Tr::kMagShift - 4 * P>(q) & Tr::kMagMask;
-  const uint32_t sgn = shl<12 - 4 * P>(q) & 0x80008000u;
-  return mag | sgn;
+__device__ __forceinline__ void bulk_copy(void* dst, const void* src, uint32_t bytes,
+                                          uint64_t* bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes "
+               "[%0], [%1], %2, [%3];\n"
+               ::"r"(smem_addr(dst)), "l"(src), "r"(bytes), "r"(smem_addr(bar)) : "memory");
+#else
+  for (uint32_t i = 0; i < bytes; i += 16)  // sm_80: 16-byte cp.async pieces
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n"
+                 ::"r"(smem_addr((uint8_t*)dst + i)), "l"((const uint8_t*)src + i) : "memory");
+#endif
 }
 
-// Two e4m3 bytes (byte A and byte B of word w) -> x2 scale in the weight's units.
-template <typename T, int A, int B> __device__ __forceinline__ uint32_t decode_scales(uint32_t w) {
-  using Tr = Traits<T>;
-  const uint32_t spread = __byte_perm(w, 0u, 0x4040u | (B << 8) | A);  // bytes A, B -> halves
-  return Tr::scale_fix((spread << Tr::kScaleShift) & Tr::kScaleMask);
+// Stage k of the CTA's units: weights (all lanes share the work on sm_80, lane 0 on sm_90).
+template <bool kTwoHalves>
+__device__ __forceinline__ void copy_weights(const GemvArgs& a, uint8_t* st, uint64_t* bar,
+                                             int u, int cnt, int lane) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (lane != 0) return;
+  bulk_copy(st, a.codes + (size_t)u * kUnitCodeBytes, cnt * kUnitCodeBytes, bar);
+  bulk_copy(st + kStageUnits * kUnitCodeBytes, a.scales + (size_t)u * kUnitScaleBytes,
+            cnt * kUnitScaleBytes, bar);
+#else
+  const int cb = cnt * kUnitCodeBytes, sb = cnt * kUnitScaleBytes;
+  for (int i = 16 * lane; i < cb; i += 16 * 32)
+    bulk_copy(st + i, a.codes + (size_t)u * kUnitCodeBytes + i, 16, bar);
+  for (int i = 16 * lane; i < sb; i += 16 * 32)
+    bulk_copy(st + kStageUnits * kUnitCodeBytes + i, a.scales + (size_t)u * kUnitScaleBytes + i,
+              16, bar);
+#endif
 }
 
-__device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
-                                          uint32_t b1, __nv_bfloat16*) {
-  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-               "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-__device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
-                                          uint32_t b1, __half*) {
-  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-               "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// Streaming 16-byte load: weights are read exactly once, keep them out of L1.
-__device__ __forceinline__ uint4 ld_stream(const uint4* p) {
-  uint4 r;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
-  return r;
-}
-
+// Stage k: x rows (lane m copies row m), as runs of consecutive K steps (a run ends where
+// the unit range wraps to the next row group).
 template <typename T, bool kTwoHalves>
-__device__ __forceinline__ void load_a(uint32_t (&a)[4], const T* __restrict__ x, int M, int K,
-                                       int st, int g, int t) {
-  const int k = st * 16 + 2 * t;
-  const uint32_t* r0 = reinterpret_cast<const uint32_t*>(x + (size_t)g * K + k);
-  a[0] = g < M ? __ldg(r0) : 0u;
-  a[2] = g < M ? __ldg(r0 + 4) : 0u;
-  if constexpr (kTwoHalves) {
-    const uint32_t* r1 = reinterpret_cast<const uint32_t*>(x + (size_t)(g + 8) * K + k);
-    a[1] = g + 8 < M ? __ldg(r1) : 0u;
-    a[3] = g + 8 < M ? __ldg(r1 + 4) : 0u;
-  } else {
-    a[1] = 0u;
-    a[3] = 0u;
+__device__ __forceinline__ void copy_x(const GemvArgs& a, uint8_t* st, uint64_t* bar, int u,
+                                       int cnt, int lane) {
+  using C = Cfg<kTwoHalves>;
+  if (lane >= a.M) return;
+  const T* x = reinterpret_cast<const T*>(a.x) + (size_t)lane * a.KS * 16;
+  uint8_t* dst = st + kStageUnits * (kUnitCodeBytes + kUnitScaleBytes) + lane * C::kXRowBytes;
+  for (int l = 0; l < cnt;) {
+    const int s = (u + l) % a.KS, run = min(cnt - l, a.KS - s);
+    bulk_copy(dst + l * 32, x + s * 16, run * 32, bar);
+    l += run;
+  }
+}
+
+// Producer warp: stream the CTA's units [u0, u0 + nl) into the stage ring. Weights are
+// constant, so the first kStages stages are requested before pdl_wait; x only after it.
+template <typename T, bool kTwoHalves>
+__device__ void produce(const GemvArgs& a, uint8_t* ring, uint64_t* full, uint64_t* empty,
+                        int u0, int nl, int lane) {
+  using C = Cfg<kTwoHalves>;
+  const int nst = (nl + kStageUnits - 1) / kStageUnits;
+  auto arm = [&](int k) {  // expect this stage's bytes, then request its weights
+    const int cnt = min(kStageUnits, nl - k * kStageUnits);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (lane == 0) {
+      const uint32_t bytes = cnt * (kUnitCodeBytes + kUnitScaleBytes + 32 * a.M);
+      asm volatile("{\n .reg .b64 st;\n mbarrier.arrive.expect_tx.shared::cta.b64 st, [%0], %1;\n}\n"
+                   ::"r"(smem_addr(&full[k % C::kStages])), "r"(bytes) : "memory");
+    }
+    __syncwarp();
+#endif
+    copy_weights<kTwoHalves>(a, ring + (size_t)(k % C::kStages) * C::kStageBytes,
+                             &full[k % C::kStages], u0 + k * kStageUnits, cnt, lane);
+  };
+  auto finish = [&](int k) {  // request x; on sm_80 arrive once all copies are issued
+    const int cnt = min(kStageUnits, nl - k * kStageUnits);
+    copy_x<T, kTwoHalves>(a, ring + (size_t)(k % C::kStages) * C::kStageBytes,
+                          &full[k % C::kStages], u0 + k * kStageUnits, cnt, lane);
+#if !(defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900)
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n"
+                 ::"r"(smem_addr(&full[k % C::kStages])) : "memory");
+#endif
+  };
+  const int first = min(nst, C::kStages);
+  for (int k = 0; k < first; ++k) arm(k);
+  pdl_wait();
+  for (int k = 0; k < first; ++k) finish(k);
+  for (int k = first; k < nst; ++k) {
+    mbar_wait(&empty[k % C::kStages], ((k / C::kStages) - 1) & 1);
+    arm(k);
+    finish(k);
+  }
+#if !(defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900)
+  asm volatile("cp.async.wait_all;\n" ::: "memory");
+#endif
+}
+
+// One unit: 4 tiles of 16 rows, each one (or two) mma. b / b2: x^T fragments (rows 0-7 / 8-15).
+template <typename T, bool kTwoHalves, bool kExact>
+__device__ __forceinline__ void unit_mma(float (&acc)[2][4][4], uint4 q, uint2 sc, uint2 b,
+                                         uint2 b2) {
+  using Tr = Traits<T>;
+  const uint32_t words[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const uint32_t sw = j < 2 ? sc.x : sc.y;
+    uint32_t sg, sg8;  // scales of rows 16j+g and 16j+g+8, in both halves
+    if constexpr (kExact) {
+      const uint32_t s2 = (j % 2 == 0) ? decode_scales<T, 0, 1>(sw) : decode_scales<T, 2, 3>(sw);
+      sg = __byte_perm(s2, s2, 0x1010);
+      sg8 = __byte_perm(s2, s2, 0x3232);
+    } else {
+      sg = (j % 2 == 0) ? fast_scale<T, 0>(sw) : fast_scale<T, 2>(sw);
+      sg8 = (j % 2 == 0) ? fast_scale<T, 1>(sw) : fast_scale<T, 3>(sw);
+    }
+    uint32_t h[4];
+    decode_word(words[j], h);
+    const uint32_t a[4] = {Tr::weight(h[0], sg), Tr::weight(h[1], sg8), Tr::weight(h[2], sg),
+                           Tr::weight(h[3], sg8)};
+    mma_16816(acc[0][j], a, b.x, b.y, (T*)nullptr);
+    if constexpr (kTwoHalves) mma_16816(acc[1][j], a, b2.x, b2.y, (T*)nullptr);
   }
 }
 
 template <typename T>
-__device__ __forceinline__ void step_mma(float (&acc)[8][4], const uint32_t (&a)[4], uint4 q,
-                                         uint2 sc) {
+__device__ __forceinline__ void store_y(const GemvArgs& a, int m, int n, float r) {
   using Tr = Traits<T>;
-  const uint32_t words[4] = {q.x, q.y, q.z, q.w};
-#pragma unroll
-  for (int w = 0; w < 4; ++w) {
-    const uint32_t sw = w < 2 ? sc.x : sc.y;
-    const uint32_t s2 = (w % 2 == 0) ? decode_scales<T, 0, 1>(sw) : decode_scales<T, 2, 3>(sw);
-    const uint32_t slo = __byte_perm(s2, s2, 0x1010);  // tile 2w scale in both halves
-    const uint32_t shi = __byte_perm(s2, s2, 0x3232);  // tile 2w+1
-    const uint32_t qw = words[w];
-    mma_16816(acc[2 * w], a, Tr::weight(decode_pair<T, 0>(qw), slo),
-              Tr::weight(decode_pair<T, 1>(qw), slo), (T*)nullptr);
-    mma_16816(acc[2 * w + 1], a, Tr::weight(decode_pair<T, 2>(qw), shi),
-              Tr::weight(decode_pair<T, 3>(qw), shi), (T*)nullptr);
-  }
+  const float factor = Tr::kOutScale * __ldg(a.g_w) * (a.g_x ? __ldg(a.g_x) : 1.0f);
+  float v = r * factor;
+  if (a.bias) v += Tr::to_float(reinterpret_cast<const T*>(a.bias)[n]);
+  reinterpret_cast<T*>(a.y)[(size_t)m * a.N + n] = Tr::from_float(v);
 }
 
-// grid (NG, S); CTA (ng, s) does k-steps [s*per, min(KS, (s+1)*per)) of rows 64*ng..+63.
-// partial: fp32 [S][NG][16][64] (unused when S == 1); counter: int [NG], zero at rest.
+// End of this CTA's part of row group ng: reduce the 8 warps, then write y or a partial.
+// (v4 let warp 0 alone finish a split group while the others went on: no gain at M = 1,
+// much slower at M >= 2 where one warp then summed 2M items per lane; see NOTES.md.)
 template <typename T, bool kTwoHalves>
-__global__ void __launch_bounds__(kWarps * 32, 2)
-gemv_kernel(const T* __restrict__ x, const uint4* __restrict__ codes,
-            const uint2* __restrict__ scales, const float* __restrict__ g_w,
-            const float* __restrict__ g_x, const T* __restrict__ bias, T* __restrict__ y,
-            float* __restrict__ partial, int* __restrict__ counter, int M, int N, int K,
-            int per_split) {
-  using Tr = Traits<T>;
-  __shared__ float red[kWarps][16][kRowsPerGroup];
-  __shared__ int is_last;
-  const int ng = blockIdx.x, s = blockIdx.y, NG = gridDim.x, S = gridDim.y;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const int KS = K / 16;
-  const int k_begin = s * per_split, k_end = min(KS, k_begin + per_split);
-  const uint4* cbase = codes + (size_t)ng * KS * 32 + lane;
-  const uint2* sbase = scales + (size_t)ng * KS * 8 + g;
-
-  float acc[8][4];
+__device__ void flush(const GemvArgs& a, float (&acc)[2][4][4], float* red, int* flag, int ng,
+                      int warp, int lane) {
+  constexpr int kR = Cfg<kTwoHalves>::kRows;
+  const int g = lane / 4, t = lane % 4, tid = warp * 32 + lane;
+  float* r = red + warp * kR * kRowsPerGroup;
+  // C fragment: acc[h][j][0..1] = row 16j+g, batch 8h+2t+{0,1}; [2..3] = row 16j+g+8.
 #pragma unroll
-  for (int j = 0; j < 8; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
-
-  for (int base = k_begin + warp; base < k_end; base += kWarps * kUnroll) {
-    uint4 q[kUnroll];
-    uint2 sc[kUnroll];
+  for (int h = 0; h < (kTwoHalves ? 2 : 1); ++h)
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int st = base + u * kWarps;
-      if (st < k_end) {
-        q[u] = ld_stream(cbase + (size_t)st * 32);
-        sc[u] = __ldg(sbase + (size_t)st * 8);
-      } else {
-        q[u] = make_uint4(0, 0, 0, 0);
-        sc[u] = make_uint2(0, 0);
-      }
+    for (int j = 0; j < 4; ++j) {
+      const int m = 8 * h + 2 * t, n = 16 * j + g;
+      r[m * kRowsPerGroup + n] = acc[h][j][0];
+      r[(m + 1) * kRowsPerGroup + n] = acc[h][j][1];
+      r[m * kRowsPerGroup + n + 8] = acc[h][j][2];
+      r[(m + 1) * kRowsPerGroup + n + 8] = acc[h][j][3];
+      acc[h][j][0] = acc[h][j][1] = acc[h][j][2] = acc[h][j][3] = 0.f;
     }
+  named_bar();
+  const int c = blockIdx.x, KS = a.KS;
+  const int c_first = ng * KS / a.per, c_last = ((ng + 1) * KS - 1) / a.per;
+  const int items = a.M * kRowsPerGroup;
+  if (c_first == c_last) {  // the whole row group is ours
+    for (int i = tid; i < items; i += kConsumerWarps * 32) {
+      float s = 0.f;
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int st = base + u * kWarps;
-      if (st < k_end) {
-        uint32_t a[4];
-        load_a<T, kTwoHalves>(a, x, M, K, st, g, t);
-        step_mma<T>(acc, a, q[u], sc[u]);
+      for (int w = 0; w < kConsumerWarps; ++w) s += red[w * kR * kRowsPerGroup + i];
+      const int n = ng * kRowsPerGroup + i % kRowsPerGroup;
+      if (n < a.N) store_y<T>(a, i / kRowsPerGroup, n, s);
+    }
+  } else {
+    float* mine = a.partial + (size_t)(c + ng) * 16 * kRowsPerGroup;  // unique per segment
+    for (int i = tid; i < items; i += kConsumerWarps * 32) {
+      float s = 0.f;
+#pragma unroll
+      for (int w = 0; w < kConsumerWarps; ++w) s += red[w * kR * kRowsPerGroup + i];
+      __stcg(mine + i, s);
+    }
+    named_bar();
+    if (tid == 0) {
+      __threadfence();  // the CTA's partial stores (ordered by the barrier) before the count
+      *flag = (atomicAdd(a.counter + ng, 1) == c_last - c_first);
+      __threadfence();
+    }
+    named_bar();
+    if (*flag) {
+      for (int i = tid; i < items; i += kConsumerWarps * 32) {
+        float s = 0.f;
+        for (int cc = c_first; cc <= c_last; ++cc)  // fixed order: deterministic
+          s += __ldcg(a.partial + (size_t)(cc + ng) * 16 * kRowsPerGroup + i);
+        const int n = ng * kRowsPerGroup + i % kRowsPerGroup;
+        if (n < a.N) store_y<T>(a, i / kRowsPerGroup, n, s);
       }
+      if (tid == 0) a.counter[ng] = 0;  // ready for the next launch / graph replay
     }
   }
-  // C fragment: acc[j][0..1] = rows g, cols 8j+2t+{0,1}; acc[j][2..3] = rows g+8.
-#pragma unroll
-  for (int j = 0; j < 8; ++j) {
-    red[warp][g][8 * j + 2 * t] = acc[j][0];
-    red[warp][g][8 * j + 2 * t + 1] = acc[j][1];
-    if (kTwoHalves) {
-      red[warp][g + 8][8 * j + 2 * t] = acc[j][2];
-      red[warp][g + 8][8 * j + 2 * t + 1] = acc[j][3];
+  named_bar();  // red and flag are reused by the next flush
+}
+
+// Unit l_in (index inside stage `base`) of this warp: shared-memory operands + mma.
+template <typename T, bool kTwoHalves, bool kExact>
+__device__ __forceinline__ void do_unit(float (&acc)[2][4][4], const uint8_t* base, int l_in,
+                                        int lane, bool has_row, bool has_row8) {
+  using C = Cfg<kTwoHalves>;
+  const int g = lane / 4, t = lane % 4;
+  const uint4 q = *reinterpret_cast<const uint4*>(base + l_in * kUnitCodeBytes + lane * 16);
+  const uint2 sc = *reinterpret_cast<const uint2*>(base + kStageUnits * kUnitCodeBytes +
+                                                   l_in * kUnitScaleBytes + g * 8);
+  const uint8_t* xs = base + kStageUnits * (kUnitCodeBytes + kUnitScaleBytes) + l_in * 32 + 4 * t;
+  uint2 b = make_uint2(0u, 0u), b2 = make_uint2(0u, 0u);
+  if (has_row) {
+    b.x = *reinterpret_cast<const uint32_t*>(xs + g * C::kXRowBytes);
+    b.y = *reinterpret_cast<const uint32_t*>(xs + g * C::kXRowBytes + 16);
+  }
+  if (kTwoHalves && has_row8) {
+    b2.x = *reinterpret_cast<const uint32_t*>(xs + (g + 8) * C::kXRowBytes);
+    b2.y = *reinterpret_cast<const uint32_t*>(xs + (g + 8) * C::kXRowBytes + 16);
+  }
+  unit_mma<T, kTwoHalves, kExact>(acc, q, sc, b, b2);
+}
+
+template <typename T, bool kTwoHalves, bool kExact>
+__global__ void __launch_bounds__(kThreads, 2) gemv_kernel(const GemvArgs a) {
+  using C = Cfg<kTwoHalves>;
+  extern __shared__ __align__(128) uint8_t smem[];
+  uint8_t* ring = smem;
+  float* red = reinterpret_cast<float*>(smem + C::kStages * C::kStageBytes);
+  uint64_t* full = reinterpret_cast<uint64_t*>(red + C::kRedFloats);
+  uint64_t* empty = full + C::kStages;
+  int* flag = reinterpret_cast<int*>(empty + C::kStages);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int u0 = blockIdx.x * a.per, nl = min(a.per, a.total - u0);
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < C::kStages; ++s) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+      mbar_init(&full[s], 1);   // the producer's arrive.expect_tx
+#else
+      mbar_init(&full[s], 32);  // one cp.async arrive per producer lane
+#endif
+      mbar_init(&empty[s], kConsumerWarps);
     }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+#endif
   }
   __syncthreads();
-  const float factor = Tr::kOutScale * __ldg(g_w) * (g_x ? __ldg(g_x) : 1.0f);
-  const int n_items = M * kRowsPerGroup;  // <= 1024 = 4 per thread
-  if (S == 1) {
-    for (int i = threadIdx.x; i < n_items; i += kWarps * 32) {
-      const int m = i / kRowsPerGroup, nl = i % kRowsPerGroup, n = ng * kRowsPerGroup + nl;
-      float r = 0.f;
-#pragma unroll
-      for (int w = 0; w < kWarps; ++w) r += red[w][m][nl];
-      if (n < N) {
-        float v = r * factor;
-        if (bias) v += Tr::to_float(bias[n]);
-        y[(size_t)m * N + n] = Tr::from_float(v);
-      }
-    }
+  pdl_launch_dependents();
+  if (warp == kConsumerWarps) {
+    produce<T, kTwoHalves>(a, ring, full, empty, u0, nl, lane);
     return;
   }
-  float* mine = partial + ((size_t)s * NG + ng) * 16 * kRowsPerGroup;
-  for (int i = threadIdx.x; i < n_items; i += kWarps * 32) {
-    float r = 0.f;
+  pdl_wait();  // y, partial, counter, g_x: only after the previous kernel finished
+  const bool has_row = lane / 4 < a.M, has_row8 = lane / 4 + 8 < a.M;
+  float acc[2][4][4];
 #pragma unroll
-    for (int w = 0; w < kWarps; ++w) r += red[w][i / kRowsPerGroup][i % kRowsPerGroup];
-    __stcg(mine + i, r);
-  }
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) is_last = (atomicAdd(counter + ng, 1) == S - 1);
-  __syncthreads();
-  if (!is_last) return;
-  __threadfence();
-  for (int i = threadIdx.x; i < n_items; i += kWarps * 32) {
-    const int m = i / kRowsPerGroup, nl = i % kRowsPerGroup, n = ng * kRowsPerGroup + nl;
-    float r = 0.f;
-    for (int ss = 0; ss < S; ++ss)
-      r += __ldcg(partial + ((size_t)ss * NG + ng) * 16 * kRowsPerGroup + i);
-    if (n < N) {
-      float v = r * factor;
-      if (bias) v += Tr::to_float(bias[n]);
-      y[(size_t)m * N + n] = Tr::from_float(v);
+  for (int h = 0; h < 2; ++h)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) acc[h][j][0] = acc[h][j][1] = acc[h][j][2] = acc[h][j][3] = 0.f;
+  int cur_ng = u0 / a.KS;
+  int next_b = (cur_ng + 1) * a.KS - u0;  // local index of the next row-group start
+  const int nst = (nl + kStageUnits - 1) / kStageUnits;
+  for (int k = 0; k < nst; ++k) {
+    const int slot = k % C::kStages;
+    mbar_wait(&full[slot], (k / C::kStages) & 1);
+    const uint8_t* base = ring + (size_t)slot * C::kStageBytes;
+    const int lo = k * kStageUnits, hi = min(nl, lo + kStageUnits);
+    if (next_b >= hi && hi - lo == kStageUnits) {  // common case: 4 units per warp
+#pragma unroll
+      for (int i = 0; i < kStageUnits / kConsumerWarps; ++i)
+        do_unit<T, kTwoHalves, kExact>(acc, base, warp + kConsumerWarps * i, lane, has_row,
+                                       has_row8);
+    } else {  // a row-group boundary or the last, partial stage: unit by unit
+      for (int l = lo; l < hi; ++l) {
+        if (l == next_b) {
+          flush<T, kTwoHalves>(a, acc, red, flag, cur_ng, warp, lane);
+          ++cur_ng;
+          next_b += a.KS;
+        }
+        if ((l & 7) == warp) do_unit<T, kTwoHalves, kExact>(acc, base, l - lo, lane, has_row, has_row8);
+      }
     }
+    __syncwarp();
+    if (lane == 0) mbar_arrive(&empty[slot]);
   }
-  if (threadIdx.x == 0) counter[ng] = 0;  // ready for the next launch / graph replay
+  flush<T, kTwoHalves>(a, acc, red, flag, cur_ng, warp, lane);
 }
 
-// ---- activation quantization (W4A4), bit-exact with resetfp4.nvfp4.quantize ----
+// ---- host launcher (plain C++: the binding passes the current stream) ----
 
-__device__ __forceinline__ uint32_t e2m1_rne(float v) {
-  // Midpoints of the magnitude grid 0,.5,1,1.5,2,3,4,6; ties go to the even code.
-  const float a = fabsf(v);
-  uint32_t mag = (a > 0.25f) + (a >= 0.75f) + (a > 1.25f) + (a >= 1.75f) + (a > 2.5f) +
-                 (a >= 3.5f) + (a > 5.0f);
-  return mag | ((v < 0.f) ? 8u : 0u);
+template <typename T, bool kTwoHalves, bool kExact>
+static cudaError_t launch_kernel(const GemvArgs& a, int grid, cudaStream_t stream) {
+  auto* kern = gemv_kernel<T, kTwoHalves, kExact>;
+  constexpr size_t kSmemBytes = Cfg<kTwoHalves>::kSmem;
+  static cudaError_t attr = cudaFuncSetAttribute(
+      kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kSmemBytes);
+  if (attr != cudaSuccess) return attr;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(grid);
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = kSmemBytes;
+  cfg.stream = stream;
+  cudaLaunchAttribute at[1];
+  at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  at[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = at;
+  cfg.numAttrs = use_pdl() ? 1 : 0;
+  return cudaLaunchKernelEx(&cfg, kern, a);
 }
 
-__device__ __forceinline__ float e2m1_value(uint32_t code) {
-  const uint32_t mag = code & 7u, e = mag >> 1, m = mag & 1u;
-  const float v = e ? __uint_as_float(((e + 126u) << 23) | (m << 22)) : 0.5f * (float)m;
-  return (code & 8u) ? -v : v;
-}
-
-template <typename T>
-__global__ void amax_kernel(const T* __restrict__ x, size_t n, unsigned int* __restrict__ amax_bits) {
-  float m = 0.f;
-  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-       i += (size_t)gridDim.x * blockDim.x)
-    m = fmaxf(m, fabsf(Traits<T>::to_float(x[i])));
-  for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-  // Non-negative floats order like their bit patterns, so an integer max is exact.
-  if ((threadIdx.x & 31) == 0) atomicMax(amax_bits, __float_as_uint(m));
-}
-
-// One thread per 16-element block. xq gets e2m1(code) * fp32(bs) (exact in T); the
-// global scale goes to *gs_out for the GEMV epilogue.
-template <typename T>
-__global__ void quant_act_kernel(const T* __restrict__ x, size_t n_blocks,
-                                 const float* __restrict__ gs_static,
-                                 const unsigned int* __restrict__ amax_bits,
-                                 float* __restrict__ gs_out, T* __restrict__ xq,
-                                 uint8_t* __restrict__ codes, uint8_t* __restrict__ scales) {
-  float gs;
-  if (gs_static) {
-    gs = __ldg(gs_static);
-  } else {
-    const float amax = __uint_as_float(*amax_bits);
-    // 2688 = 6 * 448. True IEEE division (nvcc's default -prec-div=true), as
-    // resetfp4.nvfp4.quantize computes it on CPU and GPU alike.
-    gs = amax > 0.f ? __fdiv_rn(amax, 2688.0f) : 1.0f;
-  }
-  const size_t b = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-  if (b == 0) *gs_out = gs;
-  if (b >= n_blocks) return;
-  float v[16];
-  const uint4* src = reinterpret_cast<const uint4*>(x + b * 16);
-  uint4 raw[2] = {src[0], src[1]};
-  const T* e = reinterpret_cast<const T*>(raw);
-  float bmax = 0.f;
-#pragma unroll
-  for (int i = 0; i < 16; ++i) {
-    v[i] = Traits<T>::to_float(e[i]);
-    bmax = fmaxf(bmax, fabsf(v[i]));
-  }
-  float bs32 = bmax / (6.0f * gs);
-  if (bs32 == 0.f) bs32 = 1.0f;
-  const __nv_fp8_storage_t s8 = __nv_cvt_float_to_fp8(bs32, __NV_SATFINITE, __NV_E4M3);
-  const float bsf = __half2float(__half(__nv_cvt_fp8_to_halfraw(s8, __NV_E4M3)));
-  const float d = bsf * gs;
-  uint4 outq[2];
-  T* oq = reinterpret_cast<T*>(outq);
-  uint32_t packed[2] = {0u, 0u};
-#pragma unroll
-  for (int i = 0; i < 16; ++i) {
-    const uint32_t c = e2m1_rne(v[i] / d);
-    packed[i / 8] |= c << (4 * (i % 8));
-    oq[i] = Traits<T>::from_float(e2m1_value(c) * bsf);
-  }
-  uint4* dst = reinterpret_cast<uint4*>(xq + b * 16);
-  dst[0] = outq[0];
-  dst[1] = outq[1];
-  reinterpret_cast<uint2*>(codes)[b] = make_uint2(packed[0], packed[1]);
-  scales[b] = s8;
-}
-
-// ---- dequantization of the repacked weight (large-M path) ----
-// One thread per (group, step, lane) unit: writes 32 weights of w [N, K] in T.
-template <typename T>
-__global__ void dequant_kernel(const uint4* __restrict__ codes, const uint2* __restrict__ scales,
-                               const float* __restrict__ g_w, T* __restrict__ w, int N, int K) {
-  const int KS = K / 16;
-  const size_t u = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-  const size_t total = (size_t)((N + 63) / 64) * KS * 32;
-  if (u >= total) return;
-  const int lane = u % 32, g = lane / 4, t = lane % 4;
-  const int st = (u / 32) % KS, ng = u / 32 / KS;
-  const uint4 q = codes[u];
-  const uint2 sc = scales[((size_t)ng * KS + st) * 8 + g];
-  const uint32_t words[4] = {q.x, q.y, q.z, q.w};
-  const float gw = *g_w;
-#pragma unroll
-  for (int j = 0; j < 8; ++j) {
-    const int n = ng * 64 + 8 * j + g;
-    if (n >= N) continue;
-    const uint32_t sbyte = ((j < 4 ? sc.x : sc.y) >> (8 * (j % 4))) & 0xffu;
-    const float bsf = __half2float(__half(__nv_cvt_fp8_to_halfraw(sbyte, __NV_E4M3)));
-    const float scale = bsf * gw;
-    const uint32_t qw = words[j / 2];
-#pragma unroll
-    for (int b = 0; b < 2; ++b) {
-      const int p = 2 * (j % 2) + b;  // pair index in the word
-      const int k = st * 16 + 2 * t + 8 * b;
-      const uint32_t lo = (qw >> (4 * p)) & 15u, hi = (qw >> (16 + 4 * p)) & 15u;
-      w[(size_t)n * K + k] = Traits<T>::from_float(e2m1_value(lo) * scale);
-      w[(size_t)n * K + k + 1] = Traits<T>::from_float(e2m1_value(hi) * scale);
-    }
-  }
-}
-
-// ---- host launchers (plain C++: the binding passes the current stream) ----
-
+// ctas: the wanted number of CTAs (2 per SM); partial must hold >= G + NG slots of 16x64.
+// exact: some block scale is zero / subnormal / negative (decode_scales instead of fast_scale).
 template <typename T>
 cudaError_t launch_gemv(const void* x, const void* codes, const void* scales, const float* g_w,
                         const float* g_x, const void* bias, void* y, float* partial, int* counter,
-                        int M, int N, int K, int splits, cudaStream_t stream) {
-  if (M < 1 || M > 16 || K % 16 != 0 || N < 1 || splits < 1) return cudaErrorInvalidValue;
-  const int NG = (N + 63) / 64, KS = K / 16;
-  const int per = (KS + splits - 1) / splits;
-  const int S = (KS + per - 1) / per;  // no empty split
-  dim3 grid(NG, S), block(kWarps * 32);
-  if (M > 8)
-    gemv_kernel<T, true><<<grid, block, 0, stream>>>(
-        (const T*)x, (const uint4*)codes, (const uint2*)scales, g_w, g_x, (const T*)bias, (T*)y,
-        partial, counter, M, N, K, per);
-  else
-    gemv_kernel<T, false><<<grid, block, 0, stream>>>(
-        (const T*)x, (const uint4*)codes, (const uint2*)scales, g_w, g_x, (const T*)bias, (T*)y,
-        partial, counter, M, N, K, per);
-  return cudaGetLastError();
+                        int M, int N, int K, int ctas, bool exact, cudaStream_t stream) {
+  if (M < 1 || M > 16 || K % 16 != 0 || K < 16 || N < 1 || ctas < 1) return cudaErrorInvalidValue;
+  const int NG = (N + kRowsPerGroup - 1) / kRowsPerGroup, KS = K / 16;
+  const long long total = (long long)NG * KS;
+  if (total > (1ll << 30)) return cudaErrorInvalidValue;
+  const int per = (int)((total + ctas - 1) / ctas);
+  const int grid = (int)((total + per - 1) / per);  // no empty CTA
+  const GemvArgs a{x, (const uint8_t*)codes, (const uint8_t*)scales, g_w, g_x, bias, y,
+                   partial, counter, M, N, KS, per, (int)total};
+  if (exact)
+    return M > 8 ? launch_kernel<T, true, true>(a, grid, stream)
+                 : launch_kernel<T, false, true>(a, grid, stream);
+  return M > 8 ? launch_kernel<T, true, false>(a, grid, stream)
+               : launch_kernel<T, false, false>(a, grid, stream);
 }
 
-template <typename T>
-cudaError_t launch_quant_act(const void* x, size_t numel, const float* gs_static,
-                             unsigned int* amax_bits, float* gs_out, void* xq, uint8_t* codes,
-                             uint8_t* scales, cudaStream_t stream) {
-  if (numel % 16 != 0) return cudaErrorInvalidValue;
-  if (!gs_static) {
-    cudaError_t e = cudaMemsetAsync(amax_bits, 0, sizeof(unsigned int), stream);
-    if (e != cudaSuccess) return e;
-    const int threads = 256;
-    const int blocks = (int)std::min<size_t>((numel + threads - 1) / threads, 264);
-    amax_kernel<T><<<blocks, threads, 0, stream>>>((const T*)x, numel, amax_bits);
-    e = cudaGetLastError();
-    if (e != cudaSuccess) return e;
-  }
-  const size_t nb = numel / 16;
-  const int threads = 128;
-  quant_act_kernel<T><<<(unsigned)((nb + threads - 1) / threads), threads, 0, stream>>>(
-      (const T*)x, nb, gs_static, amax_bits, gs_out, (T*)xq, codes, scales);
-  return cudaGetLastError();
-}
-
-template <typename T>
-cudaError_t launch_dequant(const void* codes, const void* scales, const float* g_w, void* w,
-                           int N, int K, cudaStream_t stream) {
-  if (K % 16 != 0) return cudaErrorInvalidValue;
-  const size_t total = (size_t)((N + 63) / 64) * (K / 16) * 32;
-  const int threads = 256;
-  dequant_kernel<T><<<(unsigned)((total + threads - 1) / threads), threads, 0, stream>>>(
-      (const uint4*)codes, (const uint2*)scales, g_w, (T*)w, N, K);
-  return cudaGetLastError();
-}
-
-#define RESETFP4_INST(T)                                                                      \
-  template cudaError_t launch_gemv<T>(const void*, const void*, const void*, const float*,    \
-                                      const float*, const void*, void*, float*, int*, int, int, \
-                                      int, int, cudaStream_t);                                \
-  template cudaError_t launch_quant_act<T>(const void*, size_t, const float*, unsigned int*,  \
-                                           float*, void*, uint8_t*, uint8_t*, cudaStream_t);  \
-  template cudaError_t launch_dequant<T>(const void*, const void*, const float*, void*, int,  \
-                                         int, cudaStream_t);
-RESETFP4_INST(__nv_bfloat16)
-RESETFP4_INST(__half)
-#undef RESETFP4_INST
+template cudaError_t launch_gemv<__nv_bfloat16>(const void*, const void*, const void*,
+    const float*, const float*, const void*, void*, float*, int*, int, int, int, int, bool,
+    cudaStream_t);
+template cudaError_t launch_gemv<__half>(const void*, const void*, const void*, const float*,
+    const float*, const void*, void*, float*, int*, int, int, int, int, bool, cudaStream_t);
 
 }  // namespace resetfp4

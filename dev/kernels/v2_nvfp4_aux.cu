@@ -1,0 +1,177 @@
+// NVFP4 helper kernels: activation quantization for W4A4 (bit-exact with
+// resetfp4.nvfp4.quantize, one launch) and dequantization of the repacked weight
+// (large-M path). Layout: see nvfp4_common.cuh.
+#include "nvfp4_common.cuh"
+
+#include <algorithm>
+
+namespace resetfp4 {
+
+__device__ __forceinline__ uint32_t e2m1_rne(float v) {
+  // Midpoints of the magnitude grid 0,.5,1,1.5,2,3,4,6; ties go to the even code.
+  const float a = fabsf(v);
+  uint32_t mag = (a > 0.25f) + (a >= 0.75f) + (a > 1.25f) + (a >= 1.75f) + (a > 2.5f) +
+                 (a >= 3.5f) + (a > 5.0f);
+  return mag | ((v < 0.f) ? 8u : 0u);
+}
+
+__device__ __forceinline__ float e2m1_value(uint32_t code) {
+  const uint32_t mag = code & 7u, e = mag >> 1, m = mag & 1u;
+  const float v = e ? __uint_as_float(((e + 126u) << 23) | (m << 22)) : 0.5f * (float)m;
+  return (code & 8u) ? -v : v;
+}
+
+__device__ __forceinline__ float e4m3_value(uint32_t bits) {
+  return __half2float(__half(__nv_cvt_fp8_to_halfraw((__nv_fp8_storage_t)bits, __NV_E4M3)));
+}
+
+// amax(|x|) over all numel elements, by every block (x is small at M <= 16; it is read
+// from L2), so no second launch or grid-wide sync is needed.
+template <typename T>
+__device__ float block_amax(const T* __restrict__ x, size_t numel) {
+  __shared__ float wmax[32];
+  float m = 0.f;
+  const uint4* v = reinterpret_cast<const uint4*>(x);  // 8 elements per 16 bytes
+  for (size_t i = threadIdx.x; i < numel / 8; i += blockDim.x) {
+    const uint4 raw = __ldg(v + i);
+    const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) m = fmaxf(m, fabsf(Traits<T>::to_float(e[j])));
+  }
+  for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+  if (threadIdx.x % 32 == 0) wmax[threadIdx.x / 32] = m;
+  __syncthreads();
+  m = 0.f;
+  for (int w = 0; w < (int)(blockDim.x / 32); ++w) m = fmaxf(m, wmax[w]);
+  return m;
+}
+
+// One thread per 16-element block. xq gets e2m1(code) * fp32(bs) (exact in T); the
+// global scale goes to *gs_out for the GEMV epilogue. Launched before the GEMV, which
+// (with programmatic dependent launch) already streams its weights meanwhile.
+template <typename T>
+__global__ void __launch_bounds__(256) quant_act_kernel(
+    const T* __restrict__ x, size_t numel, const float* __restrict__ gs_static,
+    float* __restrict__ gs_out, T* __restrict__ xq, uint8_t* __restrict__ codes,
+    uint8_t* __restrict__ scales) {
+  pdl_launch_dependents();
+  float gs;
+  if (gs_static) {
+    gs = __ldg(gs_static);
+  } else {
+    const float amax = block_amax(x, numel);
+    // 2688 = 6 * 448. True IEEE division, as resetfp4.nvfp4.quantize computes it.
+    gs = amax > 0.f ? __fdiv_rn(amax, 2688.0f) : 1.0f;
+  }
+  if (blockIdx.x == 0 && threadIdx.x == 0) *gs_out = gs;
+  const size_t n_blocks = numel / 16;
+  for (size_t b = blockIdx.x * (size_t)blockDim.x + threadIdx.x; b < n_blocks;
+       b += (size_t)gridDim.x * blockDim.x) {
+    float v[16];
+    const uint4* src = reinterpret_cast<const uint4*>(x + b * 16);
+    uint4 raw[2] = {src[0], src[1]};
+    const T* e = reinterpret_cast<const T*>(raw);
+    float bmax = 0.f;
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      v[i] = Traits<T>::to_float(e[i]);
+      bmax = fmaxf(bmax, fabsf(v[i]));
+    }
+    float bs32 = bmax / (6.0f * gs);
+    if (bs32 == 0.f) bs32 = 1.0f;
+    const __nv_fp8_storage_t s8 = __nv_cvt_float_to_fp8(bs32, __NV_SATFINITE, __NV_E4M3);
+    const float bsf = e4m3_value(s8);
+    const float d = bsf * gs;
+    uint4 outq[2];
+    T* oq = reinterpret_cast<T*>(outq);
+    uint32_t packed[2] = {0u, 0u};
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      const uint32_t c = e2m1_rne(v[i] / d);
+      packed[i / 8] |= c << (4 * (i % 8));
+      oq[i] = Traits<T>::from_float(e2m1_value(c) * bsf);
+    }
+    uint4* dst = reinterpret_cast<uint4*>(xq + b * 16);
+    dst[0] = outq[0];
+    dst[1] = outq[1];
+    reinterpret_cast<uint2*>(codes)[b] = make_uint2(packed[0], packed[1]);
+    scales[b] = s8;
+  }
+}
+
+// Code of register r (a0..a3), half h of a layout word (bit positions: nvfp4_common.cuh).
+__device__ __forceinline__ uint32_t code_at(uint32_t word, int r, int h) {
+  const int pos[4][4] = {{0, 1, 2, 9}, {6, 7, 8, 15}, {10, 11, 12, 19}, {4, 5, 14, 13}};
+  uint32_t c = 0;
+#pragma unroll
+  for (int b = 0; b < 4; ++b) c |= ((word >> ((pos[r][b] + 16 * h) & 31)) & 1u) << b;
+  return c;
+}
+
+// One thread per (unit, lane): writes the 32 weights of w [N, K] that lane holds.
+template <typename T>
+__global__ void dequant_kernel(const uint8_t* __restrict__ codes,
+                               const uint8_t* __restrict__ scales, const float* __restrict__ g_w,
+                               T* __restrict__ w, int N, int K) {
+  const int KS = K / 16;
+  const size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  const size_t total = (size_t)((N + kRowsPerGroup - 1) / kRowsPerGroup) * KS * 32;
+  if (idx >= total) return;
+  const int lane = idx % 32, g = lane / 4, t = lane % 4;
+  const size_t u = idx / 32;
+  const int st = u % KS, ng = u / KS;
+  const uint4 q = reinterpret_cast<const uint4*>(codes + u * kUnitCodeBytes)[lane];
+  const uint8_t* sc = scales + u * kUnitScaleBytes + g * 8;
+  const uint32_t words[4] = {q.x, q.y, q.z, q.w};
+  const float gw = *g_w;
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      const int n = ng * kRowsPerGroup + 16 * j + g + 8 * (r & 1);
+      if (n >= N) continue;
+      const float scale = e4m3_value(sc[2 * j + (r & 1)]) * gw;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int k = st * 16 + 2 * t + 8 * (r >> 1) + h;
+        w[(size_t)n * K + k] = Traits<T>::from_float(e2m1_value(code_at(words[j], r, h)) * scale);
+      }
+    }
+}
+
+// ---- host launchers ----
+
+template <typename T>
+cudaError_t launch_quant_act(const void* x, size_t numel, const float* gs_static, float* gs_out,
+                             void* xq, uint8_t* codes, uint8_t* scales, cudaStream_t stream) {
+  if (numel % 16 != 0 || numel == 0) return cudaErrorInvalidValue;
+  const size_t nb = numel / 16;
+  const int threads = 256;
+  // Each block re-reads x for the amax: few blocks (x is at most 16 rows).
+  const int blocks = (int)std::min<size_t>((nb + threads - 1) / threads, 8);
+  quant_act_kernel<T><<<blocks, threads, 0, stream>>>((const T*)x, numel, gs_static, gs_out,
+                                                      (T*)xq, codes, scales);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t launch_dequant(const void* codes, const void* scales, const float* g_w, void* w,
+                           int N, int K, cudaStream_t stream) {
+  if (K % 16 != 0) return cudaErrorInvalidValue;
+  const size_t total = (size_t)((N + kRowsPerGroup - 1) / kRowsPerGroup) * (K / 16) * 32;
+  const int threads = 256;
+  dequant_kernel<T><<<(unsigned)((total + threads - 1) / threads), threads, 0, stream>>>(
+      (const uint8_t*)codes, (const uint8_t*)scales, g_w, (T*)w, N, K);
+  return cudaGetLastError();
+}
+
+#define RESETFP4_INST(T)                                                                     \
+  template cudaError_t launch_quant_act<T>(const void*, size_t, const float*, float*, void*, \
+                                           uint8_t*, uint8_t*, cudaStream_t);                \
+  template cudaError_t launch_dequant<T>(const void*, const void*, const float*, void*, int, \
+                                         int, cudaStream_t);
+RESETFP4_INST(__nv_bfloat16)
+RESETFP4_INST(__half)
+#undef RESETFP4_INST
+
+}  // namespace resetfp4

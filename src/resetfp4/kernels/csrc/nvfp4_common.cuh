@@ -1,0 +1,176 @@
+// Shared device helpers of the NVFP4 kernels: the repacked weight layout, the E2M1 decode
+// in registers, the tensor-core product, and the TMA / mbarrier primitives.
+//
+// Repacked weight layout (built once at load time by resetfp4.kernels.nvfp4_gemv.repack).
+// A "unit" is 64 weight rows x 16 K (one K block of 16 = one e4m3 scale per row):
+//   NG = ceil(N/64) row groups (padded rows: code 0, scale 0), KS = K/16 steps, and the
+//   NG*KS units are stored ng-major (u = ng*KS + st), so any range of units is one
+//   contiguous byte range: the kernel streams it with bulk copies.
+//   codes  uint8 [NG*KS][32 lanes][4 words][4 bytes]: lane l (g = l/4, t = l%4), word j
+//          holds the mma.m16n8k16 A fragment of rows 64ng+16j+{g, g+8}: register r
+//          (a0..a3) = row 16j+g+8*(r&1), k = 16st+2t+8*(r>>1)+{0,1} (low half = lower k).
+//          The 8 codes of word j sit at bit positions chosen so that the bf16 pattern of
+//          each register is one or two shifts and a mask away (see decode_word):
+//          code bits (m, e0, e1, sign) of register r, low half, are at
+//          r0: 0,1,2,9   r1: 6,7,8,15   r2: 10,11,12,19   r3: 4,5,14,13
+//          and the high half at the same positions + 16 (mod 32).
+//   scales uint8 [NG*KS][8 g][8]: byte 2j+h = e4m3 bits of row 64ng+16j+g+8h, block st.
+// Decode: a code's 3 magnitude bits land at the bottom of the bf16 exponent (bits 6..8)
+// and its sign at bit 15, which is e2m1 * 2^-126 (subnormal for codes 0/1, exactly like
+// E2M1's own subnormal); the 2^126 goes into the block scale. e2m1 * fp32(scale) is exact
+// in bf16/fp16 (<= 6 significant bits, range 2^-10..2688), so the tensor core sees the
+// exact dequantized weight / g_w, and accumulates in fp32.
+#pragma once
+#include <cuda_runtime.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+#include <stdint.h>
+
+#include <cstdlib>
+
+namespace resetfp4 {
+
+constexpr int kRowsPerGroup = 64;
+constexpr int kUnitCodeBytes = 512;  // 64 rows x 16 codes x 4 bits
+constexpr int kUnitScaleBytes = 64;  // 64 rows x one e4m3
+
+template <typename T> struct Traits;
+template <> struct Traits<__nv_bfloat16> {
+  static constexpr int kScaleShift = 4;          // e4m3 bits << 4 = bs * 2^-120 in bf16
+  static constexpr uint32_t kScaleMask = 0x07F007F0u;
+  static constexpr float kOutScale = 512.0f;    // weights enter the mma as e2m1*bs*2^-9
+  // Fast scale path (normal e4m3 only): (b << 4) + (237 << 7) is bf16 bs * 2^117
+  // (e4m3 exponent e -> e + 237 <= 252; the low half never carries into the high half).
+  static constexpr uint32_t kFastMul = 16u, kFastAdd = 0x76807680u;
+  static __device__ __forceinline__ uint32_t mul2(uint32_t a, uint32_t b) {
+    __nv_bfloat162 r = __hmul2(*reinterpret_cast<__nv_bfloat162*>(&a),
+                               *reinterpret_cast<__nv_bfloat162*>(&b));
+    return *reinterpret_cast<uint32_t*>(&r);
+  }
+  // bs*2^-120 -> bs*2^117 (two exact power-of-two products; 2^237 is not a bf16).
+  static __device__ __forceinline__ uint32_t scale_fix(uint32_t s) {
+    return mul2(mul2(s, 0x7F007F00u /*2^127*/), 0x76807680u /*2^110*/);
+  }
+  // bf16 code pattern (e2m1*2^-126) -> weight e2m1*bs*2^-9, one exact product.
+  static __device__ __forceinline__ uint32_t weight(uint32_t h, uint32_t s) { return mul2(h, s); }
+  static __device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+  static __device__ __forceinline__ __nv_bfloat16 from_float(float v) { return __float2bfloat16_rn(v); }
+};
+template <> struct Traits<__half> {
+  static constexpr int kScaleShift = 7;          // e4m3 bits << 7 = bs * 2^-8 in fp16
+  static constexpr uint32_t kScaleMask = 0x3F803F80u;
+  static constexpr float kOutScale = 1.0f;
+  // Fast scale path (normal e4m3 only): (b << 7) + (8 << 10) is fp16 bs (bias 7 -> 15).
+  static constexpr uint32_t kFastMul = 128u, kFastAdd = 0x20002000u;
+  static __device__ __forceinline__ uint32_t mul2(uint32_t a, uint32_t b) {
+    __half2 r = __hmul2(*reinterpret_cast<__half2*>(&a), *reinterpret_cast<__half2*>(&b));
+    return *reinterpret_cast<uint32_t*>(&r);
+  }
+  static __device__ __forceinline__ uint32_t scale_fix(uint32_t s) {
+    return mul2(s, 0x5C005C00u /*2^8*/);  // = bs exactly
+  }
+  // bf16 pattern -> fp16 pattern (magnitude to bits 9..11: e2m1*2^-14), then x 2^14 and
+  // x bs: two exact products that keep every value normal.
+  static __device__ __forceinline__ uint32_t weight(uint32_t h, uint32_t s) {
+    const uint32_t f = (h & 0x80008000u) | ((h << 3) & 0x0E000E00u);
+    return mul2(mul2(f, 0x74007400u /*2^14*/), s);
+  }
+  static __device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
+  static __device__ __forceinline__ __half from_float(float v) { return __float2half_rn(v); }
+};
+
+// One code word -> the 4 A registers as bf16x2 patterns e2m1 * 2^-126 (layout above).
+__device__ __forceinline__ void decode_word(uint32_t q, uint32_t (&h)[4]) {
+  constexpr uint32_t kMask = 0x81C081C0u;  // bits 6..8 (magnitude) and 15 (sign), per half
+  h[0] = (q << 6) & kMask;
+  h[1] = q & kMask;
+  h[2] = __funnelshift_r(q, q, 4) & kMask;  // rotate: the high half's sign comes from bit 3
+  h[3] = ((q << 2) & 0x80C080C0u) | ((q >> 6) & 0x01000100u);
+}
+
+// Bytes A, B of w (two e4m3 scales) -> x2 scale (low half = byte A) in the weight's units.
+template <typename T, int A, int B> __device__ __forceinline__ uint32_t decode_scales(uint32_t w) {
+  using Tr = Traits<T>;
+  const uint32_t spread = __byte_perm(w, 0u, 0x4040u | (B << 8) | A);  // bytes A, B -> halves
+  return Tr::scale_fix((spread << Tr::kScaleShift) & Tr::kScaleMask);
+}
+
+// Byte A of w (a normal e4m3 scale) -> x2 broadcast scale in the weight's units: one
+// byte_perm and one integer multiply-add (valid only when every scale is a normal e4m3,
+// which prepare_weight checks; otherwise the kernel uses decode_scales).
+template <typename T, int A> __device__ __forceinline__ uint32_t fast_scale(uint32_t w) {
+  const uint32_t spread = __byte_perm(w, 0u, 0x4040u | (A << 8) | A);  // byte A in both halves
+  return spread * Traits<T>::kFastMul + Traits<T>::kFastAdd;
+}
+
+__device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                          uint32_t b1, __nv_bfloat16*) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+               "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                          uint32_t b1, __half*) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+               "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// ---- mbarrier / bulk-copy primitives (mbarrier: sm_80+, bulk copy + expect_tx: sm_90) ----
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void mbar_init(uint64_t* bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(count));
+}
+__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
+  asm volatile("{\n .reg .b64 st;\n mbarrier.arrive.shared::cta.b64 st, [%0];\n}\n"
+               ::"r"(smem_addr(bar)) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
+  uint32_t done = 0;
+  while (!done) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+                 " selp.u32 %0, 1, 0, p;\n}\n"
+                 : "=r"(done) : "r"(smem_addr(bar)), "r"(parity) : "memory");
+#else
+    asm volatile("{\n .reg .pred p;\n mbarrier.test_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+                 " selp.u32 %0, 1, 0, p;\n}\n"
+                 : "=r"(done) : "r"(smem_addr(bar)), "r"(parity) : "memory");
+#endif
+  }
+}
+
+// Programmatic dependent launch (sm_90): let the next kernel start its prologue now /
+// wait until the previous kernel's results are visible. No-ops before sm_90.
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
+// Host: programmatic dependent launch on sm_90+ (RESETFP4_NO_PDL=1 turns it off). Read
+// once, for the device current at the first launch.
+inline bool use_pdl() {
+  static const bool on = [] {
+    int dev = 0, major = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) return false;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess)
+      return false;
+    const char* off = std::getenv("RESETFP4_NO_PDL");
+    return major >= 9 && !(off && off[0] == '1');
+  }();
+  return on;
+}
+
+}  // namespace resetfp4
