@@ -52,6 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ):
         p.add_argument(flag, type=float, default=None, help=help_)
     p.add_argument("--window", type=int, default=None, help=f"ReSET window in tokens (default {d.window})")
+    p.add_argument("--params", type=Path, default=None,
+                   help="ReSET params JSON from `resetfp4 calibrate` (flags override it)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
     p.add_argument("--max-seq-len", type=int, default=2048, help="KV cache length (prompt + generation)")
@@ -70,9 +72,15 @@ def sampler_config(args: argparse.Namespace, engine) -> SamplerConfig:
     """The request's SamplerConfig: flags override the model's calibrated ReSET params."""
     common = {"top_p": args.top_p, "seed": args.seed}
     if args.sampler == "reset":
-        return engine.default_sampling(
-            t_low=args.t_low, tau0=args.tau0, t_high=args.t_high, window=args.window, **common
-        )
+        flags = {"t_low": args.t_low, "tau0": args.tau0, "t_high": args.t_high, "window": args.window}
+        if getattr(args, "params", None) is not None:
+            from resetfp4.eval.params import load_params
+
+            calib = load_params(args.params)
+            for name in flags:
+                if flags[name] is None:
+                    flags[name] = getattr(calib, name)
+        return engine.default_sampling(**flags, **common)
     extra = {"temperature": args.temperature} if args.sampler == "fixed" else {}
     return SamplerConfig(mode=args.sampler, **{k: v for k, v in {**common, **extra}.items() if v is not None})
 
