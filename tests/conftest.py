@@ -26,3 +26,26 @@ def rng() -> torch.Generator:
     g = torch.Generator()
     g.manual_seed(seed)
     return g
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer():
+    """The real SmolLM2-135M-Instruct tokenizer, converted from its GGUF by transformers."""
+    from transformers import AutoTokenizer
+
+    from resetfp4.engine.aliases import smollm2_path
+
+    path = smollm2_path()
+    return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+
+
+@pytest.fixture(scope="session")
+def smollm2_model():
+    """The real SmolLM2-135M-Instruct as an HF transformers model (fp32, CPU, eval mode)."""
+    from transformers import AutoModelForCausalLM
+
+    from resetfp4.engine.aliases import smollm2_path
+
+    path = smollm2_path()
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    return model.eval()

