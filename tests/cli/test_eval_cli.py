@@ -204,18 +204,7 @@ def test_malformed_task_line_is_reported(tmp_path, fake_engine, capsys):
     assert "bad.jsonl:2: malformed JSON" in capsys.readouterr().err
 
 
-def _engine_importable() -> bool:
-    try:
-        import resetfp4.engine.engine  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not _engine_importable(), reason="resetfp4.engine.engine is not importable yet (engine not landed)"
-)
 def test_eval_end_to_end_on_real_smollm2_cpu(tmp_path):
     task = tmp_path / "two.jsonl"
     task.write_text(
