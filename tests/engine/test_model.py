@@ -112,14 +112,48 @@ def test_nvfp4_precisions_run_on_cpu_and_stay_close_to_bf16():
 
 @pytest.mark.slow
 def test_compiled_decode_forward_matches_eager():
-    """``compile=True`` path (torch.compile of the decode forward) on CPU, fp32."""
+    """``compile=True`` path (regional torch.compile of the decode forward) on CPU, fp32:
+    same logits, and one compiled block serves every layer (3 graphs, not 2 + n_layers)."""
+    from torch._dynamo.utils import counters
+
     from resetfp4.engine.decode import _compiled
 
-    model, _ = ours("qwen3")
+    model, _ = ours("qwen3", n_layers=3)
     model.setup_cache(2, 32)
     tok, pos = torch.tensor([[3], [4]]), torch.tensor([[5], [9]])
+    before = counters["stats"]["unique_graphs"]
     with torch.no_grad():
         want = model(tok, pos, 32)
         got = _compiled(model)(tok, pos, 32)
+    assert counters["stats"]["unique_graphs"] - before == 3  # prologue, block, epilogue
     # Fusion changes fp32 rounding order only.
     assert_rel_close(got, want, 10 * REL_FP32, "compiled decode logits")
+
+
+@pytest.mark.parametrize(("arch", "precision"), [("qwen2", "fp32"), ("qwen3", "nvfp4-w4a16")])
+def test_fused_projections_equal_parts(arch, precision):
+    """q/k/v and gate/up fused into one linear each give the parts' outputs (dense: the
+    parts become views of the fused weight; NVFP4: exact when global scales are equal)."""
+    from resetfp4.engine.build import random_model
+
+    model = random_model(tiny_args(arch, vocab_size=512), precision, CPU)
+    model.setup_cache(2, 16)
+    tok, pos = torch.tensor([[3, 4], [5, 6]]), torch.tensor([[0, 1], [0, 1]])
+    with torch.no_grad():
+        want = model(tok, pos, 16)
+        assert model.fuse_projections() == 2 * model.args.n_layers
+        n_used = len(model.decode_linears())
+        got = model(tok, pos, 16)
+        model.unfuse_projections()
+        again = model(tok, pos, 16)
+    assert n_used == 4 * model.args.n_layers + 1  # qkv, o, gate_up, down per layer + lm_head
+    assert_rel_close(got, want, REL_FP32, "fused projections")
+    assert_bitexact(again, want, "after unfuse")
+    assert not any("fused" in n for n in model.linear_names())
+
+
+def test_nvfp4_parts_with_different_global_scales_stay_unfused():
+    """Fusing NVFP4 weights of different global scales would need requantization: refused."""
+    model, _ = ours("qwen3", "nvfp4-w4a16")  # quantized on the fly: one global scale per linear
+    assert model.fuse_projections() == 0
+    assert len(model.decode_linears()) == 7 * model.args.n_layers + 1

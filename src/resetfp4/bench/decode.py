@@ -49,7 +49,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samplers", default="fixed,reset", help="comma-separated: fixed, reset")
     p.add_argument("--lm-head", choices=("bf16", "nvfp4"), default="bf16")
     p.add_argument("--device", default=None)
-    p.add_argument("--compile", action="store_true", help="torch.compile the decode forward (see the engine)")
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="torch.compile the decode forward (default: on for CUDA, off for CPU)",
+    )
+    p.add_argument(
+        "--count-kernels",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="profile one decode step per cell and count its GPU kernels (default: on for CUDA)",
+    )
     p.add_argument("--json", type=Path, default=Path("bench_decode.json"), help="where to write results")
 
 
@@ -73,9 +84,10 @@ def copy_bandwidth_gbs(dev: torch.device, nbytes: int = 1 << 30) -> float:
 
 
 def weight_bytes(model: Transformer) -> int:
-    """Bytes of every linear weight (incl. lm_head) a decode step reads."""
+    """Bytes of every linear weight (incl. lm_head) a decode step reads (fused linears
+    counted once, not with their parts)."""
     total = 0
-    for m in model.modules():
+    for m in model.decode_linears():
         if isinstance(m, Linear):
             if m.qweight is not None:
                 total += m.qweight.nbytes
@@ -96,6 +108,19 @@ def _sampler(model: Transformer, batch: int, mode: str, dev: torch.device) -> Ba
     return BatchSampler(batch, model.args.vocab_size, dev, **kw)
 
 
+def count_kernels(fn: Any, dev: torch.device) -> int | None:
+    """GPU activities (kernels, memsets, copies) the profiler records while ``fn()`` runs."""
+    if dev.type != "cuda":
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    _sync(dev)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        fn()
+        _sync(dev)
+    return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
+
+
 def bench_cell(
     model: Transformer,
     batch: int,
@@ -104,6 +129,7 @@ def bench_cell(
     gen_len: int,
     dev: torch.device,
     compile: bool = False,
+    kernels: bool = False,
 ) -> dict[str, Any]:
     """Prefill + ``gen_len - 1`` graph-replayed decode steps for one batch size and sampler."""
     runner = DecodeRunner(model, _sampler(model, batch, mode, dev), use_graphs=True, compile=compile)
@@ -115,7 +141,12 @@ def bench_cell(
     g = torch.Generator().manual_seed(0)
     prompts = torch.randint(0, model.args.vocab_size, (batch, prompt_len), generator=g).tolist()
     configure_rows(runner.sampler, [SAMPLERS[mode]] * batch, batch)
-    runner.prefill(prompts, batch)  # warm-up (lazy workspaces of the prefill path)
+    st = runner.prefill(prompts, batch)  # warm-up (lazy workspaces of the prefill path)
+    k_eager = k_graph = None
+    if kernels:  # two steps after the warm-up prefill; the timed prefill below resets the state
+        a = buckets[0]
+        k_eager = count_kernels(lambda: runner.step_eager(st, batch, a), dev)
+        k_graph = count_kernels(lambda: runner.decode(st, batch, a), dev) if runner.use_graphs else None
     configure_rows(runner.sampler, [SAMPLERS[mode]] * batch, batch)
     _sync(dev)
     t = time.perf_counter()
@@ -136,6 +167,9 @@ def bench_cell(
         "batch": batch,
         "sampler": mode,
         "graphs": runner.use_graphs,
+        "compiled": runner.compiled is not None,
+        "kernels_per_step": k_eager,
+        "kernels_per_step_graph_replay": k_graph,
         "prefill_ms": prefill_s * 1e3,
         "prefill_tokens_per_s": batch * prompt_len / prefill_s,
         "ms_per_step": step_s * 1e3,
@@ -157,14 +191,15 @@ def environment(dev: torch.device) -> dict[str, Any]:
 def _table(rows: list[dict[str, Any]]) -> str:
     head = (
         f"{'precision':<12} {'sampler':<7} {'B':>3} {'tok/s':>9} {'ms/step':>8} {'prefill ms':>10} "
-        f"{'GB/s':>7} {'%copy':>6} {'vs bf16':>8}"
+        f"{'GB/s':>7} {'%copy':>6} {'vs bf16':>8} {'kernels':>7}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
             f"{r['precision']:<12} {r['sampler']:<7} {r['batch']:>3} {r['tokens_per_s']:>9.1f} "
             f"{r['ms_per_step']:>8.3f} {r['prefill_ms']:>10.1f} {r['achieved_gbs']:>7.0f} "
-            f"{r['pct_copy_bw']:>5.0f}% {r.get('speedup_vs_bf16', float('nan')):>7.2f}x"
+            f"{r['pct_copy_bw']:>5.0f}% {r.get('speedup_vs_bf16', float('nan')):>7.2f}x "
+            f"{r.get('kernels_per_step') or '-':>7}"
         )
     return "\n".join(lines)
 
@@ -185,6 +220,8 @@ def run(args: argparse.Namespace) -> int:
             "(a real-model sanity row), not both"
         )
     dev = resolve_device(args.device)
+    compile = dev.type == "cuda" if args.compile is None else args.compile
+    kernels = dev.type == "cuda" if args.count_kernels is None else args.count_kernels
     batches = sorted({int(b) for b in args.batch.split(",")})
     precisions = [p.strip() for p in args.precisions.split(",")]
     modes = [m.strip() for m in args.samplers.split(",")]
@@ -210,7 +247,7 @@ def run(args: argparse.Namespace) -> int:
         model.setup_cache(max(batches), args.prompt_len + args.gen_len)
         for mode in modes:
             for b in batches:
-                r = bench_cell(model, b, mode, args.prompt_len, args.gen_len, dev, args.compile)
+                r = bench_cell(model, b, mode, args.prompt_len, args.gen_len, dev, compile, kernels)
                 r.update(precision=prec, pct_copy_bw=100 * r["achieved_gbs"] / copy_gbs)
                 rows.append(r)
                 print(f"  {prec} {mode} B={b}: {r['tokens_per_s']:.1f} tok/s", flush=True)
@@ -229,6 +266,7 @@ def run(args: argparse.Namespace) -> int:
         "prompt_len": args.prompt_len,
         "gen_len": args.gen_len,
         "lm_head": args.lm_head,
+        "compile": compile,
         "copy_bandwidth_gbs": copy_gbs,
         "environment": environment(dev),
         "rows": rows,
@@ -237,7 +275,8 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"decode benchmark: {args.model or args.arch} ({arch.n_layers} layers), "
         f"{'real weights' if args.model else 'RANDOM WEIGHTS (speed only)'}, "
-        f"prompt {args.prompt_len}, gen {args.gen_len}, lm_head {args.lm_head}, {environment(dev)}"
+        f"prompt {args.prompt_len}, gen {args.gen_len}, lm_head {args.lm_head}, compile {compile}, "
+        f"{environment(dev)}"
     )
     print(f"copy bandwidth {copy_gbs:.0f} GB/s; JSON: {args.json}")
     print(_table(rows))

@@ -40,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when available)")
     p.add_argument("--lm-head", choices=("bf16", "nvfp4"), default="bf16", help="output head precision")
-    p.add_argument("--compile", action="store_true", help="torch.compile the decode step (slower start)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the decode step (default: on for CUDA, off for CPU; slower start)")
     p.add_argument("--sampler", choices=SAMPLER_MODES, default="reset")
     d = SamplerConfig()
     for flag, help_ in (

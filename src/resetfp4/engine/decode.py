@@ -13,6 +13,7 @@ the furthest position; without it every step would read the whole cache.
 
 from __future__ import annotations
 
+import sys
 import weakref
 from dataclasses import dataclass
 
@@ -76,36 +77,95 @@ def graph_safe(model: Transformer) -> bool:
 
 
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_WARNED: set[str] = set()
 
 
-def _compiled(model: Transformer):
-    """``torch.compile(model)``, one per model (runners of several batch buckets share it)."""
-    import torch._dynamo as dynamo
+def _warn_once(msg: str) -> None:
+    if msg not in _WARNED:
+        _WARNED.add(msg)
+        print(f"resetfp4: {msg}", file=sys.stderr)
 
-    if model in _COMPILED:
-        return _COMPILED[model]
 
-    # One specialisation per (batch bucket, KV bucket): raise dynamo's recompile limit.
-    for name in ("recompile_limit", "cache_size_limit"):
-        if hasattr(dynamo.config, name):
-            setattr(dynamo.config, name, max(64, getattr(dynamo.config, name)))
-    _COMPILED[model] = torch.compile(model, dynamic=False)
+def _block_call(
+    blk: torch.nn.Module, x: Tensor, pos: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, attn_len: int
+) -> Tensor:
+    return blk(x, pos, cos, sin, mask, attn_len, 0)
+
+
+class CompiledForward:
+    """The decode forward with ``torch.compile`` applied per region ("regional compilation").
+
+    The prologue (embedding, RoPE gather, mask), one transformer block and the epilogue
+    (final norm, lm_head) are compiled separately with static shapes. Every layer runs the
+    same compiled block (its weights and KV cache are graph inputs, not constants), so
+    compile time does not grow with depth; one specialisation per (batch, KV bucket).
+    Inside a block Inductor fuses the norms, RoPE, KV-cache write, SiLU-mul and residuals
+    into a few kernels around the GEMMs / NVFP4 kernels / SDPA.
+    """
+
+    def __init__(self, model: Transformer):
+        import torch._dynamo as dynamo
+
+        # One cache entry per (model, batch bucket, KV bucket): raise dynamo's limits.
+        for name, value in (
+            ("recompile_limit", 256),
+            ("cache_size_limit", 256),
+            ("accumulated_recompile_limit", 4096),
+            ("accumulated_cache_size_limit", 4096),
+        ):
+            if hasattr(dynamo.config, name):
+                setattr(dynamo.config, name, max(value, getattr(dynamo.config, name)))
+        self.model = model
+        self.prologue = torch.compile(model.prologue, dynamic=False)
+        self.block = torch.compile(_block_call, dynamic=False)
+        self.epilogue = torch.compile(model.epilogue, dynamic=False)
+
+    def __call__(self, tokens: Tensor, pos: Tensor, attn_len: int) -> Tensor:
+        x, cos, sin, mask = self.prologue(tokens, pos, attn_len)
+        for blk in self.model.model.layers:
+            x = self.block(blk, x, pos, cos, sin, mask, attn_len)
+        return self.epilogue(x)
+
+
+def _compiled(model: Transformer) -> CompiledForward:
+    """The :class:`CompiledForward` of ``model`` (runners of several batch buckets share it)."""
+    if model not in _COMPILED:
+        _COMPILED[model] = CompiledForward(model)
     return _COMPILED[model]
 
 
 class DecodeRunner:
-    """Runs prefill and decode steps for one model + sampler; owns the graphs."""
+    """Runs prefill and decode steps for one model + sampler; owns the graphs.
+
+    On CUDA the model's q/k/v and gate/up linears are fused first (one GEMM / NVFP4 kernel
+    each, see :meth:`Transformer.fuse_projections`). ``compile=True`` runs the decode
+    forward through :class:`CompiledForward`; if compiling fails the step runs eagerly
+    (announced once on stderr).
+    """
 
     def __init__(self, model: Transformer, sampler, use_graphs: bool, compile: bool = False):
         self.model, self.sampler = model, sampler
-        # Optional torch.compile of the decode forward (fuses the many tiny elementwise
-        # kernels of norms/RoPE/residuals); compiled lazily by the first warm-up step.
-        self.forward = _compiled(model) if compile else model
         self.device = model.model.embed_tokens.weight.device
+        if self.device.type == "cuda":
+            model.fuse_projections()
+        self.compiled = _compiled(model) if compile else None
         self.use_graphs = use_graphs and self.device.type == "cuda" and graph_safe(model)
         self.states: dict[int, DecodeState] = {}
         self.graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
         self.pool = None
+
+    def forward(self, tokens: Tensor, pos: Tensor, attn_len: int) -> Tensor:
+        """Decode logits fp32 ``[B, 1, V]`` (compiled when enabled and working)."""
+        if self.compiled is not None:
+            try:
+                return self.compiled(tokens, pos, attn_len)
+            except Exception as e:  # compile errors surface at the first call of a shape
+                _warn_once(
+                    f"torch.compile of the decode step failed ({type(e).__name__}: "
+                    f"{str(e).splitlines()[0][:200] if str(e) else ''}); running it eagerly"
+                )
+                self.compiled = None
+        return self.model(tokens, pos, attn_len)
 
     def state(self, batch: int) -> DecodeState:
         if batch not in self.states:
@@ -121,6 +181,10 @@ class DecodeRunner:
         st.hist_start.scatter_(1, idx, start.unsqueeze(1))
         st.tok.copy_(ids)
         st.step.add_(1)
+
+    def step_eager(self, st: DecodeState, batch: int, attn_len: int) -> None:
+        """One decode step without graph replay (what a graph captures; for profiling)."""
+        self._step(st, batch, attn_len)
 
     def _step(self, st: DecodeState, batch: int, attn_len: int) -> None:
         logits = self.forward(st.tok.unsqueeze(1), st.pos.unsqueeze(1), attn_len)[:, 0]

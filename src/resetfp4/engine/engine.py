@@ -52,7 +52,7 @@ class Engine:
         max_seq_len: int,
         reset_params: ReSETParams | None = None,
         use_graphs: bool = True,
-        compile: bool = False,
+        compile: bool | None = None,
     ):
         self.model, self.tokenizer = model, tokenizer
         self.model_name, self.precision = model_name, precision
@@ -61,6 +61,8 @@ class Engine:
         self.device = model.model.embed_tokens.weight.device
         model.setup_cache(max_batch, max_seq_len)
         sampler = sampling_glue.make_sampler(max_batch, model.args.vocab_size, self.device, tokenizer)
+        if compile is None:  # default: compiled decode on CUDA (falls back to eager, logged once)
+            compile = self.device.type == "cuda"
         self.runner = DecodeRunner(model, sampler, use_graphs, compile=compile)
         self.eos_ids = self._eos_ids()
         self.last_stats: dict[str, float] = {}
@@ -253,15 +255,16 @@ def load_engine(
     max_batch: int = 1,
     max_seq_len: int = 2048,
     lm_head: str = "bf16",
-    compile: bool = False,
+    compile: bool | None = None,
 ) -> Engine:
     """Load ``model`` (alias, GGUF file, HF folder or ModelOpt NVFP4 folder) at ``precision``.
 
     ``precision``: ``fp32`` | ``bf16`` | ``nvfp4-w4a16`` | ``nvfp4-w4a4`` (NVFP4 for the
     block linears; dense sources are quantized on the fly from bf16). ``device``: ``None``
     picks CUDA when present. ``lm_head="nvfp4"`` also quantizes the output head.
-    ``compile=True`` runs the decode forward through ``torch.compile`` (fewer, fused
-    kernels per step; compiles once per batch/KV bucket, so start-up is slower).
+    ``compile`` (default ``None`` = on for CUDA, off for CPU) runs the decode forward
+    through ``torch.compile`` (fused kernels per step; one compile per batch/KV bucket,
+    a few seconds each; on failure the step runs eagerly, announced once on stderr).
     """
     if not 1 <= max_batch <= MAX_BATCH:
         raise ValueError(f"max_batch must be in [1, {MAX_BATCH}], got {max_batch}")

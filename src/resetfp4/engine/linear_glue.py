@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import importlib
 import sys
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -35,6 +36,8 @@ class PreparedWeight:
     w: NVFP4Tensor | None = None
     kernel: Any = None
     dense: Tensor | None = None
+    # A 1-byte tensor that names this weight inside the engine's custom op (see nvfp4_linear_op).
+    key: Tensor = field(default=None)  # type: ignore[assignment]
 
     def nvfp4(self) -> NVFP4Tensor:
         """The weight as an :class:`NVFP4Tensor` (for export)."""
@@ -79,14 +82,55 @@ def kernels_available(device: torch.device) -> tuple[bool, str]:
     return True, ""
 
 
+_BY_KEY: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
+def _register(pw: PreparedWeight, device: torch.device) -> PreparedWeight:
+    pw.key = torch.zeros(1, dtype=torch.uint8, device=device)
+    _BY_KEY[(device.type, pw.key.data_ptr())] = pw
+    return pw
+
+
 def prepare(w: NVFP4Tensor) -> PreparedWeight:
     """Prepare ``w`` (on its device) for :func:`nvfp4_linear`."""
     ok, why = kernels_available(w.device)
     if ok:
-        return PreparedWeight(kernel=_ops().prepare_weight(w))
+        return _register(PreparedWeight(kernel=_ops().prepare_weight(w)), w.device)
     if w.device.type == "cuda":
         _warn_once(f"NVFP4 CUDA kernels unavailable ({why}); using the slow reference linears")
-    return PreparedWeight(w=w, dense=w.dequantize(torch.float32))
+    return _register(PreparedWeight(w=w, dense=w.dequantize(torch.float32)), w.device)
+
+
+def concat_rows(parts: list[PreparedWeight]) -> NVFP4Tensor | None:
+    """The row-concatenation of NVFP4 weights ``[N_i, K]`` -> ``[sum N_i, K]``, exact, or
+    ``None`` when their global scales differ (fusing them would need requantization)."""
+    ws = [p.nvfp4() for p in parts]
+    g0 = ws[0].global_scale.float().reshape(())
+    if any(not torch.equal(w.global_scale.float().reshape(()), g0) for w in ws[1:]):
+        return None
+    packed = torch.cat([w.packed for w in ws])
+    scales = torch.cat([w.block_scale for w in ws])
+    return NVFP4Tensor(packed, scales, ws[0].global_scale)
+
+
+@torch.library.custom_op("resetfp4_engine::nvfp4_linear", mutates_args=())
+def nvfp4_linear_op(
+    x: Tensor, key: Tensor, act: str, input_scale: Tensor | None, bias: Tensor | None, n: int
+) -> Tensor:
+    """:func:`nvfp4_linear` of the weight registered under ``key`` (its ``[1]`` uint8 key
+    tensor), as one opaque op: torch.compile traces it without graph breaks (the kernels'
+    Python wrapper reads data pointers) and reuses one compiled block for every layer.
+    ``n`` = the weight's N (for the output shape). The kernels' split-K workspaces are
+    private to the weight, so the op is functional from the caller's view."""
+    pw = _BY_KEY.get((key.device.type, key.data_ptr()))
+    if pw is None:
+        raise RuntimeError("NVFP4 weight key is not registered; prepare weights with linear_glue.prepare")
+    return nvfp4_linear(x, pw, act=act, input_scale=input_scale, bias=bias)
+
+
+@nvfp4_linear_op.register_fake
+def _(x: Tensor, key: Tensor, act: str, input_scale: Tensor | None, bias: Tensor | None, n: int) -> Tensor:
+    return x.new_empty(*x.shape[:-1], n)
 
 
 def nvfp4_linear(

@@ -61,8 +61,12 @@ class Linear(nn.Module):
             else None
         )
         self.qweight: linear_glue.PreparedWeight | None = None
+        # Plain flags/buffers (not the PreparedWeight object) are what forward reads, so
+        # torch.compile sees the same guards in every layer and compiles one block once.
+        self.nvfp4 = False
         self.act = "bf16"
-        self.input_scale: Tensor | None = None
+        self.register_buffer("qkey", None, persistent=False)
+        self.register_buffer("input_scale", None, persistent=False)
 
     def set_nvfp4(self, w: NVFP4Tensor, act: str, input_scale: Tensor | None) -> None:
         """Switch to NVFP4: ``w`` ``[N, K]``; ``act`` "bf16" (W4A16) or "fp4" (W4A4, needs input_scale)."""
@@ -74,15 +78,55 @@ class Linear(nn.Module):
             raise ValueError("W4A4 needs a calibrated input_scale per linear (see resetfp4 quantize)")
         self.weight = None  # type: ignore[assignment]
         self.qweight = linear_glue.prepare(w)
+        self.qkey = self.qweight.key
+        self.nvfp4 = True
         self.act = act
         self.input_scale = input_scale
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.qweight is None:
+        if not self.nvfp4:
             return F.linear(x, self.weight, self.bias)
-        return linear_glue.nvfp4_linear(
-            x, self.qweight, act=self.act, input_scale=self.input_scale, bias=self.bias
+        return linear_glue.nvfp4_linear_op(
+            x, self.qkey, self.act, self.input_scale, self.bias, self.out_features
         )
+
+
+def fuse_linears(parts: list[Linear]) -> Linear | None:
+    """One Linear whose output is ``cat([p(x) for p in parts], -1)``, or ``None`` when the
+    parts cannot be fused exactly.
+
+    Dense parts: the fused weight is the row-concatenation and each part's weight becomes
+    a view of it (no extra memory; one GEMM instead of ``len(parts)``). NVFP4 parts fuse
+    only when their global scales (and W4A4 input scales) are bitwise equal, so the fused
+    codes and block scales are exactly the parts' own (no requantization); they keep their
+    own prepared copies too (for export), which costs their bytes twice in memory.
+    """
+    p0 = parts[0]
+    n = sum(p.out_features for p in parts)
+    bias = (p.bias is not None for p in parts)
+    if len(set(bias)) != 1 or len({p.nvfp4 for p in parts}) != 1:
+        return None
+    dev = p0.qkey.device if p0.nvfp4 else p0.weight.device
+    dtype = p0.bias.dtype if p0.bias is not None else (torch.bfloat16 if p0.nvfp4 else p0.weight.dtype)
+    with torch.device("meta"):
+        fused = Linear(p0.in_features, n, p0.bias is not None, dtype)
+    if p0.bias is not None:
+        fused.bias = nn.Parameter(torch.cat([p.bias for p in parts]), requires_grad=False)
+    if not p0.nvfp4:
+        fused.weight = nn.Parameter(torch.cat([p.weight for p in parts]), requires_grad=False)
+        for p, w in zip(parts, fused.weight.split([p.out_features for p in parts]), strict=True):
+            p.weight = nn.Parameter(w, requires_grad=False)
+        if p0.bias is not None:
+            for p, b in zip(parts, fused.bias.split([p.out_features for p in parts]), strict=True):
+                p.bias = nn.Parameter(b, requires_grad=False)
+        return fused
+    w = linear_glue.concat_rows([p.qweight for p in parts])
+    scales = [p.input_scale for p in parts]
+    same_act = len({p.act for p in parts}) == 1
+    if w is None or not same_act or (p0.act == "fp4" and not all(torch.equal(scales[0], s) for s in scales)):
+        return None
+    fused.set_nvfp4(w.to(dev), p0.act, scales[0])
+    return fused
 
 
 def rope_tables(args: ModelArgs, max_seq_len: int, device: torch.device | None) -> tuple[Tensor, Tensor]:
@@ -124,8 +168,9 @@ class Attention(nn.Module):
             self.k_norm = RMSNorm(hd, args.norm_eps, dtype, device)
         else:
             self.q_norm = self.k_norm = None
-        self.k_cache: Tensor | None = None
-        self.v_cache: Tensor | None = None
+        self.qkv_fused: Linear | None = None  # set by Transformer.fuse_projections
+        self.register_buffer("k_cache", None, persistent=False)
+        self.register_buffer("v_cache", None, persistent=False)
 
     def forward(
         self, x: Tensor, pos: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, attn_len: int, row0: int = 0
@@ -134,9 +179,14 @@ class Attention(nn.Module):
         in ``x.dtype`` (0 = attend, -inf = masked);
         the batch uses cache rows ``[row0, row0 + B)``."""
         b, L, _ = x.shape
-        q = self.q_proj(x).view(b, L, self.n_heads, self.hd)
-        k = self.k_proj(x).view(b, L, self.n_kv, self.hd)
-        v = self.v_proj(x).view(b, L, self.n_kv, self.hd)
+        if self.qkv_fused is not None:
+            nq, nkv = self.n_heads * self.hd, self.n_kv * self.hd
+            q, k, v = self.qkv_fused(x).split([nq, nkv, nkv], dim=-1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = q.view(b, L, self.n_heads, self.hd)
+        k = k.view(b, L, self.n_kv, self.hd)
+        v = v.view(b, L, self.n_kv, self.hd)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
@@ -167,8 +217,12 @@ class MLP(nn.Module):
         self.gate_proj = Linear(args.dim, args.intermediate_size, False, dtype, device)
         self.up_proj = Linear(args.dim, args.intermediate_size, False, dtype, device)
         self.down_proj = Linear(args.intermediate_size, args.dim, False, dtype, device)
+        self.gate_up_fused: Linear | None = None  # set by Transformer.fuse_projections
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.gate_up_fused is not None:
+            g, u = self.gate_up_fused(x).chunk(2, dim=-1)
+            return self.down_proj(F.silu(g) * u)
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
@@ -196,6 +250,14 @@ class Decoder(nn.Module):
         self.norm = RMSNorm(args.dim, args.norm_eps, dtype, device)
 
 
+FUSED = {"qkv_fused": ("q_proj", "k_proj", "v_proj"), "gate_up_fused": ("gate_proj", "up_proj")}
+
+
+def is_fused_name(name: str) -> bool:
+    """True for the decode-time fused linears (not checkpoint tensors: never loaded/exported)."""
+    return name.rpartition(".")[2] in FUSED
+
+
 class Transformer(nn.Module):
     """The causal LM. Call :meth:`setup_cache` once, then :meth:`forward`."""
 
@@ -207,15 +269,54 @@ class Transformer(nn.Module):
         self.model = Decoder(args, dtype, device)
         self.lm_head = Linear(args.dim, args.vocab_size, False, dtype, device)
         self.max_batch = self.max_seq_len = 0
-        self.cos = self.sin = None
+        self.register_buffer("cos", None, persistent=False)
+        self.register_buffer("sin", None, persistent=False)
 
     def linear_names(self) -> dict[str, tuple[int, int]]:
         """``{prefix: (N, K)}`` of every transformer-block linear (what NVFP4 quantizes)."""
         return {
             n: (m.out_features, m.in_features)
             for n, m in self.named_modules()
-            if isinstance(m, Linear) and n != "lm_head"
+            if isinstance(m, Linear) and n != "lm_head" and not is_fused_name(n)
         }
+
+    def _fusion_sites(self):
+        for blk in self.model.layers:
+            yield blk.self_attn, "qkv_fused"
+            yield blk.mlp, "gate_up_fused"
+
+    def fuse_projections(self) -> int:
+        """Fuse q/k/v and gate/up of every block into one linear each (see :func:`fuse_linears`);
+        idempotent. Returns how many fused linears exist afterwards."""
+        n = 0
+        for mod, name in self._fusion_sites():
+            if getattr(mod, name) is None:
+                setattr(mod, name, fuse_linears([getattr(mod, p) for p in FUSED[name]]))
+            n += getattr(mod, name) is not None
+        return n
+
+    def unfuse_projections(self) -> None:
+        """Drop the fused linears (before quantizing, calibrating or exporting the parts)."""
+        for mod, name in self._fusion_sites():
+            if getattr(mod, name) is not None:
+                dense = not getattr(mod, name).nvfp4
+                setattr(mod, name, None)
+                if dense:  # the parts are views of the fused weight: give them their own storage
+                    for p in FUSED[name]:
+                        lin = getattr(mod, p)
+                        lin.weight = nn.Parameter(lin.weight.clone(), requires_grad=False)
+                        if lin.bias is not None:
+                            lin.bias = nn.Parameter(lin.bias.clone(), requires_grad=False)
+
+    def decode_linears(self) -> list[Linear]:
+        """The linears a forward actually runs (fused ones instead of their parts)."""
+        out: list[Linear] = []
+        for mod, name in self._fusion_sites():
+            fused = getattr(mod, name)
+            out += [fused] if fused is not None else [getattr(mod, p) for p in FUSED[name]]
+        out += [blk.self_attn.o_proj for blk in self.model.layers]
+        out += [blk.mlp.down_proj for blk in self.model.layers]
+        return out + [self.lm_head]
 
     def setup_cache(self, max_batch: int, max_seq_len: int) -> None:
         """Allocate the static KV cache (activation dtype) and the RoPE tables."""
@@ -228,15 +329,9 @@ class Transformer(nn.Module):
         self.cos, self.sin = rope_tables(a, max_seq_len, dev)
         self.max_batch, self.max_seq_len = max_batch, max_seq_len
 
-    def forward(
-        self, tokens: Tensor, pos: Tensor, attn_len: int, last_idx: Tensor | None = None, row0: int = 0
-    ) -> Tensor:
-        """Logits for ``tokens`` int64 ``[B, L]`` at positions ``pos`` int64 ``[B, L]``.
-
-        ``attn_len`` (static) bounds the cache positions attended to; every ``pos`` must be
-        ``< attn_len``. With ``last_idx`` int64 ``[B]`` only those columns go through the
-        head: returns fp32 ``[B, V]``; else fp32 ``[B, L, V]``. Cache rows ``[row0, row0 + B)``.
-        """
+    def prologue(self, tokens: Tensor, pos: Tensor, attn_len: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Embeddings ``x`` ``[B, L, D]``, RoPE ``cos, sin`` ``[B, 1, L, hd]`` and the additive
+        mask ``[B, 1, L, attn_len]`` (all in the activation dtype) for :meth:`forward`."""
         x = self.model.embed_tokens(tokens)
         cos = self.cos[pos].to(x.dtype).unsqueeze(1)
         sin = self.sin[pos].to(x.dtype).unsqueeze(1)
@@ -246,8 +341,24 @@ class Transformer(nn.Module):
         mask = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device).masked_fill_(
             ~allowed, float("-inf")
         )
+        return x, cos, sin, mask
+
+    def epilogue(self, x: Tensor) -> Tensor:
+        """Final norm + lm_head: ``x`` ``[..., D]`` -> fp32 logits ``[..., V]``."""
+        return self.lm_head(self.model.norm(x)).float()
+
+    def forward(
+        self, tokens: Tensor, pos: Tensor, attn_len: int, last_idx: Tensor | None = None, row0: int = 0
+    ) -> Tensor:
+        """Logits for ``tokens`` int64 ``[B, L]`` at positions ``pos`` int64 ``[B, L]``.
+
+        ``attn_len`` (static) bounds the cache positions attended to; every ``pos`` must be
+        ``< attn_len``. With ``last_idx`` int64 ``[B]`` only those columns go through the
+        head: returns fp32 ``[B, V]``; else fp32 ``[B, L, V]``. Cache rows ``[row0, row0 + B)``.
+        """
+        x, cos, sin, mask = self.prologue(tokens, pos, attn_len)
         for blk in self.model.layers:
             x = blk(x, pos, cos, sin, mask, attn_len, row0)
         if last_idx is not None:
             x = x[torch.arange(x.shape[0], device=x.device), last_idx]
-        return self.lm_head(self.model.norm(x)).float()
+        return self.epilogue(x)

@@ -62,6 +62,9 @@ def calibration_batches(tokenizer: Any, prompts: Iterable[str] = CALIBRATION_PRO
 
 
 def linear_modules(model: Transformer, include_lm_head: bool) -> dict[str, Linear]:
+    """The checkpoint linears by name; drops any decode-time fusion first (the parts are
+    what is calibrated, quantized and exported)."""
+    model.unfuse_projections()
     mods = {n: m for n, m in model.named_modules() if isinstance(m, Linear)}
     if not include_lm_head:
         mods.pop("lm_head", None)
@@ -134,6 +137,7 @@ def export_tensors(model: Transformer) -> tuple[dict[str, Tensor], dict[str, NVF
     dense: dict[str, Tensor] = {}
     linears: dict[str, NVFP4Tensor] = {}
     scales: dict[str, Tensor] = {}
+    model.unfuse_projections()
     for name, m in model.named_modules():
         if isinstance(m, Linear):
             if m.qweight is not None:
