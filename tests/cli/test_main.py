@@ -31,6 +31,10 @@ def test_demo_format_on_real_weights(capsys):
         assert bytes_per_w == 0.5625  # 4-bit code + one 1-byte scale per 16 weights
 
 
-def test_missing_gguf_is_a_clear_error(capsys, tmp_path):
-    assert main(["demo-format", "--gguf", str(tmp_path / "none.gguf")]) == 2
-    assert "error" in capsys.readouterr().err
+def test_missing_or_corrupt_gguf_is_a_clear_error(capsys, tmp_path):
+    for f in (tmp_path / "none.gguf", tmp_path / "bad.gguf"):
+        if f.name == "bad.gguf":
+            f.write_bytes(b"not a gguf file at all")
+        assert main(["demo-format", "--gguf", str(f)]) == 2
+        err = capsys.readouterr().err
+        assert f.name in err and "not a readable GGUF file" in err, err

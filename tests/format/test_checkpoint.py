@@ -142,3 +142,41 @@ def test_w4a4_requires_input_scales(tmp_path, rng):
         save_nvfp4_checkpoint(tmp_path / "x", config={}, dense={},
                               linears={"a": quantize(torch.randn(16, 16, generator=rng))},
                               quant_algo="NVFP4")
+
+
+def test_sharded_round_trip_and_overwrite_leaves_no_stale_shard(tmp_path, monkeypatch, rng):
+    from resetfp4.format import checkpoint
+
+    monkeypatch.setattr(checkpoint, "_SHARD_BYTES", 600)  # force several shards + an index
+    out, linears, _ = _make(tmp_path, "NVFP4", rng)
+    assert (out / "model.safetensors.index.json").is_file()
+    assert len(list(out.glob("model-*.safetensors"))) > 1
+    ck = load_nvfp4_checkpoint(out, expected_linear_shapes=LIN)
+    for p, w in linears.items():
+        assert_bitexact(ck.linears[p].packed, w.packed)
+    with pytest.raises(CheckpointError, match="already holds a checkpoint"):
+        _make(tmp_path, "NVFP4", rng)
+    monkeypatch.setattr(checkpoint, "_SHARD_BYTES", 4 << 30)  # now one file: old shards must go
+    new = {p: quantize(torch.randn(n, k, generator=rng)) for p, (n, k) in LIN.items()}
+    save_nvfp4_checkpoint(out, config={}, dense={}, linears=new, quant_algo="W4A16_NVFP4",
+                          overwrite=True)
+    assert sorted(f.name for f in out.glob("*.safetensors")) == ["model.safetensors"]
+    assert not (out / "model.safetensors.index.json").exists()
+    ck = load_nvfp4_checkpoint(out)
+    for p, w in new.items():
+        assert_bitexact(ck.linears[p].packed, w.packed)
+
+
+@pytest.mark.parametrize("bad_byte,what", [(0x7F, "NaN"), (0xFF, "NaN"), (0xB8, "negative")])
+def test_nan_or_negative_block_scale_is_rejected(tmp_path, rng, bad_byte, what):
+    out, _, _ = _make(tmp_path, "NVFP4", rng)
+    p = "model.layers.0.mlp.down_proj"
+
+    def poison(t):
+        s = t[f"{p}.weight_scale"].view(torch.uint8).clone()
+        s[3, 1] = bad_byte
+        t[f"{p}.weight_scale"] = s.view(torch.float8_e4m3fn)
+    _rewrite(out, poison)
+    with pytest.raises(CheckpointError, match=f"down_proj.weight_scale.*1 {what}" if what == "NaN"
+                       else "down_proj.weight_scale.*1 negative"):
+        load_nvfp4_checkpoint(out)

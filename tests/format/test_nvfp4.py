@@ -17,6 +17,7 @@ from resetfp4.nvfp4 import (
     quantize,
     unpack_codes,
 )
+from resetfp4.testing.oracle import oracle_quantize
 from resetfp4.testing.tolerances import SQNR_NVFP4_GAUSSIAN_DB, assert_bitexact, assert_sqnr
 
 
@@ -117,6 +118,23 @@ def test_e4m3_edge_cases(value, expected):
     assert got == oracle
 
 
+def test_block_scale_underflowing_to_fp8_zero_decodes_to_zero():
+    # block 1's amax is 1e-7 of the tensor amax: amax/(6*gs) = 448e-7 < 2^-10, so its
+    # E4M3 scale rounds to 0; its codes saturate (ModelOpt's division) and it decodes to 0
+    x = torch.zeros(1, 32)
+    x[0, 0] = 1.0
+    x[0, 16:] = torch.linspace(-1e-7, 1e-7, 16)
+    q = quantize(x)
+    assert q.block_scale.view(torch.uint8)[0, 1].item() == 0
+    assert q.dequantize()[0, 16:].eq(0).all()
+    assert q.dequantize()[0, 0].item() == 1.0
+
+
+def test_global_scale_must_be_one_number():
+    with pytest.raises(ValueError, match="one number"):
+        quantize(torch.randn(2, 32), global_scale=torch.tensor([0.1, 0.2]))
+
+
 def test_zero_block_gets_scale_one_and_zero_tensor_global_one():
     q = quantize(torch.zeros(2, 32))
     assert q.global_scale.item() == 1.0
@@ -132,32 +150,6 @@ def test_max_block_scale_is_448_for_dynamic_global():
 
 
 # --- bit-exact against an independent oracle --------------------------------------------
-
-def oracle_quantize(x: np.ndarray, global_scale: float | None = None):
-    """Independent NVFP4 quantizer in NumPy float32 + ml_dtypes casts."""
-    x = x.astype(np.float32)
-    k = x.shape[-1]
-    if global_scale is None:
-        amax = np.float32(np.abs(x).max()) if x.size else np.float32(0)
-        gs = np.float32(amax / np.float32(2688.0)) if amax > 0 else np.float32(1.0)
-    else:
-        gs = np.float32(global_scale)
-    blocks = x.reshape(*x.shape[:-1], k // 16, 16)
-    bamax = np.abs(blocks).max(axis=-1)
-    bs = (bamax / (np.float32(6.0) * gs)).astype(np.float32)
-    bs = np.where(bs == 0, np.float32(1.0), bs)
-    bs8 = np.minimum(bs, np.float32(448.0)).astype(ml_dtypes.float8_e4m3fn)
-    denom = (bs8.astype(np.float32) * gs).astype(np.float32)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        scaled = (blocks / denom[..., None]).astype(np.float32)
-    scaled = np.nan_to_num(scaled, nan=0.0, posinf=6.0, neginf=-6.0)
-    mag = np.minimum(np.abs(scaled), np.float32(6.0)).astype(ml_dtypes.float4_e2m1fn)
-    codes = mag.view(np.uint8) & 0x7
-    codes = codes | (np.where(scaled < 0, 8, 0).astype(np.uint8))
-    codes = codes.reshape(*x.shape[:-1], k)
-    packed = codes[..., 0::2] | (codes[..., 1::2] << 4)
-    return packed, bs8.view(np.uint8), gs
-
 
 def _case(kind: str, shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
     x = torch.randn(shape, generator=g)

@@ -67,6 +67,7 @@ def save_nvfp4_checkpoint(
     exclude_modules: list[str] | None = None,
     producer_extra: dict | None = None,
     tokenizer_files: list[Path] | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write an HF folder whose linears are NVFP4 (see the module docstring).
 
@@ -79,6 +80,9 @@ def save_nvfp4_checkpoint(
         exclude_modules: modules left unquantized (default ``["lm_head"]``).
         producer_extra: recorded under ``producer`` (how the checkpoint was made).
         tokenizer_files: files copied next to the weights.
+        overwrite: replace the weights of a checkpoint already in ``out_dir`` (its
+            ``*.safetensors`` and index are deleted first, so no stale shard survives);
+            without it an existing checkpoint is an error.
     """
     if quant_algo not in QUANT_ALGOS:
         raise CheckpointError(f"quant_algo must be one of {QUANT_ALGOS}, got {quant_algo!r}")
@@ -93,6 +97,13 @@ def save_nvfp4_checkpoint(
         raise CheckpointError("W4A16_NVFP4 checkpoints carry no input_scale; drop input_scales")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    old = sorted(out.glob("*.safetensors")) + sorted(out.glob("model.safetensors.index.json"))
+    if old and not overwrite:
+        raise CheckpointError(
+            f"{out} already holds a checkpoint ({old[0].name}, ...); write to a new folder, "
+            "or pass overwrite=True (CLI: --overwrite) to replace it")
+    for f in old:
+        f.unlink()
     tensors: dict[str, torch.Tensor] = {}
     for name, t in dense.items():
         tensors[name] = t.detach().contiguous().cpu()
@@ -264,6 +275,12 @@ def _load_linear(p: str, tensors: dict[str, torch.Tensor], origin: dict[str, Pat
     _expect(s.dtype == torch.float8_e4m3fn, f, ws, f"must be float8_e4m3fn, got {s.dtype}")
     _expect(k % BLOCK_SIZE == 0 and tuple(s.shape) == (n, k // BLOCK_SIZE), f, ws,
             f"has shape {tuple(s.shape)}; expected [{n}, {k // BLOCK_SIZE}] for weight [{n}, {k}]")
+    bits = s.view(torch.uint8)
+    n_nan = int(((bits & 0x7F) == 0x7F).sum())  # e4m3fn NaN: exponent and mantissa all ones
+    n_neg = int(((bits & 0x80) != 0).sum())  # a block scale is an amax ratio: never negative
+    _expect(n_nan == 0 and n_neg == 0, f, ws,
+            f"holds {n_nan} NaN and {n_neg} negative block scale(s); the file is corrupt or was "
+            "not written by an NVFP4 quantizer: re-create it with `resetfp4 quantize`")
     _expect(g.numel() == 1 and g.dtype == torch.float32, origin[f"{p}.weight_scale_2"],
             f"{p}.weight_scale_2", f"must be an fp32 scalar, got {g.dtype} {tuple(g.shape)}")
     _expect(bool(torch.isfinite(g).all()) and float(g.reshape(())) > 0,

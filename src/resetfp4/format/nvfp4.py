@@ -193,7 +193,11 @@ def quantize(x: torch.Tensor, global_scale: torch.Tensor | float | None = None) 
     if global_scale is None:
         gs = compute_global_scale(xf)
     else:
-        gs = torch.as_tensor(global_scale, dtype=torch.float32, device=x.device).reshape(())
+        gs = torch.as_tensor(global_scale, dtype=torch.float32, device=x.device)
+        if gs.numel() != 1:
+            raise ValueError(
+                f"global_scale must be one number (a per-tensor scale), got shape {tuple(gs.shape)}")
+        gs = gs.reshape(())
         if not bool(torch.isfinite(gs)) or not bool(gs > 0):
             raise ValueError(
                 f"global_scale must be a finite positive number, got {float(gs)}; "

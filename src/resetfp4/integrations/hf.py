@@ -77,7 +77,9 @@ class ReSETLogitsProcessor(LogitsProcessor):
     def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
         """``input_ids`` int64 ``[B, L]`` (prompt + generated so far); ``scores`` ``[B, V]`` raw logits."""
         B, L = input_ids.shape
-        if self._state is None or L <= self._last_len or B != self._state.n.shape[0]:
+        # a new generate() call: first call, a different batch, or ids that did not grow by
+        # exactly one token since the last call (HF calls the processor once per new token)
+        if self._state is None or L != self._last_len + 1 or B != self._state.n.shape[0]:
             self._start(input_ids, scores)
         self._last_len = L
         n_gen = torch.full((B,), L - self._prompt_len, device=scores.device)

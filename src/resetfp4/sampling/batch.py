@@ -170,7 +170,8 @@ class BatchSampler:
             if cfg.window > self.state.max_window:
                 raise ValueError(
                     f"window {cfg.window} exceeds this sampler's max_window {self.state.max_window}; "
-                    "construct BatchSampler(..., max_window=...) larger"
+                    f"use --window <= {self.state.max_window}, or (Python) build "
+                    "BatchSampler(..., max_window=...) larger"
                 )
         seed = cfg.seed if seed is None else seed
         pair = {"reset": (cfg.t_low, cfg.t_high), "fixed": (cfg.temperature,) * 2}
