@@ -50,7 +50,10 @@ def fake_engine(monkeypatch):
                     r = json.loads(line)
                     golds[r["problem"]] = str(r["answer"])
         eng = _fake_engine_cls()(
-            golds, accuracy=lambda s: 0.3 if s.mode == "fixed" else 0.6, precision=args.precision
+            golds,
+            accuracy=lambda s: 0.3 if s.mode == "fixed" else 0.6,
+            precision=args.precision,
+            max_seq_len=args.max_seq_len or args.max_new_tokens + 1024,  # as load_engine_from_args
         )
         made.append(eng)
         return eng
@@ -140,6 +143,23 @@ def test_eval_resumes_and_params_file(tmp_path, fake_engine):
     assert fake_engine[1].calls == []  # second run: everything already done
     cfg = json.loads((tmp_path / "r" / "config.json").read_text())
     assert cfg["sampler"]["t_low"] == 0.3 and cfg["sampler"]["tau0"] == 0.7 and cfg["sampler"]["window"] == 32
+
+
+def test_eval_refuses_to_resume_with_another_max_seq_len(tmp_path, fake_engine, capsys):
+    task = _write_task(tmp_path / "t.jsonl")
+    assert _eval(task, tmp_path / "r", "--max-seq-len", "64") == 0
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["max_seq_len"] == 64
+    capsys.readouterr()
+    assert _eval(task, tmp_path / "r", "--max-seq-len", "128") == 2
+    assert "max_seq_len: 64 -> 128" in capsys.readouterr().err
+    assert fake_engine[1].calls == []
+
+
+def test_cli_defaults_come_from_the_engine():
+    from resetfp4.engine.aliases import DEFAULT_MODEL
+    from resetfp4.engine.build import PRECISIONS
+
+    assert eval_cli.PRECISIONS is PRECISIONS and eval_cli.DEFAULT_MODEL is DEFAULT_MODEL
 
 
 def test_calibrate_cli_writes_params_that_eval_accepts(tmp_path, fake_engine):

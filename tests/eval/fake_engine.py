@@ -19,10 +19,14 @@ def _u01(*parts: object) -> float:
     return int.from_bytes(h[:8], "little") / 2**64
 
 
+_PROMPT_TOKENS = 12  # every fake prompt counts as this many tokens
+
+
 class FakeEngine:
     """Answers ``gold`` (looked up by the question inside the prompt) with probability
     ``accuracy(sampler)``, otherwise ``gold + 1``. ``interrupt_after``: raise
-    KeyboardInterrupt on that call (simulates Ctrl-C mid-run)."""
+    KeyboardInterrupt on that call (simulates Ctrl-C mid-run). ``max_seq_len``: the KV-cache
+    length; like the real engine, generation stops at prompt (12 tokens) + new = max_seq_len."""
 
     def __init__(
         self,
@@ -30,6 +34,7 @@ class FakeEngine:
         accuracy=None,
         interrupt_after: int | None = None,
         precision: str = "nvfp4-w4a4",
+        max_seq_len: int = 2048,
     ) -> None:
         self.golds = golds
         self.accuracy = accuracy or (lambda s: 0.5)
@@ -40,6 +45,7 @@ class FakeEngine:
         self.device = "cpu"
         self.reset_params = None
         self.model_sha256 = "0" * 64
+        self.max_seq_len = max_seq_len
 
     def decode(self, ids: list[int]) -> str:
         return "".join(f"w{i} " for i in ids)
@@ -65,7 +71,8 @@ class FakeEngine:
         right = _u01("ok", s.seed) < self.accuracy(s)
         ans = gold if right else str(int(gold) + 1) if re.fullmatch(r"-?\d+", gold) else "wrong"
         text = f"First step.\n\nSecond step.\n\nSo the answer is \\boxed{{{ans}}}."
-        n = min(max_new_tokens, 5 + s.seed % 7)
+        limit = min(max_new_tokens, self.max_seq_len - _PROMPT_TOKENS)
+        n = min(limit, 5 + s.seed % 7)
         ent = [round(_u01("e", s.seed, i) * 2, 6) for i in range(n)] if trace else []
         temps = (
             [s.t_low if e < s.tau0 else s.t_high for e in ent]
@@ -77,8 +84,8 @@ class FakeEngine:
             prompt=prompt,
             token_ids=list(range(100, 100 + n)),
             text=text,
-            finish_reason="length" if n == max_new_tokens else "eos",
-            prompt_tokens=12,
+            finish_reason="length" if n == limit else "eos",
+            prompt_tokens=_PROMPT_TOKENS,
             entropies=ent,
             temperatures=temps,
             step_starts=starts,

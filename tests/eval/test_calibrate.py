@@ -45,6 +45,7 @@ def test_calibrate_tau0_is_p80_and_t_low_is_the_best(tmp_path, fake_engine_cls):
     assert params["tau0"] == pytest.approx(float(np.percentile(ent, 80)))
     assert params["t_low"] == 0.3 and params["t_high"] == 1.0 and params["window"] == 32
     grid = params["calibration"]["grid"]
+    assert params["calibration"]["t_low_from"] == "best of grid"
     assert [g["t_low"] for g in grid] == [0.1, 0.2, 0.3, 0.4]
     assert set(params["calibration"]["tau0_ids"]).isdisjoint(params["calibration"]["select_ids"])
     loaded = load_params(tmp_path / "params.json")
@@ -70,8 +71,22 @@ def test_single_value_grid_skips_the_search(tmp_path, fake_engine_cls):
     eng = fake_engine_cls({p.question: p.answer for p in calib.problems})
     params = calibrate(eng, calib, None, BASE, EvalConfig(samples=1), tmp_path, t_low_grid=[0.2], n_tau0=8)
     assert params["t_low"] == 0.2 and params["calibration"]["grid"] == []
+    assert params["calibration"]["t_low_from"] == "first grid value (no search)"
     st = token_stats(tmp_path / "tau0" / "tokens.jsonl")
     assert st["n_samples"] == 8 and st["entropy_p80"] == pytest.approx(params["tau0"])
+
+
+def test_n_select_zero_skips_the_search_with_a_grid(tmp_path, fake_engine_cls):
+    calib = _task(12, "c")
+    eng = fake_engine_cls({p.question: p.answer for p in calib.problems}, accuracy=_acc)
+    params = calibrate(
+        eng, calib, None, BASE, EvalConfig(samples=1), tmp_path, t_low_grid=[0.3, 0.1], n_tau0=8, n_select=0
+    )
+    cal = params["calibration"]
+    assert params["t_low"] == 0.3 and cal["grid"] == [] and cal["select_ids"] == []
+    assert cal["t_low_from"] == "first grid value (no search)"
+    assert eng.calls == [8]  # only the tau0 run: no ReSET run on an empty select split
+    assert not list(tmp_path.glob("t_low_*"))
 
 
 def test_bad_grid():

@@ -20,6 +20,8 @@ from resetfp4.eval.grading import extract_answer, extract_choice_letter, is_equi
         ("it is \u22123 degrees", "-3"),  # unicode minus
         ("no number at all", None),
         ("cut inside \\boxed{\\frac{1}{", "1"),  # unbalanced box: falls back to the last number
+        ("\\boxed 5 and then {x}", "5"),  # no-brace form: a later "{" is not its argument
+        ("\\boxed {7}", "7"),  # whitespace before the brace is fine
         ("", None),
     ],
 )
@@ -59,6 +61,10 @@ def test_normalize_answer(raw, norm):
     [
         ("18", "18"),
         ("18.0", "18"),  # number
+        ("18", "18.0"),
+        ("0.5", "1/2"),  # exact decimal vs a/b
+        ("0.3333", "\\frac{1}{3}"),  # rounded decimal: within the relative tolerance
+        ("2^{20}", "1048576"),  # exact symbolic value
         ("10.00001", "10"),  # within the relative tolerance
         ("0.5", "\\frac{1}{2}"),  # fraction vs decimal
         ("1/2", "\\dfrac12"),  # a/b vs short \frac
@@ -84,6 +90,10 @@ def test_is_equiv_true(pred, gold):
     "pred, gold",
     [
         ("17", "18"),
+        ("10001", "10000"),  # integers compare exactly, no relative tolerance
+        ("123457", "123456"),
+        ("\\frac{10001}{3}", "\\frac{10000}{3}"),  # exact fractions too
+        ("2^{20}", "1048577"),  # exact expressions: no 1e-4 tolerance through sympy either
         ("0.33", "\\frac{1}{3}"),  # outside the tolerance
         ("[2,5)", "(2,5)"),  # interval ends differ
         ("(1,2)", "(2,1)"),  # tuples are ordered

@@ -12,11 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from resetfp4.engine.aliases import DEFAULT_MODEL
+from resetfp4.engine.build import PRECISIONS
 from resetfp4.sampling.config import SamplerConfig
 
 _DEFAULTS = SamplerConfig()  # every sampler default lives in SamplerConfig (paper values)
-PRECISIONS = ("fp32", "bf16", "nvfp4-w4a16", "nvfp4-w4a4")
-DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
 def add_model_args(p: argparse.ArgumentParser, default_precision: str) -> None:

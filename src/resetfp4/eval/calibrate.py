@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from resetfp4.eval.datasets import Problem, Task
-from resetfp4.eval.params import write_params
+from resetfp4.eval.params import DEFAULT_T_HIGH, DEFAULT_WINDOW, write_params
 from resetfp4.eval.runner import TOKENS_FILE, EvalConfig, run_eval
 from resetfp4.sampling.config import ReSETParams, SamplerConfig
 
@@ -123,14 +123,15 @@ def calibrate(
 
     ``baseline``: the fixed-temperature sampler used for the tau0 run (paper: T = 0.6,
     top-p 0.95); its ``top_p`` is kept for the ReSET runs. ``cfg.trace`` is forced on for
-    the tau0 run. With ``n_select = 0`` or a one-value grid no T_low search is run.
+    the tau0 run. With ``n_select = 0`` or a one-value grid no T_low search is run and
+    T_low is the first grid value (``calibration.t_low_from`` says which happened).
     """
     if not t_low_grid:
         raise ValueError("--t-low-grid needs at least one temperature")
     if any(not t > 0 for t in t_low_grid):
         raise ValueError(f"--t-low-grid values must be > 0, got {list(t_low_grid)}")
     out = Path(out_dir)
-    need_select = len(t_low_grid) > 1
+    need_select = len(t_low_grid) > 1 and n_select > 0
     tau_set, sel_set, dropped = disjoint_splits(
         calib.problems,
         eval_task.problems if eval_task else [],
@@ -152,8 +153,14 @@ def calibrate(
     grid_results = []
     if need_select:
         for t_low in t_low_grid:
+            # t_high and window: the ReSETParams defaults (the paper's), as in params.json below
             sampler = SamplerConfig(
-                mode="reset", t_low=float(t_low), t_high=1.0, tau0=tau0, window=32, top_p=baseline.top_p
+                mode="reset",
+                t_low=float(t_low),
+                tau0=tau0,
+                t_high=DEFAULT_T_HIGH,
+                window=DEFAULT_WINDOW,
+                top_p=baseline.top_p,
             )
             summary = run_eval(
                 engine,
@@ -173,7 +180,7 @@ def calibrate(
         t_low = _select_t_low(grid_results)["t_low"]
     else:
         t_low = float(t_low_grid[0])
-    params = ReSETParams(t_low=t_low, tau0=tau0, t_high=1.0, window=32, source="resetfp4 calibrate")
+    params = ReSETParams(t_low=t_low, tau0=tau0, source="resetfp4 calibrate")
     calibration = {
         "calib_task": calib.name,
         "eval_task": eval_task.name if eval_task else None,
@@ -189,6 +196,7 @@ def calibrate(
         "max_new_tokens": cfg.max_new_tokens,
         "t_low_grid": [float(t) for t in t_low_grid],
         "grid": grid_results,
+        "t_low_from": "best of grid" if need_select else "first grid value (no search)",
     }
     extra = {
         "model": getattr(engine, "model_name", None),

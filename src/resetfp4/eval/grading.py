@@ -3,9 +3,10 @@
 Pipeline: :func:`extract_answer` pulls the final answer out of a generation (last
 ``\\boxed{...}``, else ``#### N``, else the last number); :func:`normalize_answer`
 canonicalises LaTeX and formatting; :func:`is_equiv` then decides equality by, in order,
-string identity, tuple/interval element-wise comparison, numeric value with a tolerance
-(fractions included), and sympy symbolic equality under a timeout. Model output is never
-executed: expressions go through :mod:`resetfp4.eval.mathparse`, not ``eval``.
+string identity, exact numeric value (integers and fractions; a relative tolerance only when
+one side is written as a decimal), tuple/interval element-wise comparison, and sympy symbolic
+equality under a timeout. Model output is never executed: expressions go through
+:mod:`resetfp4.eval.mathparse`, not ``eval``.
 """
 
 from __future__ import annotations
@@ -22,13 +23,17 @@ import sympy
 
 from resetfp4.eval.mathparse import MathParseError, parse_math
 
-REL_TOL = 1e-4  # relative tolerance for numeric answers (rounded decimals like 0.3333 vs 1/3 pass)
-ABS_TOL = 1e-9  # absolute floor so that 0 vs 1e-12 compares equal
+REL_TOL = 1e-4  # relative tolerance, only when a side is a decimal (rounded 0.3333 vs 1/3 passes)
+ABS_TOL = 1e-9  # absolute floor so that 0 vs 1e-12 compares equal (decimals only)
+# relative tolerance for sympy's 30-digit numeric check of two exact (decimal-free) expressions:
+# truly equal values differ by ~1e-29 there, so this only absorbs a failed `simplify`
+EXACT_REL_TOL = 1e-12
 SYMPY_TIMEOUT_S = 2.0  # wall-clock budget for one symbolic comparison
 
 _NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 _THOUSANDS_RE = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 _BOXED_CMDS = ("\\boxed", "\\fbox")
+_BOXED_BRACE_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")  # brace form: only whitespace before "{"
 
 
 def last_boxed(text: str) -> str | None:
@@ -36,11 +41,12 @@ def last_boxed(text: str) -> str | None:
     start = max(text.rfind(cmd) for cmd in _BOXED_CMDS)
     if start < 0:
         return None
-    i = text.find("{", start)
-    if i < 0:
+    brace = _BOXED_BRACE_RE.match(text, start)
+    if brace is None:
         # "\boxed 5" (no braces) takes the following token
         m = re.match(r"\\(?:boxed|fbox)\s+([^\s$]+)", text[start:])
         return m.group(1) if m else None
+    i = brace.end() - 1
     depth = 0
     for j in range(i, len(text)):
         if text[j] == "{":
@@ -141,10 +147,16 @@ def _to_fraction(s: str) -> Fraction | None:
     return -frac if neg else frac
 
 
-def _numbers_close(a: Fraction, b: Fraction) -> bool:
+def _has_decimal(s: str) -> bool:
+    """Whether a normalised answer writes a number with a decimal point (``0.3333``)."""
+    return "." in s
+
+
+def _numbers_close(a: Fraction, b: Fraction, tolerant: bool) -> bool:
+    """``a == b`` exactly; within ``REL_TOL``/``ABS_TOL`` only when ``tolerant``."""
     if a == b:
         return True
-    return math.isclose(float(a), float(b), rel_tol=REL_TOL, abs_tol=ABS_TOL)
+    return tolerant and math.isclose(float(a), float(b), rel_tol=REL_TOL, abs_tol=ABS_TOL)
 
 
 def _split_top_level(s: str) -> list[str]:
@@ -214,6 +226,9 @@ def run_with_timeout(fn: Callable[[], T], seconds: float) -> T | None:
 
 
 def _symbolic_equal(a: str, b: str, timeout_s: float) -> bool:
+    """sympy equality; a constant difference passes within ``REL_TOL`` when a side has a
+    decimal, else within ``EXACT_REL_TOL``."""
+    rel_tol = REL_TOL if _has_decimal(a) or _has_decimal(b) else EXACT_REL_TOL
     try:
         ea, eb = parse_math(a), parse_math(b)
     except (MathParseError, TypeError, ValueError, ZeroDivisionError, RecursionError):
@@ -226,7 +241,7 @@ def _symbolic_equal(a: str, b: str, timeout_s: float) -> bool:
         if not diff.free_symbols:
             val = complex(sympy.N(diff, 30))
             scale = max(1.0, abs(complex(sympy.N(eb, 30))))
-            return abs(val) <= REL_TOL * scale
+            return abs(val) <= rel_tol * scale
         return False
 
     try:
@@ -239,9 +254,13 @@ def is_equiv(pred: str | None, gold: str, *, timeout_s: float = SYMPY_TIMEOUT_S)
     """Whether the predicted answer equals the gold answer.
 
     ``pred``/``gold``: raw answer strings (e.g. from :func:`extract_answer`). Both are
-    normalised; then numbers compare with ``REL_TOL``, fractions exactly, tuples and
-    intervals element-wise (bracket types must match), and other expressions through
-    sympy (``simplify(a - b) == 0``) when both parse, within ``timeout_s`` seconds.
+    normalised; then plain numbers and fractions compare exactly (``"10001"`` is not
+    ``"10000"``, ``"18.0"`` is ``"18"``, ``"0.5"`` is ``"1/2"``), except that when either
+    side is written as a decimal they may differ by ``REL_TOL`` (``"0.3333"`` is ``"1/3"``);
+    tuples and intervals compare element-wise (bracket types must match), equations side by
+    side, and other expressions through sympy (``simplify(a - b) == 0``, or a constant
+    difference within ``REL_TOL`` with a decimal side, ``EXACT_REL_TOL`` without) when both
+    parse, within ``timeout_s`` seconds.
     """
     if pred is None or gold is None:
         return False
@@ -252,7 +271,7 @@ def is_equiv(pred: str | None, gold: str, *, timeout_s: float = SYMPY_TIMEOUT_S)
         return True
     fa, fb = _to_fraction(a), _to_fraction(b)
     if fa is not None and fb is not None:
-        return _numbers_close(fa, fb)
+        return _numbers_close(fa, fb, tolerant=_has_decimal(a) or _has_decimal(b))
     sa, sb = _as_sequence(a), _as_sequence(b)
     if sa is not None or sb is not None:
         if sa is None or sb is None:

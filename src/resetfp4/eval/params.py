@@ -6,12 +6,13 @@ JSON object, entropies in nats::
      "window": 32, "model": "...", "precision": "nvfp4-w4a4", "source": "resetfp4 calibrate",
      "calibration": {...how it was obtained...}}
 
-Only ``t_low`` and ``tau0`` are required; ``t_high`` and ``window`` default to the paper's
-1.0 and 32.
+Only ``t_low`` and ``tau0`` are required; ``t_high`` and ``window`` default to those of
+:class:`~resetfp4.sampling.config.ReSETParams` (the paper's 1.0 and 32).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -19,6 +20,9 @@ from pathlib import Path
 from resetfp4.sampling.config import ReSETParams
 
 PARAMS_FORMAT = "resetfp4.reset-params.v1"
+_FIELDS = {f.name: f for f in dataclasses.fields(ReSETParams)}
+DEFAULT_T_HIGH: float = _FIELDS["t_high"].default  # the one place these defaults are written
+DEFAULT_WINDOW: int = _FIELDS["window"].default
 
 
 def load_params(path: str | Path) -> ReSETParams:
@@ -38,18 +42,18 @@ def load_params(path: str | Path) -> ReSETParams:
     if missing:
         raise ValueError(f"{path}: missing {', '.join(missing)}")
     for key in ("t_low", "tau0", "t_high"):
-        v = d.get(key, 1.0)
+        v = d.get(key, DEFAULT_T_HIGH)
         if not isinstance(v, (int, float)) or not math.isfinite(v) or (key != "tau0" and v <= 0):
             raise ValueError(
                 f"{path}: {key} must be a finite number{' > 0' if key != 'tau0' else ''}, got {v!r}"
             )
-    window = d.get("window", 32)
+    window = d.get("window", DEFAULT_WINDOW)
     if not isinstance(window, int) or window < 1:
         raise ValueError(f"{path}: window must be an integer >= 1, got {window!r}")
     return ReSETParams(
         t_low=float(d["t_low"]),
         tau0=float(d["tau0"]),
-        t_high=float(d.get("t_high", 1.0)),
+        t_high=float(d.get("t_high", DEFAULT_T_HIGH)),
         window=window,
         source=str(d.get("source", str(path))),
     )

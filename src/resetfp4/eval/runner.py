@@ -48,6 +48,7 @@ RESUME_KEYS = (
     "sampler",
     "samples",
     "max_new_tokens",
+    "max_seq_len",
     "seed",
     "task_fingerprint",
     "chat",
@@ -153,6 +154,8 @@ def build_config(
         "seed_scheme": "sha256(f'{seed}:{problem_id}:{k}')[:4] & 0x7fffffff",
         "samples": cfg.samples,
         "max_new_tokens": cfg.max_new_tokens,
+        # KV-cache length: caps prompt + generation, so it changes truncation like max_new_tokens
+        "max_seq_len": getattr(engine, "max_seq_len", None),
         "seed": cfg.seed,
         "batch_size": cfg.batch_size,
         "chat": cfg.chat,
