@@ -7,6 +7,13 @@ from dataclasses import dataclass
 
 SAMPLER_MODES = ("greedy", "fixed", "reset")
 
+# The paper's settings, defined once: ReSET T_high and window, the baseline temperature,
+# and the nucleus mass used by every configuration.
+DEFAULT_T_HIGH = 1.0
+DEFAULT_WINDOW = 32
+DEFAULT_TEMPERATURE = 0.6
+DEFAULT_TOP_P = 0.95
+
 
 @dataclass(frozen=True)
 class SamplerConfig:
@@ -19,12 +26,12 @@ class SamplerConfig:
     """
 
     mode: str = "reset"
-    temperature: float = 0.6
+    temperature: float = DEFAULT_TEMPERATURE
     t_low: float = 0.1
-    t_high: float = 1.0
+    t_high: float = DEFAULT_T_HIGH
     tau0: float = 0.5505
-    window: int = 32
-    top_p: float = 0.95
+    window: int = DEFAULT_WINDOW
+    top_p: float = DEFAULT_TOP_P
     top_k: int = 0
     min_p: float = 0.0
     seed: int = 0
@@ -60,8 +67,8 @@ class ReSETParams:
 
     t_low: float
     tau0: float
-    t_high: float = 1.0
-    window: int = 32
+    t_high: float = DEFAULT_T_HIGH
+    window: int = DEFAULT_WINDOW
     source: str = ""
 
 
