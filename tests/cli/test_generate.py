@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
+import inspect
 import json
 
 import pytest
 import torch
 
 import resetfp4.engine.engine as engine_mod
+from resetfp4.cli import generate as gen_cli
 from resetfp4.cli.main import main
+from resetfp4.engine.types import GenerationResult
+from resetfp4.format.checkpoint import CheckpointError
+from resetfp4.sampling.config import SamplerConfig
+
+REAL_LOAD_ENGINE = engine_mod.load_engine  # before the fixture below replaces it
 
 PROMPT = "The capital of France is"
 
@@ -16,9 +24,10 @@ PROMPT = "The capital of France is"
 @pytest.fixture(scope="module", autouse=True)
 def cached_engines():
     """Reuse engines between CLI calls (each real load takes seconds on CPU)."""
-    real, cache = engine_mod.load_engine, {}
+    real, cache = engine_mod.load_engine, {"calls": []}
 
-    def load(model, precision, device=None, max_batch=1, max_seq_len=2048, lm_head="bf16", compile=False):
+    def load(model, precision, device=None, max_batch=1, max_seq_len=None, lm_head="bf16", compile="unset"):
+        cache["calls"].append({"max_seq_len": max_seq_len, "compile": compile})
         key = (model, precision, device or ("cuda" if torch.cuda.is_available() else "cpu"), lm_head)
         if key not in cache:
             cache[key] = real(model, precision, device, max_batch, 64, lm_head)
@@ -95,8 +104,75 @@ def test_human_output_streams_and_summarises(capsys):
     ]
     assert main(argv) == 0
     out, err = capsys.readouterr()
-    assert out.startswith(" Paris.") and "legend: blue = T_low" in out
-    assert "tokens/s" in err and "reasoning step" in err and "at T_high" in err
+    assert out.startswith(" Paris.") and "legend: grey = greedy" in out
+    assert "tokens/s" in err and "reasoning step" in err and "greedy (temperature 0)" in err
+    assert "T_high" not in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "compile"), [(["--compile"], True), (["--no-compile"], False), ([], None)]
+)
+def test_compile_and_max_seq_len_reach_load_engine(cached_engines, capsys, flags, compile):
+    argv = ["generate", "--prompt", PROMPT, "--raw", "--sampler", "greedy", "--precision", "fp32"]
+    argv += ["--device", "cpu", "--max-new-tokens", "1", "--json", "--max-seq-len", "96", *flags]
+    assert main(argv) == 0
+    assert cached_engines["calls"][-1] == {"max_seq_len": 96, "compile": compile}
+    capsys.readouterr()
+
+
+def test_max_seq_len_default_is_load_engines():
+    p = argparse.ArgumentParser()
+    gen_cli.register(p.add_subparsers())
+    args = p.parse_args(["generate", "--prompt", "x"])
+    default = inspect.signature(REAL_LOAD_ENGINE).parameters["max_seq_len"].default
+    assert args.max_seq_len == default == engine_mod.DEFAULT_MAX_SEQ_LEN
+
+
+def _result(temps):
+    n = len(temps)
+    return GenerationResult(
+        prompt="p", token_ids=[7042] * n, text="", finish_reason="length", prompt_tokens=1,
+        entropies=[1.0] * n, temperatures=temps, step_starts=[False] * n,
+    )
+
+
+STATS = {"seconds": 1.0, "tokens_per_s": 4.0}
+
+
+class _Tok:
+    def decode(self, ids):
+        return "t" * len(ids)
+
+
+def test_summary_uses_the_requests_temperatures():
+    cfg = SamplerConfig(mode="reset", t_low=0.3, t_high=0.7)
+    res = _result([0.3, 0.7, 0.7, 0.3000001])  # fp32-recorded values
+    s = gen_cli._summary(res, STATS, "fp32", "m", cfg)
+    assert "50% of tokens at T_low 0.3, 50% at T_high 0.7" in s
+    cfg = SamplerConfig(mode="reset", t_low=0.6, t_high=1.5)
+    s = gen_cli._summary(_result([1.5, 1.5, 1.5, 0.6]), STATS, "fp32", "m", cfg)
+    assert "25% of tokens at T_low 0.6, 75% at T_high 1.5" in s
+    view = gen_cli._color_view(_result([1.5, 0.6]), _Tok(), cfg)
+    assert "\x1b[48;5;88m" in view and "\x1b[48;5;18m" in view  # red (T_high), blue (T_low)
+
+
+def test_summary_of_fixed_and_greedy_has_no_shares():
+    fixed = SamplerConfig(mode="fixed", temperature=1.2)
+    s = gen_cli._summary(_result([1.2, 1.2]), STATS, "fp32", "m", fixed)
+    assert "fixed temperature 1.2" in s and "T_low" not in s and "T_high" not in s
+    view = gen_cli._color_view(_result([1.2]), _Tok(), fixed)
+    assert "green = fixed T 1.2" in view and "T_high" not in view
+    s = gen_cli._summary(_result([0.0]), STATS, "fp32", "m", SamplerConfig(mode="greedy"))
+    assert "greedy (temperature 0)" in s and "T_low" not in s
+
+
+def test_malformed_quant_config_is_a_checkpoint_error(tmp_path, capsys):
+    (tmp_path / "hf_quant_config.json").write_text("{not json")
+    args = argparse.Namespace(precision=None, model=str(tmp_path), device="cpu")
+    with pytest.raises(CheckpointError, match="hf_quant_config.json is malformed"):
+        gen_cli._default_precision(args)
+    (tmp_path / "hf_quant_config.json").write_text(json.dumps({"quantization": {"quant_algo": "NVFP4"}}))
+    assert gen_cli._default_precision(args) == "nvfp4-w4a4"
 
 
 @pytest.mark.parametrize(

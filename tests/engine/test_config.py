@@ -58,3 +58,45 @@ def test_missing_config_key_is_clear():
     del cfg["hidden_size"]
     with pytest.raises(ValueError, match="hidden_size"):
         ModelArgs.from_hf_config(cfg)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "rope_type"),
+    [
+        ("rope_scaling", {"rope_type": "llama3", "factor": 8.0}, "llama3"),
+        ("rope_scaling", {"type": "linear", "factor": 2.0}, "linear"),
+        ("rope_parameters", {"rope_theta": 1e6, "rope_type": "yarn", "factor": 4.0}, "yarn"),
+    ],
+)
+def test_rope_scaling_is_refused(key, value, rope_type):
+    cfg = PRESETS["smollm2-135m"].to_hf_config()
+    cfg[key] = value
+    with pytest.raises(ValueError, match=f"RoPE scaling type '{rope_type}' is not supported"):
+        ModelArgs.from_hf_config(cfg)
+
+
+def test_plain_rope_scaling_entries_are_accepted():
+    cfg = PRESETS["smollm2-135m"].to_hf_config()
+    cfg["rope_scaling"] = None
+    assert ModelArgs.from_hf_config(cfg).rope_theta == PRESETS["smollm2-135m"].rope_theta
+    cfg["rope_scaling"] = {"rope_type": "default"}
+    assert ModelArgs.from_hf_config(cfg).rope_theta == PRESETS["smollm2-135m"].rope_theta
+
+
+def _gguf_fields(**extra):
+    return {
+        "general.architecture": "llama",
+        "llama.attention.head_count": 4,
+        "llama.embedding_length": 64,
+        "llama.block_count": 2,
+        "llama.feed_forward_length": 96,
+        **extra,
+    }
+
+
+def test_gguf_rope_scaling_is_refused():
+    assert ModelArgs.from_gguf_fields(_gguf_fields(), 100, True).dim == 64
+    plain = _gguf_fields(**{"llama.rope.scaling.type": "none"})
+    assert ModelArgs.from_gguf_fields(plain, 100, True).dim == 64
+    with pytest.raises(ValueError, match="GGUF llama.rope.scaling.type.*'yarn' is not supported"):
+        ModelArgs.from_gguf_fields(_gguf_fields(**{"llama.rope.scaling.type": "yarn"}), 100, True)

@@ -70,9 +70,39 @@ def test_eos_ends_a_row(engine, monkeypatch):
     assert r.finish_reason == "eos" and r.token_ids == [7042, 30, 198] and r.text == " Paris."
 
 
+def test_stop_string_before_eos_in_the_same_chunk_wins(engine, monkeypatch):
+    # Greedy ids: " Paris" "." "\n" ...; "\n" is EOS and "." a stop string, both inside
+    # the first read-back chunk: the earlier stop string decides ids, text and reason.
+    monkeypatch.setattr(engine, "eos_ids", engine.eos_ids | {198})
+    r = engine.generate([PROMPT], GREEDY, 8, chat=False, stop=["."])[0]
+    assert r.finish_reason == "stop" and r.token_ids == [7042, 30] and r.text == " Paris"
+    # A stop string that only the EOS token itself would complete: EOS stays the reason.
+    r = engine.generate([PROMPT], GREEDY, 8, chat=False, stop=["\n"])[0]
+    assert r.finish_reason == "eos" and r.token_ids == [7042, 30, 198] and r.text == " Paris."
+
+
 def test_prompt_longer_than_cache(engine):
     with pytest.raises(ValueError, match="KV cache holds 64 positions.*max-seq-len"):
         engine.generate(["word " * 100], GREEDY, 2, chat=False)
+
+
+def test_budget_is_max_new_tokens_for_every_row(engine):
+    n = len(engine.encode(PROMPT, chat=False))
+    long = "One, two, three, four, five, six,"
+    m = len(engine.encode(long, chat=False))
+    assert m > n
+    fits = 64 - m  # the longer prompt + this many new tokens fill the cache exactly
+    res = engine.generate([PROMPT, long], GREEDY, fits, chat=False)
+    for r in res:
+        assert (r.finish_reason, len(r.token_ids)) == ("length", fits) or r.finish_reason == "eos"
+    want = f"prompt 1 is {m} tokens \\+ max_new_tokens {fits + 1} = {m + fits + 1}, but the KV cache holds 64"
+    with pytest.raises(ValueError, match=want + ".*--max-seq-len >= " + str(m + fits + 1)):
+        engine.generate([PROMPT, long], GREEDY, fits + 1, chat=False)
+
+
+def test_max_batch_error_is_actionable():
+    with pytest.raises(ValueError, match=r"max_batch \(--batch-size\) must be in \[1, 256\], got 300; use"):
+        load_engine("smollm2-135m-instruct", "fp32", device="cpu", max_batch=300)
 
 
 def test_reset_sampler_default_runs(engine):

@@ -126,3 +126,63 @@ def test_parts_alias_checks_sha256(monkeypatch, tmp_path):
     assert aliases.assemble_parts("ok").read_bytes() == b"abcdef"
     with pytest.raises(ValueError, match="sha256.*does not match.*pip install"):
         aliases.assemble_parts("bad")
+    # The failed assembly leaves no large .partial file behind (nor the output).
+    assert sorted(f.name for f in (tmp_path / "cache").iterdir()) == ["ok.gguf", "ok.sha256"]
+
+
+def test_parts_alias_removes_partial_on_write_error(monkeypatch, tmp_path):
+    class Broken:
+        def read_bytes(self):
+            raise OSError("No space left on device")
+
+    monkeypatch.setenv("RESETFP4_CACHE", str(tmp_path))
+    monkeypatch.setattr(aliases, "_part_paths", lambda m: [Broken()])
+    monkeypatch.setattr(aliases, "PARTS", {"x": aliases.PartsModel("m", "pkg", 1, "1", 6, "", "", "x.gguf")})
+    with pytest.raises(OSError, match="No space left"):
+        aliases.assemble_parts("x")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_hf_index_is_followed(tiny_folder, tmp_path):
+    d = shutil.copytree(tiny_folder("llama"), tmp_path / "m")
+    state = load_file(str(d / "model.safetensors"))
+    (d / "model.safetensors").unlink()
+    names = sorted(state)
+    half = len(names) // 2
+    shards = {
+        "model-00001-of-00002.safetensors": names[:half],
+        "model-00002-of-00002.safetensors": names[half:],
+    }
+    for fname, keys in shards.items():
+        save_file({k: state[k] for k in keys}, str(d / fname))
+    index = {"metadata": {}, "weight_map": {k: f for f, keys in shards.items() for k in keys}}
+    (d / "model.safetensors.index.json").write_text(json.dumps(index))
+    # A stale single-file checkpoint left behind: wrong values and an extra tensor; never read.
+    stale = {k: torch.zeros_like(v) for k, v in state.items()} | {"stale.weight": torch.zeros(2)}
+    save_file(stale, str(d / "old.safetensors"))
+    src = read_source(str(d))
+    assert set(src.dense) == set(state)
+    for k, v in state.items():
+        assert_bitexact(src.dense[k], v, k)
+    (d / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="model-00002-of-00002.safetensors.*missing"):
+        read_source(str(d))
+    (d / "model.safetensors.index.json").write_text('{"weight_map": 3}')
+    with pytest.raises(ValueError, match="no 'weight_map'"):
+        read_source(str(d))
+
+
+def test_gguf_with_rope_freqs_is_refused(tmp_path):
+    import numpy as np
+    from gguf import GGUFWriter
+
+    path = tmp_path / "llama31.gguf"
+    w = GGUFWriter(str(path), "llama")
+    w.add_tensor("token_embd.weight", np.zeros((8, 16), dtype=np.float32))
+    w.add_tensor("rope_freqs.weight", np.ones(8, dtype=np.float32))  # llama.cpp's Llama-3.1 scaling
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(ValueError, match="rope_freqs.weight.*not supported"):
+        read_source(str(path))

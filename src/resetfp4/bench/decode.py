@@ -38,7 +38,9 @@ SAMPLERS = {
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", choices=sorted(PRESETS), default="qwen3-8b")
     p.add_argument(
-        "--random-weights", action="store_true", help="random weights (speed only; required today)"
+        "--random-weights",
+        action="store_true",
+        help="random weights of --arch (speed only); give this or --model, not both",
     )
     p.add_argument("--model", default=None, help="a real model (alias/path) instead of --random-weights")
     p.add_argument("--layers", type=int, default=None, help="override the layer count (smoke runs)")

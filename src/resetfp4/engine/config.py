@@ -7,6 +7,27 @@ from typing import Any
 
 # HF ``model_type`` / GGUF ``general.architecture`` -> our architecture name.
 ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}
+# RoPE variants the engine implements: plain rotate-half RoPE with one base frequency.
+_PLAIN_ROPE = (None, "default", "none")
+
+
+def _unsupported_rope(rope_type: Any, where: str) -> ValueError:
+    return ValueError(
+        f"{where}: RoPE scaling type {rope_type!r} is not supported (only plain RoPE, rope_type "
+        "'default'); this model (e.g. Llama-3.1 'llama3', YaRN, linear/dynamic scaling) would "
+        "load with wrong positions. Use a model without RoPE scaling"
+    )
+
+
+def check_hf_rope(cfg: dict[str, Any]) -> None:
+    """Refuse ``rope_scaling`` / ``rope_parameters`` with a rope type other than default."""
+    for key in ("rope_scaling", "rope_parameters"):
+        rs = cfg.get(key)
+        if not isinstance(rs, dict):
+            continue
+        rope_type = rs.get("rope_type", rs.get("type"))
+        if rope_type not in _PLAIN_ROPE:
+            raise _unsupported_rope(rope_type, f"config.json {key}")
 
 
 @dataclass(frozen=True)
@@ -89,6 +110,7 @@ class ModelArgs:
                 f"unknown architecture: config.json has model_type={mt!r} "
                 f"(architectures={cfg.get('architectures')}); supported model types: {sorted(ARCHITECTURES)}"
             )
+        check_hf_rope(cfg)
         try:
             eos = cfg.get("eos_token_id")
             eos_ids = tuple(eos) if isinstance(eos, list) else ((eos,) if eos is not None else ())
@@ -124,6 +146,9 @@ class ModelArgs:
                 f"supported: {sorted(ARCHITECTURES)}"
             )
         p = f"{arch}."
+        rope_type = fields.get(p + "rope.scaling.type")
+        if rope_type not in _PLAIN_ROPE:
+            raise _unsupported_rope(rope_type, f"GGUF {p}rope.scaling.type")
         try:
             n_heads = int(fields[p + "attention.head_count"])
             dim = int(fields[p + "embedding_length"])

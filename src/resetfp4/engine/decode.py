@@ -13,13 +13,12 @@ the furthest position; without it every step would read the whole cache.
 
 from __future__ import annotations
 
-import sys
-import weakref
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from resetfp4.engine.log import warn_once
 from resetfp4.engine.model import Linear, Transformer
 from resetfp4.engine.sampling_glue import trace_views
 
@@ -76,14 +75,19 @@ def graph_safe(model: Transformer) -> bool:
     )
 
 
-_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_WARNED: set[str] = set()
+def _compile_errors() -> tuple[type[BaseException], ...]:
+    """Exception classes that mean "compiling failed" (not a runtime error of the step).
 
+    Dynamo's base class covers BackendCompilerFailed / InductorError / Unsupported /
+    TorchRuntimeError (fake-tensor tracing); Inductor's C++ compile and lowering errors
+    do not derive from it. Looked up by name: the set differs between torch versions.
+    """
+    import torch._dynamo.exc as dynamo_exc
+    import torch._inductor.exc as inductor_exc
 
-def _warn_once(msg: str) -> None:
-    if msg not in _WARNED:
-        _WARNED.add(msg)
-        print(f"resetfp4: {msg}", file=sys.stderr)
+    names = ("OperatorIssue", "CppCompileError", "InvalidCxxCompiler", "CppWrapperCodegenError")
+    extra = tuple(c for n in names if isinstance(c := getattr(inductor_exc, n, None), type))
+    return (dynamo_exc.TorchDynamoException, *extra)
 
 
 def _block_call(
@@ -128,10 +132,17 @@ class CompiledForward:
 
 
 def _compiled(model: Transformer) -> CompiledForward:
-    """The :class:`CompiledForward` of ``model`` (runners of several batch buckets share it)."""
-    if model not in _COMPILED:
-        _COMPILED[model] = CompiledForward(model)
-    return _COMPILED[model]
+    """The :class:`CompiledForward` of ``model`` (runners of several batch buckets share it).
+
+    Stored on the model itself (a plain attribute, not a submodule), so it lives and dies
+    with the model: a global cache keyed by the model would keep it alive through the
+    compiled functions' references to it.
+    """
+    cf = model.__dict__.get("_resetfp4_compiled")
+    if cf is None:
+        cf = CompiledForward(model)
+        model.__dict__["_resetfp4_compiled"] = cf
+    return cf
 
 
 class DecodeRunner:
@@ -139,8 +150,9 @@ class DecodeRunner:
 
     On CUDA the model's q/k/v and gate/up linears are fused first (one GEMM / NVFP4 kernel
     each, see :meth:`Transformer.fuse_projections`). ``compile=True`` runs the decode
-    forward through :class:`CompiledForward`; if compiling fails the step runs eagerly
-    (announced once on stderr).
+    forward through :class:`CompiledForward`; if compiling fails (a dynamo / Inductor
+    compile error) the step runs eagerly (announced once on stderr); any other error of the
+    step (out of memory, a shape bug) propagates.
     """
 
     def __init__(self, model: Transformer, sampler, use_graphs: bool, compile: bool = False):
@@ -159,8 +171,8 @@ class DecodeRunner:
         if self.compiled is not None:
             try:
                 return self.compiled(tokens, pos, attn_len)
-            except Exception as e:  # compile errors surface at the first call of a shape
-                _warn_once(
+            except _compile_errors() as e:  # they surface at the first call of a shape; others propagate
+                warn_once(
                     f"torch.compile of the decode step failed ({type(e).__name__}: "
                     f"{str(e).splitlines()[0][:200] if str(e) else ''}); running it eagerly"
                 )

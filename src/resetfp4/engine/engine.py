@@ -22,6 +22,7 @@ from resetfp4.sampling import ReSETParams, SamplerConfig
 
 SYNC_EVERY = 8  # decode steps between host read-backs of the sampled ids
 MAX_BATCH = 256
+DEFAULT_MAX_SEQ_LEN = 2048  # KV cache positions per row (prompt + generation); the CLI's default too
 _EOS_TEXTS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "</s>")
 
 
@@ -111,6 +112,8 @@ class Engine:
         new text of prompt ``i`` as it is read back. ``trace`` fills the per-token
         entropies / temperatures / step starts. Token ids include a final EOS token when
         one ended the row; the text never includes it, nor a matched stop string.
+        Every row may generate exactly ``max_new_tokens``: a prompt that leaves less room in
+        the cache (``len(prompt) + max_new_tokens > max_seq_len``) is a ``ValueError``.
         """
         if isinstance(sampling, SamplerConfig):
             # One shared config: prompt i draws with seed + i, so repeated prompts differ and
@@ -122,20 +125,20 @@ class Engine:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         encoded = [self.encode(p, chat) for p in prompts]
         for i, ids in enumerate(encoded):
-            if len(ids) + 1 > self.max_seq_len:
+            if len(ids) + max_new_tokens > self.max_seq_len:
                 raise ValueError(
-                    f"prompt {i} is {len(ids)} tokens but the KV cache holds {self.max_seq_len} positions "
-                    f"(prompt + at least 1 new token); raise max_seq_len (--max-seq-len) or shorten "
-                    "the prompt"
+                    f"prompt {i} is {len(ids)} tokens + max_new_tokens {max_new_tokens} = "
+                    f"{len(ids) + max_new_tokens}, but the KV cache holds {self.max_seq_len} positions; "
+                    f"raise max_seq_len (--max-seq-len >= {len(ids) + max_new_tokens}), lower "
+                    "max_new_tokens or shorten the prompt"
                 )
         results: list[GenerationResult] = []
         bar = _progress_bar(len(prompts)) if progress else None
         t0, n_tokens = time.perf_counter(), 0
         for g in range(0, len(prompts), self.max_batch):
             group = encoded[g : g + self.max_batch]
-            # One step count per group: the longest prompt must stay inside the cache.
-            limit = min(max_new_tokens, self.max_seq_len - max(len(ids) for ids in group))
-            rows = [_Row(g + j, prompts[g + j], ids, limit) for j, ids in enumerate(group)]
+            # Checked above: every row fits prompt + max_new_tokens, whatever its neighbours.
+            rows = [_Row(g + j, prompts[g + j], ids, max_new_tokens) for j, ids in enumerate(group)]
             results += self._run_group(rows, sampling[g : g + len(rows)], stop or [], trace, stream)
             n_tokens += sum(len(r.token_ids) for r in results[g:])
             if bar is not None:
@@ -196,9 +199,11 @@ class Engine:
                 if len(r.ids) >= r.limit:
                     r.finish = "length"
                     break
-            if stop and r.finish != "eos":
+            if stop:
+                # Checked after EOS too: a stop string completed before the EOS token (same
+                # read-back chunk) wins, and the ids are cut there like the text.
                 cut = _stop_cut(self.tokenizer, r.ids, stop)
-                if cut is not None:
+                if cut is not None and (r.finish != "eos" or cut < len(r.ids)):
                     r.ids, r.finish = r.ids[:cut], "stop"
             if stream is not None:
                 text = self._text(r.ids, stop)
@@ -253,7 +258,7 @@ def load_engine(
     precision: str,
     device: str | None = None,
     max_batch: int = 1,
-    max_seq_len: int = 2048,
+    max_seq_len: int = DEFAULT_MAX_SEQ_LEN,
     lm_head: str = "bf16",
     compile: bool | None = None,
 ) -> Engine:
@@ -267,7 +272,10 @@ def load_engine(
     a few seconds each; on failure the step runs eagerly, announced once on stderr).
     """
     if not 1 <= max_batch <= MAX_BATCH:
-        raise ValueError(f"max_batch must be in [1, {MAX_BATCH}], got {max_batch}")
+        raise ValueError(
+            f"max_batch (--batch-size) must be in [1, {MAX_BATCH}], got {max_batch}; "
+            f"use a batch size between 1 and {MAX_BATCH}"
+        )
     if max_seq_len < 2:
         raise ValueError(f"max_seq_len must be >= 2, got {max_seq_len}")
     dev = resolve_device(device)

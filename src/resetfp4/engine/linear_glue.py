@@ -10,7 +10,6 @@ call; the result is bit-identical). A fallback on CUDA is announced once on stde
 from __future__ import annotations
 
 import importlib
-import sys
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,9 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from resetfp4.engine.log import warn_once
 from resetfp4.format.nvfp4 import NVFP4Tensor, quantize
-
-_WARNED: set[str] = set()
 
 
 @dataclass
@@ -64,12 +62,6 @@ def _ops() -> Any | None:
     return ops if hasattr(ops, "nvfp4_linear") else None
 
 
-def _warn_once(msg: str) -> None:
-    if msg not in _WARNED:
-        _WARNED.add(msg)
-        print(f"resetfp4: {msg}", file=sys.stderr)
-
-
 def kernels_available(device: torch.device) -> tuple[bool, str]:
     """Whether the CUDA NVFP4 kernels can serve ``device``; the reason when not."""
     if device.type != "cuda":
@@ -97,7 +89,7 @@ def prepare(w: NVFP4Tensor) -> PreparedWeight:
     if ok:
         return _register(PreparedWeight(kernel=_ops().prepare_weight(w)), w.device)
     if w.device.type == "cuda":
-        _warn_once(f"NVFP4 CUDA kernels unavailable ({why}); using the slow reference linears")
+        warn_once(f"NVFP4 CUDA kernels unavailable ({why}); using the slow reference linears")
     return _register(PreparedWeight(w=w, dense=w.dequantize(torch.float32)), w.device)
 
 

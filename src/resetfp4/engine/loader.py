@@ -8,12 +8,15 @@ Sources:
   llama.cpp stores Llama Q/K projection rows permuted for its interleaved RoPE; we undo
   that (as HF transformers does) so all models use rotate-half RoPE. Qwen2/Qwen3 GGUFs
   are not permuted.
-* **HF folder** (``config.json`` + ``*.safetensors``, bf16/fp16/fp32).
+* **HF folder** (``config.json`` + ``*.safetensors``, bf16/fp16/fp32; with
+  ``model.safetensors.index.json`` only the shards it names are read).
 * **ModelOpt NVFP4 folder** (``hf_quant_config.json``), read by
   :func:`resetfp4.format.checkpoint.load_nvfp4_checkpoint`. Fused ``qkv_proj`` /
   ``gate_up_proj`` linears are **split by rows** into q/k/v and gate/up; every shard keeps
   the fused tensor's global scale (``weight_scale_2``) and its own rows' block scales, so
-  the split is exact: no requantization, no max-of-scales. The engine never fuses.
+  the split is exact: no requantization, no max-of-scales. The engine fuses them again at
+  run time (CUDA, :meth:`Transformer.fuse_projections`) only where that is exact: always
+  for dense weights, for NVFP4 only when the parts' global (and input) scales are equal.
 """
 
 from __future__ import annotations
@@ -141,6 +144,11 @@ def read_gguf(path: Path) -> ModelSource:
     tensors = {t.name: t for t in reader.tensors}
     if "token_embd.weight" not in tensors:
         raise ValueError(f"{path}: no token_embd.weight tensor; not a causal-LM GGUF or corrupt")
+    if "rope_freqs.weight" in tensors:  # llama.cpp's form of Llama-3.1 'llama3' RoPE scaling
+        raise ValueError(
+            f"{path}: has a rope_freqs.weight tensor (RoPE frequency scaling, e.g. Llama-3.1 'llama3'), "
+            "which is not supported (only plain RoPE); the model would load with wrong positions"
+        )
     emb = tensors["token_embd.weight"]
     args = ModelArgs.from_gguf_fields(
         fields, vocab_size=int(emb.shape[-1]), tied="output.weight" not in tensors
@@ -174,9 +182,7 @@ def _read_json(p: Path) -> dict[str, Any]:
 def _read_safetensors(folder: Path) -> dict[str, Tensor]:
     from safetensors import SafetensorError, safe_open
 
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise FileNotFoundError(f"{folder} has no *.safetensors weights (pickled .bin files are not loaded)")
+    files = _weight_files(folder)
     out: dict[str, Tensor] = {}
     for f in files:
         try:
@@ -186,6 +192,26 @@ def _read_safetensors(folder: Path) -> dict[str, Tensor]:
         except (SafetensorError, OSError) as e:
             raise ValueError(f"{f} is not a readable safetensors file ({e}); it may be truncated") from e
     return out
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    """The shards named by ``model.safetensors.index.json`` when present (stale extra
+    ``*.safetensors`` files are not read), else every ``*.safetensors`` in ``folder``."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        data = _read_json(index)
+        weight_map = data.get("weight_map") if isinstance(data, dict) else None
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise ValueError(f"{index} has no 'weight_map' object; the index file is corrupt")
+        files = [folder / n for n in sorted(set(weight_map.values()))]
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise FileNotFoundError(f"{index} lists {missing}, missing from {folder}; copy all shards")
+        return files
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{folder} has no *.safetensors weights (pickled .bin files are not loaded)")
+    return files
 
 
 def read_hf_folder(path: Path) -> ModelSource:
