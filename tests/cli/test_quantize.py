@@ -57,3 +57,15 @@ def test_quantize_w4a16_human_output(tiny_dir, tmp_path, capsys):
 def test_quantize_missing_model(tmp_path, capsys):
     assert main(["quantize", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "q")]) == 2
     assert "neither a known alias" in capsys.readouterr().err
+
+
+def test_quantize_into_an_existing_checkpoint_needs_overwrite(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "q"
+    base = ["quantize", "--model", str(tiny_dir), "--out", str(out), "--device", "cpu", "--w4a16", "--json"]
+    assert main(base) == 0
+    capsys.readouterr()
+    assert main(base) == 2  # refused at once, before quantizing again
+    assert "already holds a checkpoint" in capsys.readouterr().err
+    assert main([*base, "--overwrite"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["verified"]
+    assert sorted(f.name for f in out.glob("*.safetensors")) == ["model.safetensors"]

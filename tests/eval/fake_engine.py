@@ -26,7 +26,8 @@ class FakeEngine:
     """Answers ``gold`` (looked up by the question inside the prompt) with probability
     ``accuracy(sampler)``, otherwise ``gold + 1``. ``interrupt_after``: raise
     KeyboardInterrupt on that call (simulates Ctrl-C mid-run). ``max_seq_len``: the KV-cache
-    length; like the real engine, generation stops at prompt (12 tokens) + new = max_seq_len."""
+    length; like the real engine, a prompt (12 tokens) + ``max_new_tokens`` that does not fit
+    is refused with a ValueError, so every row's budget is exactly ``max_new_tokens``."""
 
     def __init__(
         self,
@@ -71,8 +72,12 @@ class FakeEngine:
         right = _u01("ok", s.seed) < self.accuracy(s)
         ans = gold if right else str(int(gold) + 1) if re.fullmatch(r"-?\d+", gold) else "wrong"
         text = f"First step.\n\nSecond step.\n\nSo the answer is \\boxed{{{ans}}}."
-        limit = min(max_new_tokens, self.max_seq_len - _PROMPT_TOKENS)
-        n = min(limit, 5 + s.seed % 7)
+        if _PROMPT_TOKENS + max_new_tokens > self.max_seq_len:
+            raise ValueError(
+                f"prompt of {_PROMPT_TOKENS} tokens + max_new_tokens {max_new_tokens} > max_seq_len "
+                f"{self.max_seq_len}; use --max-seq-len >= {_PROMPT_TOKENS + max_new_tokens}"
+            )
+        n = min(max_new_tokens, 5 + s.seed % 7)
         ent = [round(_u01("e", s.seed, i) * 2, 6) for i in range(n)] if trace else []
         temps = (
             [s.t_low if e < s.tau0 else s.t_high for e in ent]
@@ -84,7 +89,7 @@ class FakeEngine:
             prompt=prompt,
             token_ids=list(range(100, 100 + n)),
             text=text,
-            finish_reason="length" if n == limit else "eos",
+            finish_reason="length" if n == max_new_tokens else "eos",
             prompt_tokens=_PROMPT_TOKENS,
             entropies=ent,
             temperatures=temps,

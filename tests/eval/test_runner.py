@@ -103,15 +103,16 @@ def test_resume_with_other_config_is_refused(tmp_path, toy_task, fake_engine_cls
 
 def test_max_seq_len_is_recorded_and_must_match_to_resume(tmp_path, toy_task, fake_engine_cls):
     cfg = EvalConfig(samples=2, max_new_tokens=64)
-    short = run_eval(fake_engine_cls(_golds(toy_task), max_seq_len=20), toy_task, FIXED, cfg, tmp_path)
-    assert json.loads((tmp_path / "config.json").read_text())["max_seq_len"] == 20
-    assert short["truncation_rate"] > 0  # the KV cache, not max_new_tokens, cut these samples
+    with pytest.raises(ValueError, match="max_seq_len 20"):  # 12 + 64 tokens do not fit
+        run_eval(fake_engine_cls(_golds(toy_task), max_seq_len=20), toy_task, FIXED, cfg, tmp_path / "x")
+    run_eval(fake_engine_cls(_golds(toy_task), max_seq_len=80), toy_task, FIXED, cfg, tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["max_seq_len"] == 80
     longer = fake_engine_cls(_golds(toy_task), max_seq_len=4096)
-    with pytest.raises(ValueError, match="different configuration.*max_seq_len: 20 -> 4096"):
+    with pytest.raises(ValueError, match="different configuration.*max_seq_len: 80 -> 4096"):
         run_eval(longer, toy_task, FIXED, cfg, tmp_path)
     assert longer.calls == []  # refused before generating anything
-    s = run_eval(fake_engine_cls(_golds(toy_task), max_seq_len=20), toy_task, FIXED, cfg, tmp_path)
-    assert s["config"]["max_seq_len"] == 20 and s["n_problems"] == len(toy_task.problems)
+    s = run_eval(fake_engine_cls(_golds(toy_task), max_seq_len=80), toy_task, FIXED, cfg, tmp_path)
+    assert s["config"]["max_seq_len"] == 80 and s["n_problems"] == len(toy_task.problems)
 
 
 def test_trace_dump_and_reset_sampler(tmp_path, toy_task, fake_engine_cls):

@@ -22,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", required=True, help=f"alias {list(ALIASES)}, a .gguf file or an HF folder")
     p.add_argument("--out", required=True, help="output folder (created)")
+    p.add_argument("--overwrite", action="store_true", help="replace a checkpoint already in --out")
     p.add_argument("--w4a16", action="store_true", help="weight-only NVFP4 (no activation scales)")
     p.add_argument("--lm-head", choices=("bf16", "nvfp4"), default="bf16", help="also quantize lm_head")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
@@ -42,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
         lm_head=args.lm_head,
         verify=not args.no_verify,
         progress=not args.json,
+        overwrite=args.overwrite,
     )
     if args.json:
         print(json.dumps(rep))

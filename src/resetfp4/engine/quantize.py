@@ -161,8 +161,10 @@ def save_quantized(
     hf_config: dict[str, Any],
     source: str,
     tokenizer_files: list[Path] | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Write ``model`` (already quantized) as a ModelOpt-compatible NVFP4 folder."""
+    """Write ``model`` (already quantized) as a ModelOpt-compatible NVFP4 folder
+    (``overwrite``: replace a checkpoint already in ``out_dir``)."""
     from resetfp4.format.checkpoint import save_nvfp4_checkpoint
 
     dense, linears, scales = export_tensors(model)
@@ -188,6 +190,7 @@ def save_quantized(
         exclude_modules=excluded,
         producer_extra={"source": source, "weights_from": "bf16", "calibration": calib},
         tokenizer_files=tokenizer_files,
+        overwrite=overwrite,
     )
 
 
@@ -225,6 +228,7 @@ def quantize_to_folder(
     lm_head: str = "bf16",
     verify: bool = True,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Convert a BF16/GGUF model into a ModelOpt NVFP4 folder; optionally prove the round trip.
 
@@ -237,6 +241,13 @@ def quantize_to_folder(
     from resetfp4.engine.build import build_model, resolve_device
     from resetfp4.engine.loader import load_tokenizer, read_source
 
+    existing = sorted(Path(out_dir).glob("*.safetensors")) if Path(out_dir).is_dir() else []
+    if existing and not overwrite:  # fail before the (slow) quantization, not after it
+        from resetfp4.format.checkpoint import CheckpointError
+
+        raise CheckpointError(
+            f"{out_dir} already holds a checkpoint ({existing[0].name}, ...); choose a new --out "
+            "folder or pass --overwrite to replace it")
     dev = resolve_device(device)
     src = read_source(model_ref)
     if src.kind == "modelopt":
@@ -263,6 +274,7 @@ def quantize_to_folder(
             hf_config=src.hf_config or src.args.to_hf_config(),
             source=str(src.path),
             tokenizer_files=files,
+            overwrite=overwrite,
         )
     report: dict[str, Any] = {
         "out": str(out),
