@@ -119,6 +119,9 @@ def _input_scale(input_scale, device: torch.device) -> torch.Tensor | None:
     if input_scale is None:
         return None
     if isinstance(input_scale, torch.Tensor):
+        # A tensor scale is not checked for finiteness/positivity here: that would read it on
+        # the host (a sync per call inside the decode graph). Checkpoint loading and the
+        # engine's calibration validate it once; a float scale is checked below.
         if input_scale.numel() != 1:
             raise ValueError(f"input_scale must hold one value, got shape {tuple(input_scale.shape)}")
         return input_scale.to(device=device, dtype=torch.float32).reshape(1)
