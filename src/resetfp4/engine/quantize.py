@@ -23,8 +23,7 @@ import torch
 from torch import Tensor
 
 from resetfp4.engine.model import Linear, Transformer
-from resetfp4.format.nvfp4 import NVFP4Tensor, quantize
-from resetfp4.format.spec import GLOBAL_SCALE_DIVISOR
+from resetfp4.format.nvfp4 import NVFP4Tensor, compute_global_scale, quantize
 
 # A small fixed calibration set: step-by-step math, code and prose, the kinds of text the
 # engine generates. Documented here so the checkpoint can say exactly what it saw.
@@ -105,8 +104,10 @@ def calibrate_input_scales(
     finally:
         for h in hooks:
             h.remove()
-    # An all-zero input (never seen in practice) would give scale 0; use 1.0 as nvfp4 does.
-    return {n: torch.where(a > 0, a / GLOBAL_SCALE_DIVISOR, torch.ones_like(a)) for n, a in amax.items()}
+    # amax / 2688 with true division on every device (compute_global_scale divides by a
+    # device tensor; a Python-float divisor becomes a reciprocal multiply on CUDA), and 1.0
+    # for an all-zero input, exactly as the NVFP4 quantizer defines a global scale.
+    return {n: compute_global_scale(a) for n, a in amax.items()}
 
 
 @torch.no_grad()
