@@ -180,38 +180,11 @@ def _read_json(p: Path) -> dict[str, Any]:
 
 
 def _read_safetensors(folder: Path) -> dict[str, Tensor]:
-    from safetensors import SafetensorError, safe_open
+    """Every tensor of the HF folder's weight files (its index honoured; see
+    :func:`resetfp4.format.checkpoint.safetensors_files`)."""
+    from resetfp4.format.checkpoint import read_safetensors, safetensors_files
 
-    files = _weight_files(folder)
-    out: dict[str, Tensor] = {}
-    for f in files:
-        try:
-            with safe_open(str(f), framework="pt") as st:
-                for k in st.keys():
-                    out[k] = st.get_tensor(k)
-        except (SafetensorError, OSError) as e:
-            raise ValueError(f"{f} is not a readable safetensors file ({e}); it may be truncated") from e
-    return out
-
-
-def _weight_files(folder: Path) -> list[Path]:
-    """The shards named by ``model.safetensors.index.json`` when present (stale extra
-    ``*.safetensors`` files are not read), else every ``*.safetensors`` in ``folder``."""
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        data = _read_json(index)
-        weight_map = data.get("weight_map") if isinstance(data, dict) else None
-        if not isinstance(weight_map, dict) or not weight_map:
-            raise ValueError(f"{index} has no 'weight_map' object; the index file is corrupt")
-        files = [folder / n for n in sorted(set(weight_map.values()))]
-        missing = [f.name for f in files if not f.is_file()]
-        if missing:
-            raise FileNotFoundError(f"{index} lists {missing}, missing from {folder}; copy all shards")
-        return files
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise FileNotFoundError(f"{folder} has no *.safetensors weights (pickled .bin files are not loaded)")
-    return files
+    return read_safetensors(safetensors_files(folder))[0]
 
 
 def read_hf_folder(path: Path) -> ModelSource:

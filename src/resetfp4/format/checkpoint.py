@@ -172,25 +172,40 @@ def read_quant_config(path: str | Path) -> dict:
     return qc
 
 
-def _tensor_files(folder: Path) -> list[Path]:
+def safetensors_files(folder: Path) -> list[Path]:
+    """The weight files of an HF folder: the shards named by ``model.safetensors.index.json``
+    when it exists (stale extra ``*.safetensors`` files are never read), else every
+    ``*.safetensors`` in ``folder``.
+
+    Raises:
+        CheckpointError: a corrupt index. FileNotFoundError: a listed shard is missing, or
+        there are no safetensors files at all.
+    """
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         try:
-            names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        except (json.JSONDecodeError, KeyError) as e:
-            raise CheckpointError(f"{index} is malformed: {e}") from e
-        files = [folder / n for n in names]
-        for f in files:
-            if not f.is_file():
-                raise CheckpointError(f"{index} lists {f.name}, which is missing from {folder}")
+            weight_map = json.loads(index.read_text()).get("weight_map")
+        except (json.JSONDecodeError, AttributeError) as e:
+            raise CheckpointError(f"{index} is not valid JSON ({e}); the index file is corrupt") from e
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise CheckpointError(f"{index} has no 'weight_map' object; the index file is corrupt")
+        files = [folder / n for n in sorted(set(weight_map.values()))]
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise FileNotFoundError(f"{index} lists {missing}, missing from {folder}; copy all shards")
         return files
     files = sorted(folder.glob("*.safetensors"))
     if not files:
-        raise CheckpointError(f"no .safetensors files in {folder}")
+        raise FileNotFoundError(f"{folder} has no *.safetensors weights (pickled .bin files are not loaded)")
     return files
 
 
-def _read_all(files: list[Path]) -> tuple[dict[str, torch.Tensor], dict[str, Path]]:
+def read_safetensors(files: list[Path]) -> tuple[dict[str, torch.Tensor], dict[str, Path]]:
+    """All tensors of ``files`` by name, and the file each came from.
+
+    Raises:
+        CheckpointError: a file that safetensors cannot read (truncated or corrupt).
+    """
     tensors: dict[str, torch.Tensor] = {}
     origin: dict[str, Path] = {}
     for f in files:
@@ -201,7 +216,7 @@ def _read_all(files: list[Path]) -> tuple[dict[str, torch.Tensor], dict[str, Pat
                     origin[name] = f
         except Exception as e:  # safetensors raises its own error types for bad files
             raise CheckpointError(
-                f"{f} cannot be read as safetensors ({type(e).__name__}: {e}); the file is "
+                f"{f} is not a readable safetensors file ({type(e).__name__}: {e}); it is "
                 "truncated or corrupt: re-copy or re-create it") from e
     return tensors, origin
 
@@ -233,7 +248,7 @@ def load_nvfp4_checkpoint(
         config = json.loads(cfg_file.read_text())
     except (FileNotFoundError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{cfg_file} is missing or not valid JSON ({e})") from e
-    tensors, origin = _read_all(_tensor_files(folder))
+    tensors, origin = read_safetensors(safetensors_files(folder))
     ckpt = NVFP4Checkpoint(config=config, quant_config=qc, quant_algo=algo)
     prefixes = {n[: -len(".weight_scale")] for n in tensors if n.endswith(".weight_scale")}
     for n, t in tensors.items():
