@@ -34,13 +34,11 @@ def rng() -> torch.Generator:
 
 @pytest.fixture(scope="session")
 def smollm2_tokenizer():
-    """The real SmolLM2-135M-Instruct tokenizer, converted from its GGUF by transformers."""
-    from transformers import AutoTokenizer
-
+    """The real SmolLM2-135M-Instruct tokenizer, as the engine loads it from its GGUF."""
     from resetfp4.engine.aliases import smollm2_path
+    from resetfp4.engine.loader import gguf_tokenizer
 
-    path = smollm2_path()
-    return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    return gguf_tokenizer(smollm2_path())
 
 
 @pytest.fixture(scope="session")

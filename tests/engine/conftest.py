@@ -10,13 +10,10 @@ import pytest
 from safetensors.torch import save_file
 from tiny_models import random_state, tiny_args
 
-from resetfp4.engine.aliases import smollm2_path
-from resetfp4.engine.loader import gguf_tokenizer
-
 
 @pytest.fixture(scope="session")
-def smol_tokenizer():
-    return gguf_tokenizer(smollm2_path())
+def smol_tokenizer(smollm2_tokenizer):
+    return smollm2_tokenizer
 
 
 @pytest.fixture(scope="session")

@@ -148,7 +148,7 @@ def test_bad_rows_get_token_zero_and_an_error_flag():
 
 def test_bad_configuration():
     s = BatchSampler(2, V, "cpu", TABLES, max_window=8)
-    with pytest.raises(ValueError, match="max_window"):
+    with pytest.raises(ValueError, match="use --window <= 8"):
         s.configure(0, SamplerConfig(mode="reset", window=32))
     with pytest.raises(ValueError, match="slot"):
         s.configure(2, SamplerConfig())

@@ -21,9 +21,9 @@ def run(args: argparse.Namespace) -> int:
     from resetfp4.testing.tolerances import sqnr_db
 
     path = Path(args.gguf) if args.gguf else smollm2_path()
-    from resetfp4.engine.loader import _gguf_reader
+    from resetfp4.engine.loader import open_gguf
 
-    reader = _gguf_reader(path)
+    reader = open_gguf(path)
     print(f"{path.name}: NVFP4 round trip of its linear weights (reference = GGUF dequantized to fp32)")
     print(f"{'tensor':<28} {'shape [N, K]':>14} {'SQNR dB':>8} {'bytes/w':>8}")
     shown = 0

@@ -98,7 +98,8 @@ def read_source(model: str) -> ModelSource:
 
 
 # ---------------------------------------------------------------- GGUF
-def _gguf_reader(path: Path) -> Any:
+def open_gguf(path: Path) -> Any:
+    """A ``gguf.GGUFReader`` for ``path``; a damaged or missing file is a clear ValueError."""
     from gguf import GGUFReader
 
     try:
@@ -139,7 +140,7 @@ def _gguf_name(name: str) -> str | None:
 def read_gguf(path: Path) -> ModelSource:
     from gguf.quants import dequantize
 
-    reader = _gguf_reader(path)
+    reader = open_gguf(path)
     fields = _gguf_fields(reader)
     tensors = {t.name: t for t in reader.tensors}
     if "token_embd.weight" not in tensors:
