@@ -152,8 +152,38 @@ def test_fused_projections_equal_parts(arch, precision):
     assert not any("fused" in n for n in model.linear_names())
 
 
+def test_on_the_fly_nvfp4_fuses_with_one_global_scale_per_group():
+    """Quantizing on the fly gives q/k/v and gate/up one global scale per group (the amax of
+    the group), as ModelOpt's export does, so the decode step fuses them exactly."""
+    from resetfp4.engine.quantize import fusion_groups
+
+    model, src = ours("qwen3", "nvfp4-w4a16")
+    groups = fusion_groups(model.linear_names())
+    assert len(groups) == 2 * model.args.n_layers
+    for group in groups:
+        mods = [model.get_submodule(n) for n in group]
+        gs = [m.qweight.nvfp4().global_scale for m in mods]
+        assert all(torch.equal(g, gs[0]) for g in gs)
+        # amax / 2688 of the group's bf16 weights: the part holding the amax keeps its own scale.
+        own = [quantize(src.dense[f"{n}.weight"].to(torch.bfloat16)).global_scale for n in group]
+        assert torch.equal(max(own), gs[0])
+    tok, pos = torch.tensor([[3, 4]]), torch.tensor([[0, 1]])
+    model.setup_cache(1, 16)
+    with torch.no_grad():
+        want = model(tok, pos, 16)
+        assert model.fuse_projections() == 2 * model.args.n_layers
+        got = model(tok, pos, 16)
+    assert len(model.decode_linears()) == 4 * model.args.n_layers + 1
+    assert_rel_close(got, want, REL_FP32, "fused NVFP4 projections (same codes, scales, one global scale)")
+
+
 def test_nvfp4_parts_with_different_global_scales_stay_unfused():
-    """Fusing NVFP4 weights of different global scales would need requantization: refused."""
-    model, _ = ours("qwen3", "nvfp4-w4a16")  # quantized on the fly: one global scale per linear
-    assert model.fuse_projections() == 0
-    assert len(model.decode_linears()) == 7 * model.args.n_layers + 1
+    """Fusing NVFP4 weights of different global scales would need requantization: refused
+    (e.g. a third-party checkpoint whose q/k/v scales differ)."""
+    model, _ = ours("qwen3", "nvfp4-w4a16")
+    attn = model.model.layers[0].self_attn
+    w = attn.k_proj.qweight.nvfp4()
+    rescaled = quantize(w.dequantize(torch.float32), global_scale=w.global_scale * 2)
+    attn.k_proj.set_nvfp4(rescaled, "bf16", None)
+    assert model.fuse_projections() == 2 * model.args.n_layers - 1
+    assert attn.qkv_fused is None

@@ -34,6 +34,9 @@ class PreparedWeight:
     w: NVFP4Tensor | None = None
     kernel: Any = None
     dense: Tensor | None = None
+    # Optional (kernel path): the weight dequantized once, in the activation dtype, for
+    # inputs of more than MAX_SMALL_M rows (see cache_large_m).
+    large_m: Tensor | None = None
     # A 1-byte tensor that names this weight inside the engine's custom op (see nvfp4_linear_op).
     key: Tensor = field(default=None)  # type: ignore[assignment]
 
@@ -137,7 +140,10 @@ def nvfp4_linear(
         # The kernels take a contiguous [M, K] x and a bias of x's dtype.
         x2 = x.reshape(-1, x.shape[-1]).contiguous()
         b = bias.to(x.dtype) if bias is not None else None
-        y = _ops().nvfp4_linear(x2, pw.kernel, act=act, input_scale=input_scale, bias=b)
+        if pw.large_m is not None and x2.shape[0] > _kg().MAX_SMALL_M and pw.large_m.dtype == x.dtype:
+            y = _large_m_cached(x2, pw, act, input_scale, b)
+        else:
+            y = _ops().nvfp4_linear(x2, pw.kernel, act=act, input_scale=input_scale, bias=b)
         return y.reshape(*x.shape[:-1], y.shape[-1])
     if act == "fp4":
         xf = quantize(x, global_scale=input_scale).dequantize(torch.float32)
@@ -149,3 +155,45 @@ def nvfp4_linear(
     if bias is not None:
         y = y + bias.float()
     return y.to(x.dtype)
+
+
+def _kg() -> Any:
+    return importlib.import_module("resetfp4.kernels.nvfp4_gemv")
+
+
+def cache_large_m(pw: PreparedWeight, dtype: torch.dtype) -> int:
+    """Keep ``pw`` dequantized once in ``dtype`` for inputs of more than ``MAX_SMALL_M`` rows
+    (prefill, large-batch decode); returns the bytes added (0 on the reference path).
+
+    The kernels' large-M path dequantizes the whole weight on every call and then runs
+    cuBLAS; with the cache only the cuBLAS GEMM remains, with the same dequantized values
+    (the same dequantize kernel), so results are unchanged. It costs 2 bytes per weight
+    (3.6x the NVFP4 bytes): meant for evaluation at large batch, where the GEMMs are
+    compute-bound and the decode step would otherwise re-dequantize every weight.
+    """
+    if pw.kernel is None:
+        return 0
+    if pw.large_m is None or pw.large_m.dtype != dtype:
+        k = pw.kernel
+        pw.large_m = torch.empty(k.n, k.k, dtype=dtype, device=k.codes.device)
+        _kg().nvfp4_dequant(k.codes, k.scales, k.global_scale, pw.large_m)
+    return pw.large_m.numel() * pw.large_m.element_size()
+
+
+def _large_m_cached(x: Tensor, pw: PreparedWeight, act: str, input_scale: Tensor | None,
+                    bias: Tensor | None) -> Tensor:
+    """What ``resetfp4.ops.nvfp4_linear`` computes for > MAX_SMALL_M rows, with the
+    dequantized weight taken from the cache (``x`` ``[M, K]`` contiguous)."""
+    if act == "fp4":
+        if input_scale is None:
+            raise ValueError("W4A4 needs the static input_scale of the linear")
+        kg = _kg()
+        if x.data_ptr() % 16:  # the quantizer reads 16-byte vectors
+            x = x.clone()
+        ws = kg.ActWorkspace(x.shape[0], x.shape[1], x.dtype, x.device)
+        gs = input_scale.to(device=x.device, dtype=torch.float32).reshape(1)
+        xq = ws.quantize(x, gs)
+        x = (xq.float() * ws.gs).to(x.dtype)
+    elif act != "bf16":
+        raise ValueError(f"act must be 'bf16' (W4A16) or 'fp4' (W4A4), got {act!r}")
+    return torch.nn.functional.linear(x, pw.large_m, bias)

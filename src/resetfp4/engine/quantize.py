@@ -2,7 +2,12 @@
 
 Weights: every transformer-block linear (q/k/v/o, gate/up/down) is quantized from its
 **bf16** weight (the "reference precision" model: GGUF dequantized to bf16) with
-:func:`resetfp4.format.nvfp4.quantize` (per-tensor global scale ``amax/2688``).
+:func:`resetfp4.format.nvfp4.quantize`. Global scale (``weight_scale_2``) = ``amax/2688``
+per tensor, except that the linears that read the same input and that the decode step runs
+as one fused GEMV (q/k/v, gate/up: :data:`resetfp4.engine.model.FUSED`) share one global
+scale, the amax over the group. NVIDIA ModelOpt's export does the same for these groups
+(so that vLLM can fuse them); block scales stay per 16 elements, so the only effect on a
+part is a finer or coarser place of its block scales in the E4M3 range.
 Embeddings, norms, biases and (by default) ``lm_head`` stay bf16, as in ModelOpt exports.
 
 W4A4 ``input_scale`` (static activation global scale) = ``amax(|x|) / 2688`` where the
@@ -22,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from resetfp4.engine.model import Linear, Transformer
+from resetfp4.engine.model import FUSED, Linear, Transformer
 from resetfp4.format.nvfp4 import NVFP4Tensor, compute_global_scale, quantize
 
 # A small fixed calibration set: step-by-step math, code and prose, the kinds of text the
@@ -110,6 +115,32 @@ def calibrate_input_scales(
     return {n: compute_global_scale(a) for n, a in amax.items()}
 
 
+def fusion_groups(names: Iterable[str]) -> list[list[str]]:
+    """Groups of linear names that the decode step fuses (``....self_attn.q_proj/k_proj/v_proj``,
+    ``....mlp.gate_proj/up_proj``); only complete groups among ``names`` are returned."""
+    have = set(names)
+    groups = []
+    for name in sorted(have):
+        parent, _, leaf = name.rpartition(".")
+        for parts in FUSED.values():
+            if leaf == parts[0]:
+                group = [f"{parent}.{p}" for p in parts]
+                if all(g in have for g in group):
+                    groups.append(group)
+    return groups
+
+
+def shared_global_scales(mods: dict[str, Linear]) -> dict[str, Tensor]:
+    """``{name: global scale}`` for the linears of every fusion group: ``amax/2688`` of the
+    group's bf16 weights together (true division, as :func:`compute_global_scale`)."""
+    out: dict[str, Tensor] = {}
+    for group in fusion_groups(n for n, m in mods.items() if m.qweight is None):
+        amax = torch.stack([mods[n].weight.detach().to(torch.bfloat16).abs().amax().float() for n in group])
+        gs = compute_global_scale(amax.amax())
+        out.update(dict.fromkeys(group, gs))
+    return out
+
+
 @torch.no_grad()
 def quantize_model(
     model: Transformer,
@@ -123,10 +154,11 @@ def quantize_model(
     ``act``: ``"bf16"`` (W4A16) or ``"fp4"`` (W4A4; ``input_scales`` required per linear).
     """
     mods = linear_modules(model, include_lm_head)
+    shared = shared_global_scales(mods)
     for i, (name, m) in enumerate(mods.items()):
         if m.qweight is not None:
             continue
-        w = quantize(m.weight.detach().to(torch.bfloat16))
+        w = quantize(m.weight.detach().to(torch.bfloat16), global_scale=shared.get(name))
         scale = input_scales[name] if act == "fp4" else None
         m.set_nvfp4(w, act, scale)
         if progress:
