@@ -110,17 +110,67 @@ def _sampler(model: Transformer, batch: int, mode: str, dev: torch.device) -> Ba
     return BatchSampler(batch, model.args.vocab_size, dev, **kw)
 
 
-def count_kernels(fn: Any, dev: torch.device) -> int | None:
-    """GPU activities (kernels, memsets, copies) the profiler records while ``fn()`` runs."""
+# Kernel-name patterns -> category of the per-step GPU-time breakdown (first match wins).
+KERNEL_CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("nvfp4 gemv", ("gemv_kernel",)),
+    ("nvfp4 act-quant", ("quant_act",)),
+    ("nvfp4 dequant", ("dequant_kernel",)),
+    ("attention", ("flash", "fmha", "attention", "attn", "efficient")),
+    ("gemm (cuBLAS)", ("gemm", "nvjet", "xmma", "cutlass", "splitk")),
+    ("inductor fused", ("triton_poi", "triton_red", "triton_per", "triton_tem")),
+    ("triton (sampler)", ("_kernel",)),
+)
+
+
+def kernel_category(name: str) -> str:
+    low = name.lower()
+    for cat, pats in KERNEL_CATEGORIES:
+        if any(p in low for p in pats):
+            return cat
+    return "other"
+
+
+def profile_step(fn: Any, dev: torch.device, reps: int = 3) -> dict[str, Any] | None:
+    """Run ``fn()`` ``reps`` times under the profiler: GPU activities per call and the GPU
+    time per call by :data:`KERNEL_CATEGORIES` (µs), plus the ten most expensive kernels.
+    The sum of kernel times over the wall time of a graph replay shows the idle gaps."""
     if dev.type != "cuda":
         return None
     from torch.profiler import ProfilerActivity, profile
 
     _sync(dev)
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        fn()
+        for _ in range(reps):
+            fn()
         _sync(dev)
-    return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
+    cats: dict[str, float] = {}
+    per_kernel: dict[str, list[float]] = {}
+    n = 0
+    for e in prof.events():
+        if e.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        n += 1
+        us = e.device_time_total if hasattr(e, "device_time_total") else e.cuda_time_total
+        cat = kernel_category(e.name)
+        cats[cat] = cats.get(cat, 0.0) + us / reps
+        per_kernel.setdefault(e.name, [0.0, 0])
+        per_kernel[e.name][0] += us / reps
+        per_kernel[e.name][1] += 1
+    top = sorted(per_kernel.items(), key=lambda kv: -kv[1][0])[:10]
+    return {
+        "activities_per_step": n / reps,
+        "gpu_us_per_step": sum(cats.values()),
+        "by_category_us": dict(sorted(cats.items(), key=lambda kv: -kv[1])),
+        "top_kernels": [
+            {"name": k[:120], "us_per_step": v[0], "calls_per_step": v[1] / reps} for k, v in top
+        ],
+    }
+
+
+def count_kernels(fn: Any, dev: torch.device) -> int | None:
+    """GPU activities (kernels, memsets, copies) the profiler records while ``fn()`` runs."""
+    prof = profile_step(fn, dev, reps=1)
+    return None if prof is None else int(prof["activities_per_step"])
 
 
 def bench_cell(
@@ -144,11 +194,13 @@ def bench_cell(
     prompts = torch.randint(0, model.args.vocab_size, (batch, prompt_len), generator=g).tolist()
     configure_rows(runner.sampler, [SAMPLERS[mode]] * batch, batch)
     st = runner.prefill(prompts, batch)  # warm-up (lazy workspaces of the prefill path)
-    k_eager = k_graph = None
-    if kernels:  # two steps after the warm-up prefill; the timed prefill below resets the state
+    k_eager = k_graph = prof = None
+    if kernels:  # a few steps after the warm-up prefill; the timed prefill below resets the state
         a = buckets[0]
         k_eager = count_kernels(lambda: runner.step_eager(st, batch, a), dev)
-        k_graph = count_kernels(lambda: runner.decode(st, batch, a), dev) if runner.use_graphs else None
+        if runner.use_graphs:
+            prof = profile_step(lambda: runner.decode(st, batch, a), dev)
+            k_graph = None if prof is None else int(prof["activities_per_step"])
     configure_rows(runner.sampler, [SAMPLERS[mode]] * batch, batch)
     _sync(dev)
     t = time.perf_counter()
@@ -179,6 +231,7 @@ def bench_cell(
         "bytes_per_step": bytes_step,
         "achieved_gbs": bytes_step / step_s / 1e9,
         "capture_s": capture_s,
+        "profile_graph_step": prof,
     }
 
 
@@ -282,4 +335,20 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"copy bandwidth {copy_gbs:.0f} GB/s; JSON: {args.json}")
     print(_table(rows))
+    print(_breakdown(rows))
     return 0
+
+
+def _breakdown(rows: list[dict[str, Any]]) -> str:
+    """GPU time per decode step by kernel category (graph replay, profiled), per cell."""
+    lines = ["GPU time per step by kernel category (µs; profiled graph replay):"]
+    for r in rows:
+        p = r.get("profile_graph_step")
+        if not p:
+            continue
+        cats = ", ".join(f"{k} {v:.0f}" for k, v in p["by_category_us"].items())
+        lines.append(
+            f"  {r['precision']} {r['sampler']} B={r['batch']}: kernels {p['gpu_us_per_step']:.0f} of "
+            f"{r['ms_per_step'] * 1e3:.0f} wall; {cats}"
+        )
+    return "\n".join(lines)
