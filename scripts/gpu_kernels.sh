@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # One device call: build, GPU tests, sanitizer, ncu, SASS/ptxas report, benchmark. Logs -> $OUT.
-# STEPS (default "test bench") picks from: test sanitizer ncu bench nopdl.
+# STEPS (default "test bench") picks from: test sanitizer ncu bench ab ctas1 nopdl.
+# ab: the same bench with static W4A4 through the separate quantizer launch (v5 behaviour,
+# RESETFP4_NO_FUSED_ACT=1) on the same machine (AB_ARGS, default BENCH_ARGS).
+# NCU_CASES: "N K M[|N K M...]" (default: 8B.o M=1, 32B.gate_up M=1, 8B.o M=8).
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 STEPS=${STEPS:-test bench}
@@ -22,15 +25,16 @@ from resetfp4.nvfp4 import quantize
 from resetfp4.ops import prepare_weight
 for n, k in ((200, 4096), (72, 48)):
     pw = prepare_weight(quantize(torch.randn(n, k, device="cuda")))
-    for act in ("bf16", "fp4"):
-        for m in (1, 9, 20):
-            y = pw(torch.randn(m, k, device="cuda").to(torch.bfloat16), act=act)
+    for act, s in (("bf16", None), ("fp4", None), ("fp4", 0.01)):  # 0.01: fused static W4A4
+        for m in (1, 2, 9, 20):
+            y = pw(torch.randn(m, k, device="cuda").to(torch.bfloat16), act=act, input_scale=s)
 torch.cuda.synchronize(); print("sanitizer case done", y.shape)
 PY
   timeout 240 compute-sanitizer --tool memcheck python3 /tmp/san.py 2>&1 | tail -4 | tee "$OUT/sanitizer.txt"
 fi
 if has ncu; then
-  for case in "4096 4096 1" "25600 5120 1" "4096 4096 8"; do
+  IFS='|' read -ra cases <<< "${NCU_CASES:-4096 4096 1|25600 5120 1|4096 4096 8}"
+  for case in "${cases[@]}"; do
     timeout 120 ncu --clock-control none -k regex:gemv_kernel -c 1 -s 2 --metrics \
 gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active,smsp__issue_active.avg.pct_of_peak_sustained_active,smsp__warp_issue_stalled_long_scoreboard_per_warp_active.pct,smsp__warp_issue_stalled_barrier_per_warp_active.pct,smsp__warp_issue_stalled_short_scoreboard_per_warp_active.pct,smsp__warp_issue_stalled_math_pipe_throttle_per_warp_active.pct,smsp__inst_executed.sum \
       python3 dev/kernels/ncu_case.py $case 2>&1 | grep -E "done|gemv_kernel|__|smsp|dram|gpu__" | tee -a "$OUT/ncu.txt"
@@ -38,6 +42,14 @@ gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__wa
 fi
 if has bench; then
   timeout 300 python3 -m resetfp4.cli.main bench kernels ${BENCH_ARGS:-} --json "$OUT/bench_kernels.json" 2>&1 | tee "$OUT/bench.txt" | tail -70
+fi
+if has ab; then
+  RESETFP4_NO_FUSED_ACT=1 timeout 300 python3 -m resetfp4.cli.main bench kernels \
+    ${AB_ARGS:-${BENCH_ARGS:-}} --json "$OUT/bench_v5mode.json" 2>&1 | tee "$OUT/bench_v5mode.txt" | tail -40
+fi
+if has ctas1; then  # one CTA per SM (each streams twice the bytes), same machine
+  RESETFP4_CTAS_PER_SM=1 timeout 300 python3 -m resetfp4.cli.main bench kernels \
+    ${CTAS1_ARGS:-${BENCH_ARGS:-}} --json "$OUT/bench_ctas1.json" 2>&1 | tee "$OUT/bench_ctas1.txt" | tail -40
 fi
 if has nopdl; then
   RESETFP4_NO_PDL=1 python3 -m resetfp4.cli.main bench kernels --m 1 8 --json "$OUT/bench_nopdl.json" 2>&1 | tee "$OUT/bench_nopdl.txt" | tail -30

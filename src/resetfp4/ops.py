@@ -4,10 +4,11 @@ For speed, repack each weight once with :func:`prepare_weight` and call the retu
 :class:`PreparedNVFP4Weight` (or pass it to :func:`nvfp4_linear`). On CUDA:
 
 * ``M <= 16`` rows: one tensor-core-fed, bandwidth-bound stream-K GEMV kernel that reads
-  every weight byte once (``act="fp4"`` adds one tiny activation-quantization launch; on
-  sm_90 the GEMV starts streaming its weights while it runs, via programmatic dependent
-  launch). No allocation with ``out=``, no host sync: safe inside ``torch.cuda.CUDAGraph``
-  capture.
+  every weight byte once. ``act="fp4"`` with a static ``input_scale`` (the deployment path)
+  at ``M >= 2`` quantizes x inside that same kernel; at ``M = 1`` or with a dynamic scale
+  (``input_scale=None``) one tiny activation-quantization launch runs first (on sm_90 the
+  GEMV streams its weights while it runs, via programmatic dependent launch). No
+  allocation with ``out=``, no host sync: safe inside ``torch.cuda.CUDAGraph`` capture.
 * ``M > 16`` (prefill): dequantize to ``x.dtype`` once per call, then cuBLAS.
 
 On a machine without CUDA (or CPU tensors) the float reference
@@ -17,6 +18,8 @@ On a machine without CUDA (or CPU tensors) the float reference
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 
@@ -25,6 +28,12 @@ from resetfp4.kernels import nvfp4_gemv as kg
 from resetfp4.kernels.reference import nvfp4_linear_ref
 
 _ACTS = ("bf16", "fp4")
+# Static-scale W4A4 at 2 <= M <= 16 runs the fused GEMV (x quantized inside it); at M = 1 the
+# separate quantizer launch + GEMV measured faster (H200, v6: W4A4/W4A16 time 1.27 vs 1.33,
+# dev/kernels/NOTES.md). RESETFP4_NO_FUSED_ACT=1 (read once at import) turns fusion off
+# (A/B timing).
+FUSE_STATIC_ACT = os.environ.get("RESETFP4_NO_FUSED_ACT", "") != "1"
+FUSED_MIN_M = 2
 
 
 class PreparedNVFP4Weight:
@@ -163,16 +172,21 @@ def nvfp4_linear(x: torch.Tensor, w: NVFP4Tensor | PreparedNVFP4Weight, *, act: 
     if x.data_ptr() % 16:  # the kernels copy rows of x with 16-byte bulk copies
         x = x.clone()
     if m <= kg.MAX_SMALL_M:
-        g_x = None
+        fused = act == "fp4" and gs_x is not None and FUSE_STATIC_ACT and m >= FUSED_MIN_M
+        g_x = xq = qsync = None
         if act == "fp4":
             ws = pw.act_workspace(x.dtype)
-            x = ws.quantize(x, gs_x)
-            g_x = ws.gs
+            if fused:  # the GEMV quantizes x itself (into ws.xq) with the static scale
+                g_x, xq, qsync = gs_x, ws.xq, ws.qsync
+            else:
+                x = ws.quantize(x, gs_x)
+                g_x = ws.gs
         if out is None:
             return kg.nvfp4_gemv(x, pw.codes, pw.scales, pw.global_scale, g_x, bias,
-                                 pw.partial, pw.counter, pw.ctas, pw.n, pw.exact_scales)
+                                 pw.partial, pw.counter, xq, qsync, pw.ctas, pw.n,
+                                 pw.exact_scales, fused)
         kg.nvfp4_gemv_out(x, pw.codes, pw.scales, pw.global_scale, g_x, bias, out,
-                          pw.partial, pw.counter, pw.ctas, pw.exact_scales)
+                          pw.partial, pw.counter, xq, qsync, pw.ctas, pw.exact_scales, fused)
         return out
     return _large_m(x, pw, act, gs_x, out, bias)
 

@@ -98,3 +98,21 @@ def test_bad_act_and_out():
         pw(x, act="int8")
     with pytest.raises(ValueError, match=r"shape \(2, 8\)"):
         pw(x, out=torch.empty(2, 9, dtype=torch.bfloat16))
+
+
+def _round_value_mirror(a: torch.Tensor) -> torch.Tensor:
+    """fp32 mirror of nvfp4_round_value's magnitude rounding (csrc/nvfp4_common.cuh)."""
+    magic = torch.where(a < 2, 2.0**22, torch.where(a < 4, 2.0**23, 2.0**24)).float()
+    return torch.clamp_max((a + magic) - magic, 6.0)
+
+
+def test_fused_quantizer_rounding_matches_e2m1_encode():
+    """The fused W4A4 rounding ((a + 2^(23+e)) - 2^(23+e), capped at 6) equals the reference
+    E2M1 round-to-nearest-even on a dense fp32 grid, every tie and values above 6."""
+    from resetfp4.nvfp4 import e2m1_decode, e2m1_encode
+
+    ties = torch.tensor([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0, 7.0])
+    a = torch.cat([torch.linspace(0, 9, 200_001), ties, torch.nextafter(ties, ties + 1),
+                   torch.nextafter(ties, ties - 1)]).float()
+    want = e2m1_decode(e2m1_encode(a))
+    assert torch.equal(_round_value_mirror(a), want)

@@ -35,6 +35,11 @@ def test_small_m_matches_reference(n, k, dtype, act):
         y = pw(x, act=act, out=out)
         assert y.data_ptr() == out.data_ptr()
         assert_rel_close(y, _ref(x, w, act), rel_for_dtype(dtype), f"M={m} N={n} K={k} {act}")
+        if act == "fp4":  # static input_scale: the fused kernel
+            gs = (x.float().abs().amax() / 2688).reshape(1)
+            out.fill_(float("nan"))
+            y = pw(x, act=act, input_scale=gs, out=out)
+            assert_rel_close(y, _ref(x, w, act, gs), rel_for_dtype(dtype), f"M={m} fused")
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -103,27 +108,29 @@ def test_bias_and_static_scale_small_m():
     assert_rel_close(y, _ref(x, w, "fp4", s, bias), rel_for_dtype(dtype), "bias+static")
 
 
-@pytest.mark.parametrize("act", ["bf16", "fp4"])
-def test_cuda_graph_capture_replay(act):
-    n, k, m, dtype = 6144, 4096, 4, torch.bfloat16
+@pytest.mark.parametrize("m", [1, 4])
+@pytest.mark.parametrize("act,static", [("bf16", False), ("fp4", False), ("fp4", True)])
+def test_cuda_graph_capture_replay(act, static, m):
+    n, k, dtype = 6144, 4096, torch.bfloat16
     w = quantize(torch.randn(n, k, device=DEV))
     pw = prepare_weight(w)
     x = torch.randn(m, k, device=DEV).to(dtype)
+    gs = torch.tensor([0.0015], device=DEV) if static else None  # static: the fused kernel
     out = torch.empty(m, n, dtype=dtype, device=DEV)
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(s):
-        pw(x, act=act, out=out)  # warm up: build, workspaces
+        pw(x, act=act, input_scale=gs, out=out)  # warm up: build, workspaces
     torch.cuda.current_stream().wait_stream(s)
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):
-        pw(x, act=act, out=out)
+        pw(x, act=act, input_scale=gs, out=out)
     for _ in range(3):
         x.copy_(torch.randn(m, k, device=DEV).to(dtype))
         out.fill_(float("nan"))
         g.replay()
         torch.cuda.synchronize()
-        assert_rel_close(out, _ref(x, w, act), rel_for_dtype(dtype), "graph replay")
+        assert_rel_close(out, _ref(x, w, act, gs), rel_for_dtype(dtype), "graph replay")
 
 
 def test_m_over_16_at_gemv_entry_is_rejected():
@@ -132,7 +139,7 @@ def test_m_over_16_at_gemv_entry_is_rejected():
     y = torch.empty(17, 64, dtype=torch.bfloat16, device=DEV)
     with pytest.raises(ValueError, match=r"1 <= M <= 16, got shape \(17, 32\)"):
         kg.nvfp4_gemv_out(x, pw.codes, pw.scales, pw.global_scale, None, None, y,
-                          pw.partial, pw.counter, pw.ctas)
+                          pw.partial, pw.counter, None, None, pw.ctas)
 
 
 def test_fast_and_exact_scale_decodes_agree():
@@ -146,7 +153,7 @@ def test_fast_and_exact_scale_decodes_agree():
     for exact in (False, True):
         y = torch.full((m, n), float("nan"), dtype=x.dtype, device=DEV)
         kg.nvfp4_gemv_out(x, pw.codes, pw.scales, pw.global_scale, None, None, y,
-                          pw.partial, pw.counter, pw.ctas, exact)
+                          pw.partial, pw.counter, None, None, pw.ctas, exact)
         outs.append(y)
     assert_bitexact(outs[0], outs[1], "fast vs exact scale decode")
     assert_rel_close(outs[0], _ref(x, w, "bf16"), rel_for_dtype(x.dtype), "fast decode")
@@ -171,3 +178,68 @@ def test_act_quant_many_blocks_bitexact():
     assert_bitexact(ws.codes, ref.packed, "codes")
     assert_bitexact(ws.scales, ref.block_scale.view(torch.uint8), "scales")
     assert_bitexact(ws.gs.reshape(()), ref.global_scale, "global scale")
+
+
+def _gemv(pw, x, g_x, ws=None):
+    """ws given: fused static W4A4 (the kernel quantizes x into ws.xq)."""
+    y = torch.full((x.shape[0], pw.n), float("nan"), dtype=x.dtype, device=DEV)  # poisoned
+    kg.nvfp4_gemv_out(x, pw.codes, pw.scales, pw.global_scale, g_x, None, y, pw.partial,
+                      pw.counter, None if ws is None else ws.xq,
+                      None if ws is None else ws.qsync, pw.ctas, pw.exact_scales, ws is not None)
+    return y
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("n,k", [(24, 48), (4104, 4096), (6144, 12288)])
+def test_fused_static_w4a4_bitexact_with_quantizer(n, k, dtype):
+    """Fused static-scale W4A4 == the bit-exact quantizer kernel + the same GEMV, bit for bit
+    (same e2m1 * block-scale activations into the same mma sequence), and == the reference;
+    the fused kernel's xq == the quantizer's, bit for bit. M changes between calls on one
+    workspace (the CTA counting must not depend on M).
+
+    x has a zero block (scale 1), a block far above 6 * 448 * gs (saturated scale) and
+    tiny values (subnormal / zero e4m3 scales)."""
+    w = quantize(torch.randn(n, k, device=DEV))
+    pw = prepare_weight(w)
+    fused_ws = kg.ActWorkspace(16, k, dtype, torch.device(DEV))
+    for m in (1, 2, 3, 8, 9, 16, 1):
+        x = torch.randn(m, k, device=DEV).to(dtype)
+        x[0, :16] = 0
+        x[-1, 16:32] *= 1000
+        x[m // 2, -16:] *= 1e-4
+        gs = (x.float().abs().amax() / 2688 / 4).reshape(1)  # some blocks above the range
+        ws = kg.ActWorkspace(16, k, dtype, torch.device(DEV))
+        xq = ws.quantize(x, gs)
+        two_launch = _gemv(pw, xq, ws.gs)
+        fused = _gemv(pw, x, gs, fused_ws)
+        assert_bitexact(fused_ws.xq[:m], xq, f"fused xq vs quantizer, M={m}")
+        assert_bitexact(fused, two_launch, f"fused vs quantizer+GEMV, M={m}")
+        assert_rel_close(fused, _ref(x, w, "fp4", gs), rel_for_dtype(dtype), f"fused M={m}")
+
+
+def test_fused_static_w4a4_exact_scale_path_and_public_api():
+    """A weight with a zero block scale (general scale decode): the fused kernel and
+    nvfp4_linear(act='fp4', input_scale=...) (fused unless RESETFP4_NO_FUSED_ACT=1)."""
+    w = quantize(torch.randn(200, 256, device=DEV))
+    w.block_scale.view(torch.uint8)[5, 2] = 0
+    pw = prepare_weight(w)
+    assert pw.exact_scales
+    x = torch.randn(5, 256, device=DEV).to(torch.bfloat16)
+    gs = torch.tensor(0.003, device=DEV)
+    ref = _ref(x, w, "fp4", gs)
+    ws = kg.ActWorkspace(16, 256, x.dtype, torch.device(DEV))
+    assert_rel_close(_gemv(pw, x, gs.reshape(1), ws), ref, rel_for_dtype(x.dtype), "fused")
+    y = nvfp4_linear(x, pw, act="fp4", input_scale=gs)
+    assert_rel_close(y, ref, rel_for_dtype(x.dtype), "nvfp4_linear, static scale")
+
+
+def test_quant_x_needs_scale_and_workspace():
+    pw = prepare_weight(quantize(torch.randn(64, 32, device=DEV)))
+    x = torch.randn(1, 32, device=DEV).to(torch.bfloat16)
+    ws = kg.ActWorkspace(16, 32, x.dtype, torch.device(DEV))
+    with pytest.raises(ValueError, match="needs the static activation scale"):
+        _gemv(pw, x, None, ws)
+    y = torch.empty(1, 64, dtype=x.dtype, device=DEV)
+    with pytest.raises(ValueError, match="needs xq"):
+        kg.nvfp4_gemv_out(x, pw.codes, pw.scales, pw.global_scale, ws.gs, None, y, pw.partial,
+                          pw.counter, None, ws.qsync, pw.ctas, pw.exact_scales, True)

@@ -4,6 +4,11 @@ Timing: CUDA events around a batch of launches that rotate over enough weight co
 exceed 2x L2 (so each launch streams its weight from HBM), median over batches, in µs per
 launch. Bandwidth counts weight + scale bytes (0.5625 B/weight) for NVFP4 and 2 B/weight
 for BF16; ``%copy`` is against a device-to-device copy measured in the same run.
+
+Columns: ``w4a16`` (BF16 activations), ``w4a4s`` (NVFP4 activations with a static,
+calibrated ``input_scale``: the deployment path; ``amax(|x|) / 2688`` of the benchmark's x,
+computed once before timing; whatever path ``nvfp4_linear`` dispatches to) and ``w4a4``
+(dynamic scale: an amax + quantization launch before every GEMV).
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", type=Path, default=None, help="write results here")
     p.add_argument("--smoke", action="store_true", help="two tiny shapes, few repeats")
     p.add_argument("--batches", type=int, default=15, help="timed batches (median)")
+    p.add_argument("--shapes", nargs="+", default=None, metavar="NAME",
+                   help=f"subset of the layer shapes (default: all of {', '.join(SHAPES)})")
 
 
 def _time_us(fns: list, batches: int, graph: bool = True) -> float:
@@ -110,9 +117,12 @@ def _bench_shape(name: str, n: int, k: int, ms: list[int], batches: int, copy_gb
         t_bf = _time_us([lambda wb=wb, x=x: F.linear(x, wb) for wb in wbs] * 4, batches)
         r = {"shape": name, "N": n, "K": k, "M": m, "bf16_us": t_bf,
              "weight_scale_bytes": q_bytes}
-        for act in ("bf16", "fp4"):
-            t = _time_us([lambda pw=pw, x=x, a=act, o=out: pw(x, act=a, out=o) for pw in pws] * 2, batches)
-            tag = "w4a16" if act == "bf16" else "w4a4"
+        s = (x.float().abs().amax() / 2688.0).reshape(1)  # a calibrated static input_scale
+        for tag, act, scale in (("w4a16", "bf16", None), ("w4a4s", "fp4", s),
+                                ("w4a4", "fp4", None)):
+            t = _time_us([lambda pw=pw, x=x, a=act, s=scale, o=out: pw(x, act=a, input_scale=s,
+                                                                       out=o) for pw in pws] * 2,
+                         batches)
             r[f"{tag}_us"] = t
             r[f"{tag}_gbs"] = q_bytes / (t * 1e-6) / 1e9
             r[f"{tag}_pct_copy"] = 100 * r[f"{tag}_gbs"] / copy_gbs
@@ -129,17 +139,24 @@ def _geomean(v: list[float]) -> float:
 
 def _print_table(rows: list[dict], copy_gbs: float) -> None:
     print(f"copy bandwidth {copy_gbs:.0f} GB/s")
+    print("w4a4s: static input_scale (what nvfp4_linear runs: fused GEMV at M >= 2, unless "
+          "RESETFP4_NO_FUSED_ACT=1); w4a4d: dynamic scale")
     print(f"{'shape':12} {'M':>2} {'bf16us':>7} {'w4a16us':>8} {'GB/s':>6} {'%copy':>5} "
-          f"{'xBF16':>5} {'w4a4us':>7} {'xBF16':>5} {'a4/a16':>6}")
+          f"{'xBF16':>5} {'w4a4sus':>7} {'xBF16':>5} {'s/a16':>6} {'w4a4dus':>7} {'d/a16':>6}")
     for r in rows:
         print(f"{r['shape']:12} {r['M']:>2} {r['bf16_us']:7.1f} {r['w4a16_us']:8.1f} "
               f"{r['w4a16_gbs']:6.0f} {r['w4a16_pct_copy']:5.1f} {r['w4a16_speedup']:5.2f} "
-              f"{r['w4a4_us']:7.1f} {r['w4a4_speedup']:5.2f} {r['w4a4_us'] / r['w4a16_us']:6.3f}")
+              f"{r['w4a4s_us']:7.1f} {r['w4a4s_speedup']:5.2f} "
+              f"{r['w4a4s_us'] / r['w4a16_us']:6.3f} {r['w4a4_us']:7.1f} "
+              f"{r['w4a4_us'] / r['w4a16_us']:6.3f}")
     for m in sorted({r["M"] for r in rows}):
         sel = [r for r in rows if r["M"] == m]
-        print(f"M={m}: geomean speedup W4A16 {_geomean([r['w4a16_speedup'] for r in sel]):.2f}x"
-              f"  W4A4 {_geomean([r['w4a4_speedup'] for r in sel]):.2f}x"
-              f"  W4A4/W4A16 time {_geomean([r['w4a4_us'] / r['w4a16_us'] for r in sel]):.3f}")
+        g = lambda key, sel=sel: _geomean([r[key] for r in sel])  # noqa: E731
+        print(f"M={m}: geomean speedup W4A16 {g('w4a16_speedup'):.2f}x"
+              f"  W4A4 static {g('w4a4s_speedup'):.2f}x  W4A4 dynamic {g('w4a4_speedup'):.2f}x"
+              f"  time/W4A16: static "
+              f"{_geomean([r['w4a4s_us'] / r['w4a16_us'] for r in sel]):.3f}"
+              f" dynamic {_geomean([r['w4a4_us'] / r['w4a16_us'] for r in sel]):.3f}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -149,6 +166,11 @@ def run(args: argparse.Namespace) -> int:
     print("env:", json.dumps(env))
     copy_gbs = copy_bandwidth_gbs()
     shapes = SMOKE_SHAPES if args.smoke else SHAPES
+    if args.shapes:
+        unknown = [s for s in args.shapes if s not in shapes]
+        if unknown:
+            raise ValueError(f"unknown shape(s) {unknown}; choose from {', '.join(shapes)}")
+        shapes = {s: shapes[s] for s in args.shapes}
     batches = 3 if args.smoke else args.batches
     l2 = torch.cuda.get_device_properties(0).L2_cache_size
     rows = []

@@ -20,6 +20,7 @@ Padded rows have code 0 and scale 0. Same bytes as the input (0.5625 B per weigh
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 
@@ -27,7 +28,9 @@ from resetfp4.format.nvfp4 import NVFP4Tensor, unpack_codes
 
 ROWS_PER_GROUP = 64
 MAX_SMALL_M = 16
-CTAS_PER_SM = 2  # the GEMV kernel fits 2 CTAs (288 threads, 88 KB smem) per SM
+# The GEMV kernel fits 2 CTAs (288 threads, <= 103 KB smem) per SM; RESETFP4_CTAS_PER_SM=1
+# (read at import) is for A/B timing only.
+CTAS_PER_SM = 1 if os.environ.get("RESETFP4_CTAS_PER_SM", "") == "1" else 2
 _DTYPES = (torch.bfloat16, torch.float16)
 # Bit positions (m, e0, e1, sign) of register r's low-half code in a 32-bit word; the
 # high-half code sits 16 bits higher (mod 32). Mirrors decode_word in nvfp4_common.cuh.
@@ -117,6 +120,23 @@ def check_small_m(x: torch.Tensor) -> None:
                          f"{tuple(x.shape)}; use resetfp4.ops.nvfp4_linear for larger M")
 
 
+def _check_quant_x(x: torch.Tensor, g_x: torch.Tensor | None, quant_x: bool,
+                   xq: torch.Tensor | None, qsync: torch.Tensor | None) -> None:
+    if not quant_x:
+        return
+    if g_x is None:
+        raise ValueError("quant_x=True (fused W4A4) needs the static activation scale g_x "
+                         "(fp32 [1]); pass it, or quantize x first and use quant_x=False")
+    if (xq is None or xq.dtype != x.dtype or xq.dim() != 2 or xq.shape[0] < x.shape[0]
+            or xq.shape[1] != x.shape[1] or not xq.is_contiguous()):
+        raise ValueError(f"quant_x=True needs xq: a contiguous {x.dtype} [>= {x.shape[0]}, "
+                         f"{x.shape[1]}] workspace (ActWorkspace.xq), got "
+                         f"{None if xq is None else (xq.dtype, tuple(xq.shape))}")
+    if qsync is None or qsync.dtype != torch.int64 or qsync.numel() != 2:
+        raise ValueError("quant_x=True needs qsync: an int64 [2] tensor of zeros, kept across "
+                         "calls (ActWorkspace.qsync)")
+
+
 # ---- custom ops (registered lazily: the library needs no GPU to import) ----
 
 def _ext():
@@ -124,35 +144,49 @@ def _ext():
     return load_extension()
 
 
-@torch.library.custom_op("resetfp4::nvfp4_gemv_out", mutates_args=("y", "partial", "counter"))
+@torch.library.custom_op("resetfp4::nvfp4_gemv_out",
+                         mutates_args=("y", "partial", "counter", "xq", "qsync"))
 def nvfp4_gemv_out(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor,
                    g_w: torch.Tensor, g_x: torch.Tensor | None, bias: torch.Tensor | None,
                    y: torch.Tensor, partial: torch.Tensor, counter: torch.Tensor,
-                   ctas: int, exact: bool = True) -> None:
+                   xq: torch.Tensor | None, qsync: torch.Tensor | None, ctas: int,
+                   exact: bool = True, quant_x: bool = False) -> None:
     """y[M, N] = (x[M, K] @ dequant(W)^T) * g_x + bias; M <= 16; allocates nothing.
 
     ``partial`` fp32 ``[partial_slots(N, K, ctas), 16, 64]`` and ``counter`` int32 ``[NG]``
     (zero at rest) are the split-K workspace of this weight. ``exact=False`` selects the
     faster scale decode, valid only when every block scale is a normal e4m3
-    (:func:`needs_exact_scales`).
+    (:func:`needs_exact_scales`). ``quant_x=True`` is fused W4A4 with a static activation
+    scale: the kernel quantizes x exactly as ``resetfp4.nvfp4.quantize(x, global_scale=g_x)``
+    (``g_x`` fp32 ``[1]``) into ``xq`` (x.dtype ``[>= M, K]``) and multiplies by that;
+    ``qsync`` int64 ``[2]`` (zeros when created, never reset) orders the CTAs
+    (:class:`ActWorkspace` holds both; ``None`` otherwise). They have no default: torch 2.11
+    drops defaulted trailing arguments before bumping the versions of mutated ones.
     """
     check_small_m(x)
-    _ext().gemv(x, codes, scales, g_w, g_x, bias, y, partial, counter, ctas, exact)
+    _check_quant_x(x, g_x, quant_x, xq, qsync)
+    _ext().gemv(x, codes, scales, g_w, g_x, bias, y, partial, counter, ctas, exact, quant_x,
+                xq, qsync)
 
 
-@torch.library.custom_op("resetfp4::nvfp4_gemv", mutates_args=("partial", "counter"))
+@torch.library.custom_op("resetfp4::nvfp4_gemv",
+                         mutates_args=("partial", "counter", "xq", "qsync"))
 def nvfp4_gemv(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, g_w: torch.Tensor,
                g_x: torch.Tensor | None, bias: torch.Tensor | None, partial: torch.Tensor,
-               counter: torch.Tensor, ctas: int, n: int, exact: bool = True) -> torch.Tensor:
+               counter: torch.Tensor, xq: torch.Tensor | None, qsync: torch.Tensor | None,
+               ctas: int, n: int, exact: bool = True, quant_x: bool = False) -> torch.Tensor:
     """Functional form of :func:`nvfp4_gemv_out`: returns a new ``[M, n]`` in x.dtype."""
     check_small_m(x)
+    _check_quant_x(x, g_x, quant_x, xq, qsync)
     y = torch.empty(x.shape[0], n, dtype=x.dtype, device=x.device)
-    _ext().gemv(x, codes, scales, g_w, g_x, bias, y, partial, counter, ctas, exact)
+    _ext().gemv(x, codes, scales, g_w, g_x, bias, y, partial, counter, ctas, exact, quant_x,
+                xq, qsync)
     return y
 
 
 @nvfp4_gemv.register_fake
-def _(x, codes, scales, g_w, g_x, bias, partial, counter, ctas, n, exact=True):
+def _(x, codes, scales, g_w, g_x, bias, partial, counter, xq, qsync, ctas, n, exact=True,
+      quant_x=False):
     return x.new_empty(x.shape[0], n)
 
 
@@ -183,6 +217,8 @@ class ActWorkspace:
         self.gs = torch.ones(1, dtype=torch.float32, device=device)
         # grid-wide amax: {amax bits, arrived, left, unused}, zero at rest
         self.sync = torch.zeros(4, dtype=torch.int32, device=device)
+        # fused static W4A4 GEMV: {CTA tickets, quantizer CTAs done}; only ever grows
+        self.qsync = torch.zeros(2, dtype=torch.int64, device=device)
         self.xq = torch.empty(rows, k, dtype=dtype, device=device)
         self.codes = torch.empty(rows, k // 2, dtype=torch.uint8, device=device)
         self.scales = torch.empty(rows, k // 16, dtype=torch.uint8, device=device)
@@ -195,7 +231,8 @@ class ActWorkspace:
 
 
 @nvfp4_gemv_out.register_fake
-def _(x, codes, scales, g_w, g_x, bias, y, partial, counter, ctas, exact=True):
+def _(x, codes, scales, g_w, g_x, bias, y, partial, counter, xq, qsync, ctas, exact=True,
+      quant_x=False):
     return None
 
 

@@ -9,7 +9,8 @@
 namespace resetfp4 {
 template <typename T>
 cudaError_t launch_gemv(const void*, const void*, const void*, const float*, const float*,
-                        const void*, void*, float*, int*, int, int, int, int, bool, cudaStream_t);
+                        const void*, void*, float*, int*, int, int, int, int, bool, bool, void*,
+                        unsigned long long*, cudaStream_t);
 template <typename T>
 cudaError_t launch_quant_act(const void*, size_t, const float*, unsigned int*, float*, void*,
                              uint8_t*, uint8_t*, cudaStream_t);
@@ -29,19 +30,23 @@ static const float* opt_ptr(const c10::optional<torch::Tensor>& t) {
 
 void gemv(torch::Tensor x, torch::Tensor codes, torch::Tensor scales, torch::Tensor g_w,
           c10::optional<torch::Tensor> g_x, c10::optional<torch::Tensor> bias, torch::Tensor y,
-          torch::Tensor partial, torch::Tensor counter, int64_t ctas, bool exact) {
+          torch::Tensor partial, torch::Tensor counter, int64_t ctas, bool exact, bool quant_x,
+          c10::optional<torch::Tensor> xq, c10::optional<torch::Tensor> qsync) {
   const int64_t M = x.size(0), K = x.size(1), N = y.size(1);
+  void* xq_p = xq.has_value() ? xq->data_ptr() : nullptr;
+  auto* qs_p = qsync.has_value()
+                   ? reinterpret_cast<unsigned long long*>(qsync->data_ptr<int64_t>()) : nullptr;
   auto stream = at::cuda::getCurrentCUDAStream(x.get_device()).stream();
   const void* b = bias.has_value() ? bias->data_ptr() : nullptr;
   cudaError_t e;
   if (x.scalar_type() == at::kBFloat16)
     e = resetfp4::launch_gemv<__nv_bfloat16>(x.data_ptr(), codes.data_ptr(), scales.data_ptr(),
         g_w.data_ptr<float>(), opt_ptr(g_x), b, y.data_ptr(), partial.data_ptr<float>(),
-        counter.data_ptr<int>(), M, N, K, ctas, exact, stream);
+        counter.data_ptr<int>(), M, N, K, ctas, exact, quant_x, xq_p, qs_p, stream);
   else
     e = resetfp4::launch_gemv<__half>(x.data_ptr(), codes.data_ptr(), scales.data_ptr(),
         g_w.data_ptr<float>(), opt_ptr(g_x), b, y.data_ptr(), partial.data_ptr<float>(),
-        counter.data_ptr<int>(), M, N, K, ctas, exact, stream);
+        counter.data_ptr<int>(), M, N, K, ctas, exact, quant_x, xq_p, qs_p, stream);
   check(e, "nvfp4 gemv", M, N, K);
 }
 
@@ -75,7 +80,8 @@ void dequant(torch::Tensor codes, torch::Tensor scales, torch::Tensor g_w, torch
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("gemv", &gemv, "NVFP4 small-M linear (M <= 16), writes y in place");
+  m.def("gemv", &gemv, "NVFP4 small-M linear (M <= 16), writes y in place; quant_x: fused "
+        "W4A4 with the static activation scale g_x");
   m.def("quant_act", &quant_act, "NVFP4 activation quantization, no host sync");
   m.def("dequant", &dequant, "dequantize a repacked NVFP4 weight into w [N, K]");
 }

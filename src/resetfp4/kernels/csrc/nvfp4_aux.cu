@@ -21,10 +21,6 @@ __device__ __forceinline__ float e2m1_value(uint32_t code) {
   return (code & 8u) ? -v : v;
 }
 
-__device__ __forceinline__ float e4m3_value(uint32_t bits) {
-  return __half2float(__half(__nv_cvt_fp8_to_halfraw((__nv_fp8_storage_t)bits, __NV_E4M3)));
-}
-
 // amax(|x|) across the whole grid, in one launch: each CTA reduces its blocks, then a
 // grid-wide barrier on sync[1] (all CTAs are resident: the grid is at most 128
 // CTAs of 1024 threads, all started before any dependent kernel may start). The last CTA to

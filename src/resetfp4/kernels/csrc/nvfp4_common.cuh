@@ -119,6 +119,31 @@ __device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4],
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// e4m3 bits -> fp32 (exact).
+__device__ __forceinline__ float e4m3_value(uint32_t bits) {
+  return __half2float(__half(__nv_cvt_fp8_to_halfraw((__nv_fp8_storage_t)bits, __NV_E4M3)));
+}
+
+// NVFP4 block scale of a 16-element block with amax |x| = bmax, like resetfp4.nvfp4.quantize:
+// bs8 = e4m3_rne(bmax / (6 gs)) (1 where that is 0), returned as fp32 (exact). six_gs = 6*gs.
+__device__ __forceinline__ float nvfp4_block_scale(float bmax, float six_gs) {
+  float bs32 = __fdiv_rn(bmax, six_gs);  // true IEEE division, as the reference
+  if (bs32 == 0.f) bs32 = 1.0f;
+  return e4m3_value(__nv_cvt_float_to_fp8(bs32, __NV_SATFINITE, __NV_E4M3));
+}
+
+// |v| / d rounded to the E2M1 grid {0, .5, 1, 1.5, 2, 3, 4, 6} (ties to the even code),
+// times bs, with v's sign: the dequantized activation e2m1(code) * bs, exact in fp32.
+// Rounding: the grid step is 0.5 below 2, 1 below 4, 2 above, and RNE to a multiple of
+// 2^e is (a + 2^(23+e)) - 2^(23+e); at every tie the even multiple is the even code
+// (0.25->0, 0.75->1, 1.25->1, 1.75->2, 2.5->2, 3.5->4, 5->4); above 6 it saturates.
+__device__ __forceinline__ float nvfp4_round_value(float v, float d, float bs) {
+  const float a = __fdiv_rn(fabsf(v), d);  // true division, as the reference
+  const float magic = a < 2.0f ? 4194304.0f : (a < 4.0f ? 8388608.0f : 16777216.0f);
+  const float q = fminf(__fsub_rn(__fadd_rn(a, magic), magic), 6.0f);
+  return copysignf(__fmul_rn(q, bs), v);
+}
+
 // ---- mbarrier / bulk-copy primitives (mbarrier: sm_80+, bulk copy + expect_tx: sm_90) ----
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
