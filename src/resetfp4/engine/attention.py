@@ -22,10 +22,13 @@ everything else is fp32. Static shapes and no host sync: CUDA-graph capturable.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import torch
 from torch import Tensor
+
+_HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 BLOCK_N = 64  # keys per inner tile
 MIN_ROWS = 16  # tl.dot needs >= 16 rows: the rep query heads are padded to this
@@ -37,13 +40,7 @@ def available(q: Tensor) -> bool:
     if not q.is_cuda or q.dtype not in (torch.bfloat16, torch.float16):
         return False
     d = q.shape[-1]
-    if d < 16 or d > 256 or d & (d - 1):
-        return False
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return _HAS_TRITON and 16 <= d <= 256 and d & (d - 1) == 0
 
 
 def num_splits(rows: int, attn_len: int, sm_count: int) -> tuple[int, int]:
