@@ -165,3 +165,17 @@ def test_gpqa_bad_answer(tmp_path):
     row = {"question": "Q", "choices": ["a", "b", "c", "d"], "answer": "e"}
     with pytest.raises(ValueError, match="GPQA 'answer' must be"):
         load_jsonl_task(_write_jsonl(tmp_path / "g.jsonl", [row]))
+
+
+def test_math_easy_is_prealgebra_levels_1_2_of_the_heldout_cache(tmp_path):
+    rows = [
+        {"id": "math-prealgebra-0", "question": "a", "answer": "1", "meta": {"level": "Level 1"}},
+        {"id": "math-prealgebra-1", "question": "b", "answer": "2", "meta": {"level": "Level 3"}},
+        {"id": "math-algebra-2", "question": "c", "answer": "3", "meta": {"level": "Level 1"}},
+        {"id": "math-prealgebra-3", "question": "d", "answer": "4", "meta": {"level": "Level 2"}},
+    ]
+    _write_jsonl(tmp_path / "math-heldout.jsonl", rows)
+    task = load_task("math-easy", root=tmp_path)
+    assert task.name == "math-easy"
+    assert [p.id for p in task.problems] == ["math-prealgebra-0", "math-prealgebra-3"]
+    assert not (tmp_path / "math-easy.jsonl").exists()  # a filter, not a second cache

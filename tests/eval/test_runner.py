@@ -146,3 +146,20 @@ def test_mcq_problems_are_graded_by_letter(tmp_path, fake_engine_cls):
 def test_bad_config_values():
     with pytest.raises(ValueError, match="samples must be >= 1"):
         EvalConfig(samples=0)
+
+
+def test_upto_runs_a_prefix_of_the_task_and_resumes_to_the_rest(tmp_path, toy_task, fake_engine_cls):
+    from resetfp4.eval.runner import write_summary
+
+    eng = fake_engine_cls(_golds(toy_task))
+    cfg = EvalConfig(samples=2, max_new_tokens=16, batch_size=4, trace=True)
+    s = run_eval(eng, toy_task, FIXED, cfg, tmp_path, upto=2)
+    assert [r["id"] for r in _records(tmp_path)] == ["q0", "q1"]
+    assert not s["complete"] and s["n_problems"] == 2 and "token_stats" not in s
+    assert s["config"]["n_problems"] == 6  # still the run of the whole task
+    s = run_eval(eng, toy_task, FIXED, cfg, tmp_path)
+    assert [r["id"] for r in _records(tmp_path)] == [p.id for p in toy_task.problems]
+    assert s["complete"] and s["token_stats"]["n_samples"] == 12
+    assert write_summary(tmp_path, toy_task)["accuracy"] == s["accuracy"]  # from config.json
+    with pytest.raises(ValueError, match="upto"):
+        run_eval(eng, toy_task, FIXED, cfg, tmp_path, upto=-1)

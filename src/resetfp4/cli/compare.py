@@ -1,8 +1,14 @@
 """``resetfp4 compare RUN_A RUN_B [RUN ...]``: paired bootstrap of accuracy differences.
 
 Every run after the first is compared with RUN_A over their common problems (diff = run -
-RUN_A, 95% percentile CI, p-value). ``--recovery LOW HIGH TREATED`` adds the share of the
-HIGH - LOW gap that TREATED recovers (e.g. W4A4 T=0.6, reference T=0.6, W4A4 ReSET).
+RUN_A, 95% percentile CI, p-value); ``--vs RUN`` adds a second baseline (e.g. reference
+T=0.6 next to W4A4 T=0.6). ``--recovery LOW HIGH TREATED`` (repeatable) adds the share of
+the HIGH - LOW gap that TREATED recovers (e.g. W4A4 T=0.6, reference T=0.6, W4A4 ReSET).
+Runs of different sizes pair on their common problem ids (a 300-problem sensitivity run
+against a 1,319-problem baseline pairs on the 300).
+``--analysis FILE.json`` adds step statistics of the traced runs (tokens.jsonl or
+tokens.npz; see :mod:`resetfp4.eval.analysis`); fixed-temperature runs are replayed with
+``--params FILE`` or, by default, the parameters of the first ReSET run given.
 Optional outputs: a markdown table, a comparison JSON, accuracy bars and entropy histograms.
 """
 
@@ -25,9 +31,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--recovery",
         nargs=3,
+        action="append",
         metavar=("LOW", "HIGH", "TREATED"),
         default=None,
-        help="report the share of the HIGH-LOW gap that TREATED recovers",
+        help="report the share of the HIGH-LOW gap that TREATED recovers (repeatable)",
+    )
+    p.add_argument(
+        "--vs",
+        action="append",
+        default=None,
+        metavar="RUN",
+        help="also pair every run against this baseline run (repeatable)",
+    )
+    p.add_argument(
+        "--analysis",
+        default=None,
+        metavar="FILE.json",
+        help="write step statistics of the traced runs here (and FILE.md beside it)",
+    )
+    p.add_argument(
+        "--params",
+        default=None,
+        help="ReSET params JSON used to replay fixed-temperature runs in --analysis",
     )
     p.add_argument("--n-boot", type=int, default=10_000, help="bootstrap resamples (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
@@ -45,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from resetfp4.eval.report import load_run, markdown_table
-    from resetfp4.eval.stats import gap_recovered, paired_bootstrap
+    from resetfp4.eval.stats import paired_bootstrap
 
     if len(args.runs) < 2:
         raise ValueError("compare needs at least two run folders (RUN_A RUN_B)")
@@ -68,23 +93,91 @@ def run(args: argparse.Namespace) -> int:
             f"{100 * hi:+.2f}], p = {res['p_value']:.4f}, n = {res['n_problems']} paired problems"
         )
     out: dict = {"runs": [str(r.path) for r in runs], "labels": labels, "paired_vs_first": paired[1:]}
+    extra_cols = _extra_baselines(args, runs, labels, out)
     if args.recovery:
-        low, high, treated = (load_run(p).scores for p in args.recovery)
-        rec = gap_recovered(low, high, treated, n_boot=args.n_boot, seed=args.seed)
-        out["recovery"] = {
-            "low": args.recovery[0],
-            "high": args.recovery[1],
-            "treated": args.recovery[2],
-            **rec,
-        }
-        print(
-            f"gap recovered: {100 * rec['share']:.1f}% [95% CI {100 * rec['ci95'][0]:.1f}, "
-            f"{100 * rec['ci95'][1]:.1f}] of a {100 * rec['gap']:.2f}-point gap"
-        )
-    table = markdown_table(runs, labels, paired)
+        out["recoveries"] = [_recovery(args, trio) for trio in args.recovery]
+        out["recovery"] = out["recoveries"][0]
+    table = markdown_table(runs, labels, paired, extra=extra_cols)
     print(table)
+    if args.analysis:
+        out["analysis"] = _analysis(args, runs, labels)
     _write_outputs(args, runs, labels, table, out)
     return 0
+
+
+def _run_label(path: str, runs: list, labels: list[str]) -> tuple[object, str]:
+    from resetfp4.eval.report import load_run
+
+    for r, lab in zip(runs, labels, strict=True):
+        if r.path.resolve() == Path(path).resolve():
+            return r, lab
+    run = load_run(path)
+    return run, run.label
+
+
+def _extra_baselines(args: argparse.Namespace, runs: list, labels: list[str], out: dict) -> dict:
+    """Pair every run against each ``--vs`` baseline; returns ``{column title: [result|None]}``."""
+    from resetfp4.eval.stats import paired_bootstrap
+
+    cols: dict[str, list] = {}
+    out["paired_vs"] = {}
+    for path in args.vs or []:
+        base, blab = _run_label(path, runs, labels)
+        res: list[dict | None] = []
+        for r, lab in zip(runs, labels, strict=True):
+            if r.path.resolve() == base.path.resolve():
+                res.append(None)
+                continue
+            d = paired_bootstrap(base.scores, r.scores, n_boot=args.n_boot, seed=args.seed)
+            res.append(d)
+            print(
+                f"{lab} - {blab}: {100 * d['diff']:+.2f} points [95% CI {100 * d['ci95'][0]:+.2f}, "
+                f"{100 * d['ci95'][1]:+.2f}], n = {d['n_problems']} paired problems"
+            )
+        cols[f"vs {blab}"] = res
+        out["paired_vs"][blab] = res
+    return cols
+
+
+def _recovery(args: argparse.Namespace, trio: list[str]) -> dict:
+    from resetfp4.eval.report import load_run
+    from resetfp4.eval.stats import gap_recovered
+
+    low, high, treated = (load_run(p).scores for p in trio)
+    rec = gap_recovered(low, high, treated, n_boot=args.n_boot, seed=args.seed)
+    print(
+        f"gap recovered: {100 * rec['share']:.1f}% [95% CI {100 * rec['ci95'][0]:.1f}, "
+        f"{100 * rec['ci95'][1]:.1f}] of a {100 * rec['gap']:.2f}-point gap, by {trio[2]} "
+        f"(n = {rec['n_problems']} problems)"
+    )
+    return {"low": trio[0], "high": trio[1], "treated": trio[2], **rec}
+
+
+def _analysis(args: argparse.Namespace, runs: list, labels: list[str]) -> list[dict]:
+    from resetfp4.eval.analysis import TOKENS_NPZ, Policy, analysis_markdown, analyze_run, run_policy
+    from resetfp4.eval.runner import TOKENS_FILE
+
+    traced = [
+        (r, lab)
+        for r, lab in zip(runs, labels, strict=True)
+        if (r.path / TOKENS_FILE).is_file() or (r.path / TOKENS_NPZ).is_file()
+    ]
+    if not traced:
+        raise FileNotFoundError("--analysis needs runs with tokens.jsonl or tokens.npz (--dump-tokens)")
+    policy = None
+    if args.params:
+        from resetfp4.eval.params import load_params
+
+        prm = load_params(args.params)
+        policy = Policy(tau0=prm.tau0, t_high=prm.t_high, window=prm.window)
+    else:
+        policy = next((pol for r, _ in traced if (pol := run_policy(r.path)[1]) is not None), None)
+    results = [analyze_run(r.path, policy, lab) for r, lab in traced]
+    md = analysis_markdown(results)
+    print(md)
+    Path(args.analysis).write_text(json.dumps(results, indent=2) + "\n")
+    Path(args.analysis).with_suffix(".md").write_text(md)
+    return results
 
 
 def _write_outputs(args: argparse.Namespace, runs: list, labels: list[str], table: str, out: dict) -> None:
@@ -103,13 +196,13 @@ def _write_outputs(args: argparse.Namespace, runs: list, labels: list[str], tabl
             title=f"{runs[0].summary['task']}: accuracy, 95% CI over problems",
         )
     if args.entropy_hist:
-        from resetfp4.eval.calibrate import collect_entropies
+        from resetfp4.eval.analysis import TOKENS_NPZ, collect_run_entropies
         from resetfp4.eval.plots import plot_entropy_hist
 
         series = {
-            lab: collect_entropies(r.path / "tokens.jsonl")
+            lab: collect_run_entropies(r.path)
             for r, lab in zip(runs, labels, strict=True)
-            if (r.path / "tokens.jsonl").is_file()
+            if (r.path / "tokens.jsonl").is_file() or (r.path / TOKENS_NPZ).is_file()
         }
         if not series:
             raise FileNotFoundError("--entropy-hist needs runs made with `resetfp4 eval --dump-tokens`")

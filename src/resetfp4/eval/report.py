@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,28 +54,39 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
+def _diff_cell(p: dict | None) -> str:
+    return f"{_pct(p['diff'])} [{_pct(p['ci95'][0])}, {_pct(p['ci95'][1])}]" if p else "-"
+
+
 def markdown_table(
-    runs: Sequence[Run], labels: Sequence[str] | None = None, paired: Sequence[dict | None] | None = None
+    runs: Sequence[Run],
+    labels: Sequence[str] | None = None,
+    paired: Sequence[dict | None] | None = None,
+    extra: Mapping[str, Sequence[dict | None]] | None = None,
 ) -> str:
     """A markdown table: accuracy [95% CI], pass@k, maj@k, length, truncation, tokens/s.
 
     ``paired[i]``: optional paired-bootstrap result of run ``i`` against the first run.
+    ``extra``: more paired columns, ``{title: [result of run i or None]}`` (``--vs``).
     """
     labels = list(labels or [r.label for r in runs])
+    extra = dict(extra or {})
+    extra_head = "".join(f" {t}: diff [95% CI] |" for t in extra)
     head = (
-        "| run | task | n | K | accuracy % [95% CI] | vs first: diff [95% CI] | pass@K | maj@K "
-        "| avg len | trunc % | tok/s |"
+        "| run | task | n | K | accuracy % [95% CI] | vs first: diff [95% CI] |"
+        + extra_head
+        + " pass@K | maj@K | avg len | trunc % | tok/s |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for i, (run, label) in enumerate(zip(runs, labels, strict=True)):
         s = run.summary
         acc = s["accuracy"]
-        p = paired[i] if paired else None
-        diff = f"{_pct(p['diff'])} [{_pct(p['ci95'][0])}, {_pct(p['ci95'][1])}]" if p else "-"
+        diff = _diff_cell(paired[i] if paired else None)
+        more = "".join(f" {_diff_cell(col[i])} |" for col in extra.values())
         tps = s.get("tokens_per_s")
         lines.append(
             f"| {label} | {s['task']} | {s['n_problems']} | {s['samples_per_problem']} | "
-            f"{_pct(acc['mean'])} [{_pct(acc['ci95'][0])}, {_pct(acc['ci95'][1])}] | {diff} | "
+            f"{_pct(acc['mean'])} [{_pct(acc['ci95'][0])}, {_pct(acc['ci95'][1])}] | {diff} |{more} "
             f"{_pct(s['pass_at_k'])} | {_pct(s['maj_at_k'])} | {s['avg_length_tokens']:.0f} | "
             f"{_pct(s['truncation_rate'])} | {f'{tps:.0f}' if tps else '-'} |"
         )

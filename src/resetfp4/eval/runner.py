@@ -89,8 +89,6 @@ def grade(problem: Problem, text: str) -> tuple[str | None, bool]:
     return pred, is_equiv(pred, problem.answer)
 
 
-
-
 def model_file(engine: Any) -> str | None:
     """The single model file behind ``engine`` (a GGUF path or a resolved alias), if any."""
     name = str(getattr(engine, "model_path", "") or getattr(engine, "model_name", "") or "")
@@ -120,8 +118,20 @@ def model_sha256(engine: Any) -> str | None:
         return None
     marker = os.path.splitext(path)[0] + ".sha256"  # written by the alias assembler after verifying
     if os.path.isfile(marker):
-        return Path(marker).read_text().strip() or _sha256_file(path)
-    return _sha256_file(path)
+        return Path(marker).read_text().strip() or _sha256_cached(path)
+    return _sha256_cached(path)
+
+
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def _sha256_cached(path: str) -> str:
+    """sha256 of a file, hashed once per (path, size, mtime): a study calls run_eval many times."""
+    st = os.stat(path)
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        _SHA_CACHE[key] = _sha256_file(path)
+    return _SHA_CACHE[key]
 
 
 def _device_name(engine: Any) -> str:
@@ -215,6 +225,10 @@ def _prune_tokens(path: Path, done: dict[str, dict]) -> None:
     """Drop token dumps of problems that did not finish (they will be regenerated)."""
     if not path.exists():
         return
+    raw = path.read_bytes()
+    expected = sum(len(rec["correct"]) for rec in done.values())
+    if raw.count(b"\n") == expected and (not raw or raw.endswith(b"\n")):
+        return  # one whole line per finished sample: nothing to drop (skips parsing a big dump)
     keep = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
@@ -274,13 +288,19 @@ def run_eval(
     progress: bool = False,
     overwrite: bool = False,
     extra_config: dict | None = None,
+    upto: int | None = None,
 ) -> dict:
     """Evaluate ``engine`` on ``task`` and write the run folder; returns the summary dict.
 
     ``engine``: any object with ``generate(prompts, samplers, max_new_tokens, *, chat, stop,
     trace, progress) -> list[GenerationResult]`` (see :mod:`resetfp4.engine.engine`).
     ``sampler``: the sampling configuration; its ``seed`` is replaced per sample.
+    ``upto``: only generate for the first ``upto`` problems of ``task`` (the run stays the
+    run of the whole task: same config and fingerprint, resumable later for the rest; its
+    summary covers the problems finished so far and says ``complete: false``).
     """
+    if upto is not None and upto < 0:
+        raise ValueError(f"upto must be >= 0, got {upto}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = build_config(engine, task, sampler, cfg, extra_config)
@@ -288,7 +308,8 @@ def run_eval(
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     done = _read_done(out / PROBLEMS_FILE)
     _prune_tokens(out / TOKENS_FILE, done)
-    todo = [(p, k) for p in task.problems if p.id not in done for k in range(cfg.samples)]
+    head = task.problems if upto is None else task.problems[:upto]
+    todo = [(p, k) for p in head if p.id not in done for k in range(cfg.samples)]
     bar = None
     if progress:
         from tqdm import tqdm
@@ -320,12 +341,26 @@ def run_eval(
             bar.update(len(chunk))
     if bar is not None:
         bar.close()
+    return write_summary(out, task, config)
+
+
+def write_summary(out_dir: str | Path, task: Task, config: dict | None = None) -> dict:
+    """(Re)write ``summary.json`` of a run folder from its finished problems; no generation.
+
+    ``config``: the run's configuration (default: the folder's ``config.json``). Token
+    statistics are added only once the run is complete (they read the whole dump).
+    Use it after an interrupted ``run_eval`` so the folder's summary matches its problems.
+    """
+    out = Path(out_dir)
+    if config is None:
+        config = json.loads((out / CONFIG_FILE).read_text())
     summary = summarize(_read_done(out / PROBLEMS_FILE), task, config)
-    if cfg.trace and (out / TOKENS_FILE).exists():
+    if config.get("trace") and summary["complete"] and (out / TOKENS_FILE).exists():
         from resetfp4.eval.calibrate import token_stats  # local: calibrate imports this module
 
+        sp = config.get("sampler", {})
         summary["token_stats"] = token_stats(
-            out / TOKENS_FILE, sampler.t_low if sampler.mode == "reset" else None
+            out / TOKENS_FILE, sp.get("t_low") if sp.get("mode") == "reset" else None
         )
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
