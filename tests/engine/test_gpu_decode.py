@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_models import tiny_args
+from tiny_models import random_state, tiny_args
 
 from resetfp4.engine.build import random_model
 from resetfp4.engine.decode import DecodeRunner, attn_bucket, graph_safe
@@ -88,3 +88,76 @@ def test_compiled_logits_close_to_eager(precision):
         got = _compiled(model)(tok, pos, 64)
     rel = ((got - want).norm() / want.norm()).item()
     assert rel < 2e-2, f"compiled decode logits differ from eager by {rel:.3g} (relative L2)"
+
+
+class _WordTokenizer:
+    """Stands in for a tokenizer (the device has no ``gguf`` for SmolLM2's): one id per word."""
+
+    eos_token_id = None
+    chat_template = None
+
+    def __init__(self, vocab: int):
+        self.vocab = vocab
+
+    def get_vocab(self) -> dict[str, int]:
+        return {}
+
+    def __call__(self, text: str) -> dict[str, list[int]]:
+        return {"input_ids": [sum(map(ord, w)) * 31 % self.vocab for w in text.split()]}
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        return "".join(f" w{i}" for i in ids)
+
+
+def _tiny_engine(precision: str, max_batch: int, refill: bool, compile: bool | None):
+    """A tiny CUDA engine (graphs on) over VOCAB ids, every 7th id an EOS (see test_continuous)."""
+    from test_continuous import VOCAB
+
+    from resetfp4.engine.engine import Engine
+    from resetfp4.engine.model import Transformer
+
+    args = tiny_args("qwen3", vocab_size=VOCAB)
+    if precision == "fp32":  # peaked logits (random_model's are near-flat)
+        with torch.device("meta"):
+            model = Transformer(args, torch.float32)
+        state = {k: v.float().cuda() for k, v in random_state(args).items()}
+        model.load_state_dict(state, assign=True)
+    else:
+        model = random_model(args, precision, torch.device("cuda"))
+    eng = Engine(model, None, model_name="tiny", precision=precision,
+                 max_batch=max_batch, max_seq_len=64, refill=refill, compile=compile)
+    eng.tokenizer = _WordTokenizer(VOCAB)  # after the sampler: no step-boundary tables
+    eng.eos_ids = set(range(0, VOCAB, 7))
+    return eng
+
+
+@pytest.mark.parametrize("precision", ["bf16", "nvfp4-w4a16"])
+@pytest.mark.parametrize("mode", ["greedy", "reset"])
+def test_continuous_graphs_equal_static_groups(precision, mode):
+    """Compiled + graphed decode, 22 prompts on 4 slots: refilled slots (per-row history
+    index, clamped idle positions, host writes between replays) give every prompt the ids
+    of the static groups, bitwise (same batch bucket, so the same GEMMs per row)."""
+    from test_continuous import CONFIGS, PROMPTS, _key
+
+    cfg = CONFIGS[mode]
+    cont = _tiny_engine(precision, 4, refill=True, compile=None)
+    a = [_key(r) for r in cont.generate(PROMPTS * 2, cfg, 32, chat=False, trace=True)]
+    static = _tiny_engine(precision, 4, refill=False, compile=None)
+    b = [_key(r) for r in static.generate(PROMPTS * 2, cfg, 32, chat=False, trace=True)]
+    assert cont.runner.use_graphs and cont.runner.compiled is not None
+    assert [k[0] for k in a] == [k[0] for k in b] and a == b
+    assert static.last_stats["prefills"] == 6
+    if mode == "reset":  # sampled rows end at EOS at different steps: slots were refilled
+        assert cont.last_stats["prefills"] > 6
+    assert cont.last_stats["decode_steps"] <= static.last_stats["decode_steps"]
+
+
+@pytest.mark.parametrize("mode", ["greedy", "fixed", "reset"])
+def test_continuous_graphs_equal_one_at_a_time_fp32(mode):
+    """fp32 on CUDA with graphs: 11 prompts on 4 slots equal each prompt run alone (batch 1)."""
+    from test_continuous import CONFIGS, NEW, PROMPTS, _alone, _key
+
+    eng = _tiny_engine("fp32", 4, refill=True, compile=False)
+    got = [_key(r) for r in eng.generate(PROMPTS, CONFIGS[mode], NEW, chat=False, trace=True)]
+    assert eng.runner.use_graphs
+    assert got == _alone(eng, PROMPTS, CONFIGS[mode], trace=True)

@@ -1,10 +1,18 @@
 """Static-shape prefill and decode steps, with one CUDA graph per (batch bucket, KV length bucket).
 
 A decode step is ``logits = model(tok, pos)`` -> ``ids = sampler.step(logits)`` -> write
-``ids`` (and the sampler's entropy / temperature / step-start) into per-step history
-buffers at the device-side step counter, then ``pos += 1``. Every tensor it touches is
-preallocated per batch bucket, so the step has no host sync and no allocation outside the
-graph's private pool; the host reads the history only every few steps.
+``ids`` (and the sampler's entropy / temperature / step-start) into per-row history
+buffers at each row's device-side history index ``hidx``, then ``pos += 1``, ``hidx += 1``
+(both clamped to the last cache position, so an idle slot of a continuous batch can keep
+stepping forever without leaving its cache row). Every tensor it touches is preallocated
+per batch bucket, so the step has no host sync and no allocation outside the graph's
+private pool; the host reads the history only every few steps.
+
+Continuous batching (:meth:`DecodeRunner.refill`): a freed slot gets a new prompt by
+prefilling all but its last token into the slot's cache row and setting ``tok`` = the last
+prompt token, ``pos`` = its position, ``hidx`` = 0 (host-side writes between replays, same
+buffers). The next decode step then samples the row's first token with the slot's fresh
+sampler state, exactly as a one-prompt run does.
 
 KV length buckets: attention reads cache positions ``[0, attn_len)`` only, where
 ``attn_len`` is the smallest of 256, 512, 1024, ... (capped at ``max_seq_len``) that covers
@@ -41,15 +49,17 @@ def attn_bucket(n_positions: int, max_seq_len: int) -> int:
 
 @dataclass
 class DecodeState:
-    """Static per-bucket buffers. ``hist_*`` are ``[B, max_seq_len]`` indexed by step."""
+    """Static per-bucket buffers. ``hist_*`` are ``[B, max_seq_len]``; row b's k-th generated
+    token (counted from the row's own start) is at column k."""
 
     tok: Tensor  # int64 [B]: the last sampled token (input of the next step)
     pos: Tensor  # int64 [B]: its position
-    step: Tensor  # int64 [1]: how many tokens have been generated
+    step: Tensor  # int64 [1]: steps (prefill's sample included) since the last prefill / capture
     hist_ids: Tensor
     hist_ent: Tensor
     hist_temp: Tensor
     hist_start: Tensor
+    hidx: Tensor  # int64 [B]: history column of each row's next token
 
     @classmethod
     def allocate(cls, batch: int, max_seq_len: int, device: torch.device) -> DecodeState:
@@ -64,6 +74,7 @@ class DecodeState:
             z(torch.float32),
             z(torch.float32),
             z(torch.bool),
+            torch.zeros(batch, dtype=torch.long, device=device),
         )
 
 
@@ -186,13 +197,15 @@ class DecodeRunner:
 
     def _record(self, st: DecodeState, ids: Tensor, batch: int) -> None:
         ent, temp, start = trace_views(self.sampler, batch)
-        idx = st.step.expand(batch).unsqueeze(1)
+        idx = st.hidx.unsqueeze(1)
         st.hist_ids.scatter_(1, idx, ids.unsqueeze(1))
         st.hist_ent.scatter_(1, idx, ent.unsqueeze(1))
         st.hist_temp.scatter_(1, idx, temp.unsqueeze(1))
         st.hist_start.scatter_(1, idx, start.unsqueeze(1))
         st.tok.copy_(ids)
         st.step.add_(1)
+        # Clamped: an idle slot keeps stepping; its history past max_seq_len is never read.
+        st.hidx.add_(1).clamp_(max=st.hist_ids.shape[1] - 1)
 
     def step_eager(self, st: DecodeState, batch: int, attn_len: int) -> None:
         """One decode step without graph replay (what a graph captures; for profiling)."""
@@ -201,7 +214,8 @@ class DecodeRunner:
     def _step(self, st: DecodeState, batch: int, attn_len: int) -> None:
         logits = self.forward(st.tok.unsqueeze(1), st.pos.unsqueeze(1), attn_len)[:, 0]
         ids = self.sampler.step(logits)
-        st.pos.add_(1)
+        # Clamped like hidx: an idle slot writes its (ignored) keys at the last cache position.
+        st.pos.add_(1).clamp_(max=self.model.max_seq_len - 1)
         self._record(st, ids, batch)
 
     @torch.no_grad()
@@ -228,9 +242,44 @@ class DecodeRunner:
         )
         ids = self.sampler.step(logits)
         st.step.zero_()
+        st.hidx.zero_()
         st.pos.copy_(lens_d)
         self._record(st, ids, batch)
         return st
+
+    @torch.no_grad()
+    def refill(self, st: DecodeState, slots: list[int], prompts: list[list[int]]) -> None:
+        """Bind ``prompts[i]`` (token ids, >= 1 each) to slot ``slots[i]`` of ``st``.
+
+        Prefills ``prompt[:-1]`` into the slots' cache rows (batched, right-padded, rows
+        sorted by length, chunks of <= PREFILL_TOKENS tokens), then sets the slots' ``tok``
+        to the last prompt token, ``pos`` to its position and ``hidx`` to 0: the next decode
+        step samples each refilled row's first token into history column 0. Other slots are
+        untouched. Configure the slots' sampler rows before that step. Host-side only (never
+        during graph capture); the decode graphs stay valid (same buffers).
+        """
+        if len(slots) != len(prompts) or len(set(slots)) != len(slots):
+            raise ValueError(f"need one prompt per distinct slot, got slots {slots} for {len(prompts)}")
+        if any(not p for p in prompts):
+            raise ValueError("every prompt needs at least one token")
+        heads = sorted(((len(p) - 1, s, p[:-1]) for s, p in zip(slots, prompts, strict=True) if len(p) > 1))
+        i = 0
+        while i < len(heads):
+            j = i + 1  # grow the chunk while its padded size stays <= PREFILL_TOKENS
+            while j < len(heads) and (j - i + 1) * heads[j][0] <= PREFILL_TOKENS:
+                j += 1
+            part, width = heads[i:j], heads[j - 1][0]  # sorted: the last row is the widest
+            toks = torch.zeros((len(part), width), dtype=torch.long)
+            for k, (_, _, h) in enumerate(part):
+                toks[k, : len(h)] = torch.tensor(h, dtype=torch.long)
+            pos = torch.arange(width, device=self.device).expand(len(part), width)
+            rows = torch.tensor([s for _, s, _ in part], dtype=torch.long, device=self.device)
+            self.model.fill_cache(toks.to(self.device), pos, width, rows=rows)
+            i = j
+        idx = torch.tensor(slots, dtype=torch.long, device=self.device)
+        st.tok[idx] = torch.tensor([p[-1] for p in prompts], dtype=torch.long, device=self.device)
+        st.pos[idx] = torch.tensor([len(p) - 1 for p in prompts], dtype=torch.long, device=self.device)
+        st.hidx[idx] = 0
 
     @torch.no_grad()
     def decode(self, st: DecodeState, batch: int, attn_len: int) -> None:
@@ -261,6 +310,7 @@ class DecodeRunner:
         for a in todo:
             st.pos.zero_()
             st.step.zero_()
+            st.hidx.zero_()
             s = torch.cuda.Stream()
             s.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(s):
@@ -269,6 +319,7 @@ class DecodeRunner:
             torch.cuda.current_stream().wait_stream(s)
             st.pos.zero_()
             st.step.zero_()
+            st.hidx.zero_()
             g = torch.cuda.CUDAGraph()
             with torch.cuda.graph(g, pool=self.pool):
                 self._step(st, batch, a)

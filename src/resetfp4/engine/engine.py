@@ -2,15 +2,27 @@
 
 The host loop replays the captured decode step and reads the sampled ids back only every
 :data:`SYNC_EVERY` steps (stop checks, streaming), so the GPU runs ahead in between.
+
+Continuous batching: prompts wait in a queue for one of the batch's slots. A row that
+finished (EOS / stop string / its token budget, seen at a read-back) frees its slot; once
+at least ``max(1, batch / REFILL_FRACTION)`` slots are free (or every slot, or as many as
+prompts still wait), the waiting prompts are prefilled into the freed cache rows together
+and decode on from their own position, history column 0 and a freshly configured sampler
+slot (their own seed, counter 0). So a row's ids never depend on its neighbours or on when
+it started. ``Engine.refill = False`` restores static groups (a group decodes until its
+last row finishes).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import torch
 
 from resetfp4.engine import sampling_glue
 from resetfp4.engine.build import build_model, resolve_device
@@ -23,6 +35,10 @@ from resetfp4.sampling import ReSETParams, SamplerConfig
 SYNC_EVERY = 8  # decode steps between host read-backs of the sampled ids
 MAX_BATCH = 256
 DEFAULT_MAX_SEQ_LEN = 2048  # KV cache positions per row (prompt + generation); the CLI's default too
+# Refill freed slots once batch / 16 of them are free: each refill is one prefill forward (for
+# a few rows about the cost of a decode step) plus host work; waiting that long costs at most
+# ~6% of the slots for a few read-backs (measured on CPU tiny models: docs/engine.md).
+REFILL_FRACTION = 16
 _EOS_TEXTS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "</s>")
 
 
@@ -37,6 +53,28 @@ class _Row:
     ids: list[int] = field(default_factory=list)
     finish: str | None = None
     streamed: int = 0  # characters of text already streamed
+    slot: int = -1  # batch slot (cache row, sampler row) while decoding
+    start: int = 0  # decode steps run before the one that sampled this row's first token
+    read: int = 0  # generated tokens read back so far
+
+
+@dataclass
+class _Run:
+    """One ``generate`` call: its inputs, results in prompt order, and counters."""
+
+    rows: list[_Row]
+    configs: list[SamplerConfig]
+    stop: list[str]
+    trace: bool
+    stream: Callable[[int, str], None] | None
+    bar: Any
+    results: list[Any] = field(default_factory=list)
+    batch: int = 0  # slots (a batch bucket)
+    steps: int = 0  # decode steps run
+    prefills: int = 0  # refill rounds (the first fill included)
+
+    def __post_init__(self) -> None:
+        self.results = [None] * len(self.rows)
 
 
 class Engine:
@@ -54,6 +92,7 @@ class Engine:
         reset_params: ReSETParams | None = None,
         use_graphs: bool = True,
         compile: bool | None = None,
+        refill: bool = True,
     ):
         self.model, self.tokenizer = model, tokenizer
         self.model_name, self.precision = model_name, precision
@@ -66,6 +105,7 @@ class Engine:
             compile = self.device.type == "cuda"
         self.runner = DecodeRunner(model, sampler, use_graphs, compile=compile)
         self.eos_ids = self._eos_ids()
+        self.refill = refill  # continuous batching (False: static groups of max_batch)
         self.last_stats: dict[str, float] = {}
         self.model_path: str | None = None
 
@@ -105,7 +145,7 @@ class Engine:
         progress: bool = False,
         stream: Callable[[int, str], None] | None = None,
     ) -> list[GenerationResult]:
-        """Generate for every prompt, in groups of ``max_batch``.
+        """Generate for every prompt on ``max_batch`` slots (continuous batching, see the module doc).
 
         ``sampling``: one config for all (prompt ``i`` then uses ``seed + i``), or one per
         prompt (seeds used as given). ``stream(i, text)`` receives
@@ -114,6 +154,7 @@ class Engine:
         one ended the row; the text never includes it, nor a matched stop string.
         Every row may generate exactly ``max_new_tokens``: a prompt that leaves less room in
         the cache (``len(prompt) + max_new_tokens > max_seq_len``) is a ``ValueError``.
+        Results come in prompt order and do not depend on ``max_batch`` or on the other prompts.
         """
         if isinstance(sampling, SamplerConfig):
             # One shared config: prompt i draws with seed + i, so repeated prompts differ and
@@ -125,6 +166,8 @@ class Engine:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         encoded = [self.encode(p, chat) for p in prompts]
         for i, ids in enumerate(encoded):
+            if not ids:
+                raise ValueError(f"prompt {i} encodes to no tokens; give a non-empty prompt")
             if len(ids) + max_new_tokens > self.max_seq_len:
                 raise ValueError(
                     f"prompt {i} is {len(ids)} tokens + max_new_tokens {max_new_tokens} = "
@@ -132,53 +175,102 @@ class Engine:
                     f"raise max_seq_len (--max-seq-len >= {len(ids) + max_new_tokens}), lower "
                     "max_new_tokens or shorten the prompt"
                 )
-        results: list[GenerationResult] = []
-        bar = _progress_bar(len(prompts)) if progress else None
-        t0, n_tokens = time.perf_counter(), 0
-        for g in range(0, len(prompts), self.max_batch):
-            group = encoded[g : g + self.max_batch]
-            # Checked above: every row fits prompt + max_new_tokens, whatever its neighbours.
-            rows = [_Row(g + j, prompts[g + j], ids, max_new_tokens) for j, ids in enumerate(group)]
-            results += self._run_group(rows, sampling[g : g + len(rows)], stop or [], trace, stream)
-            n_tokens += sum(len(r.token_ids) for r in results[g:])
-            if bar is not None:
-                bar.update(len(rows))
+        # Checked above: every row fits prompt + max_new_tokens, whatever its neighbours.
+        rows = [_Row(i, prompts[i], ids, max_new_tokens) for i, ids in enumerate(encoded)]
+        bar = _progress_bar(len(prompts)) if progress and prompts else None
+        t0 = time.perf_counter()
+        run = _Run(rows, sampling, stop or [], trace, stream, bar)
+        if rows:
+            self._run(run)
         if bar is not None:
             bar.close()
         dt = time.perf_counter() - t0
+        n_tokens = sum(len(r.token_ids) for r in run.results)
+        steps = run.steps
         self.last_stats = {
             "seconds": dt,
             "tokens": n_tokens,
             "tokens_per_s": n_tokens / dt if dt > 0 else 0.0,
+            "decode_steps": steps,
+            "slots": run.batch,
+            "prefills": run.prefills,
+            # generated tokens kept / (decode steps x slots): the share of row-steps doing work
+            "occupancy": n_tokens / (steps * run.batch) if steps else 0.0,
         }
-        return results
+        return run.results
 
-    def _run_group(
-        self,
-        rows: list[_Row],
-        configs: list[SamplerConfig],
-        stop: list[str],
-        trace: bool,
-        stream: Callable[[int, str], None] | None,
-    ) -> list[GenerationResult]:
-        runner = self.runner
-        batch = batch_bucket(len(rows), self.max_batch)
-        longest = max(len(r.prompt_ids) for r in rows)
-        steps = rows[0].limit
-        buckets = sorted({attn_bucket(longest + s, self.max_seq_len) for s in range(1, steps)})
-        runner.capture(batch, buckets)
-        sampling_glue.configure_rows(runner.sampler, configs, batch)
-        st = runner.prefill([r.prompt_ids for r in rows], batch)
-        done, read = 1, 0
+    def _run(self, run: _Run) -> None:
+        """Decode ``run.rows`` on ``run.batch`` slots, refilling freed slots from the queue."""
+        runner, seq = self.runner, self.max_seq_len
+        rows = run.rows
+        run.batch = batch = batch_bucket(min(len(rows), self.max_batch), self.max_batch)
+        lens = [len(r.prompt_ids) for r in rows]
+        # A step attends up to (prompt + tokens so far) positions of its furthest active row:
+        # from the shortest prompt alone to the longest prompt + limit - 1. Captured up front,
+        # since capturing writes the cache and the sampler state of every slot.
+        reach = range(min(lens), max(lens) + rows[0].limit)
+        runner.capture(batch, sorted({attn_bucket(n, seq) for n in reach}))
+        st = runner.state(batch)
+        sampling_glue.configure_rows(runner.sampler, [], batch)  # idle slots: greedy
+        runner.refill(st, list(range(batch)), [[0]] * batch)  # idle slots: token 0 at position 0
+        slots: list[_Row | None] = [None] * batch
+        waiting = deque(rows)
+        need = max(1, batch // REFILL_FRACTION)
+        done = read_at = 0  # decode steps run; the step count at the last read-back
         while True:
-            if done - read >= SYNC_EVERY or done >= steps:
-                new = st.hist_ids[: len(rows), read:done].tolist()
-                read = done
-                if self._check_rows(rows, new, stop, stream) or done >= steps:
+            free = [s for s, r in enumerate(slots) if r is None]
+            if waiting and (len(free) == batch or (self.refill and len(free) >= min(need, len(waiting)))):
+                self._fill(run, st, slots, free, waiting, done)
+            active = [r for r in slots if r is not None]
+            if not active:
+                break
+            while True:  # until a read-back is due: SYNC_EVERY steps, or a row at its budget
+                furthest = max(len(r.prompt_ids) + done - r.start for r in active)
+                runner.decode(st, batch, attn_bucket(furthest, seq))
+                done += 1
+                if done - read_at >= SYNC_EVERY or any(done - r.start >= r.limit for r in active):
                     break
-            runner.decode(st, batch, attn_bucket(longest + done, self.max_seq_len))
-            done += 1
-        return [self._result(r, st, stop, trace) for r in rows]
+            read_at = done
+            for r in self._read_back(st, active, done, run):
+                slots[r.slot] = None
+                if run.bar is not None:
+                    run.bar.update(1)
+        run.steps = done
+
+    def _fill(
+        self, run: _Run, st: Any, slots: list[_Row | None], free: list[int], waiting: deque, done: int
+    ) -> None:
+        """Bind the next waiting prompts to the ``free`` slots: sampler rows configured (own
+        seed, counter 0, fresh ReSET state), one batched prefill; they start at step ``done``."""
+        new = [waiting.popleft() for _ in free[: len(waiting)]]
+        for s, r in zip(free, new, strict=False):
+            self.runner.sampler.configure(s, run.configs[r.index])
+            r.slot, r.start, slots[s] = s, done, r
+        self.runner.refill(st, free[: len(new)], [r.prompt_ids for r in new])
+        run.prefills += 1
+
+    def _read_back(self, st: Any, active: list[_Row], done: int, run: _Run) -> list[_Row]:
+        """Read every active row's unread ids (one gather), check them, and return the rows
+        that finished, their results (and traces) stored in ``run.results``."""
+        dev = st.hist_ids.device
+        counts = [done - r.start - r.read for r in active]
+        last = st.hist_ids.shape[1] - 1
+        cols = [[min(r.read + j, last) for j in range(max(counts))] for r in active]
+        slots = torch.tensor([r.slot for r in active], device=dev)
+        got = st.hist_ids[slots[:, None], torch.tensor(cols, device=dev)].tolist()
+        for r, c in zip(active, counts, strict=True):
+            r.read += c
+        self._check_rows(active, [g[:c] for g, c in zip(got, counts, strict=True)], run.stop, run.stream)
+        finished = [r for r in active if r.finish is not None]
+        traces: list[list[list[Any]]] = [[[], [], []] for _ in finished]
+        if run.trace and finished:
+            idx = torch.tensor([r.slot for r in finished], device=dev)
+            n = max(len(r.ids) for r in finished)
+            hist = [h[idx, :n].tolist() for h in (st.hist_ent, st.hist_temp, st.hist_start)]
+            traces = [[h[j][: len(r.ids)] for h in hist] for j, r in enumerate(finished)]
+        for r, tr in zip(finished, traces, strict=True):
+            run.results[r.index] = self._result(r, run.stop, tr)
+        return finished
 
     def _check_rows(
         self,
@@ -220,21 +312,19 @@ class Engine:
                 text = text[:k]
         return text
 
-    def _result(self, r: _Row, st: Any, stop: list[str], trace: bool) -> GenerationResult:
-        n = len(r.ids)
-        res = GenerationResult(
+    def _result(self, r: _Row, stop: list[str], trace: list[list[Any]]) -> GenerationResult:
+        """``trace``: the row's ``[entropies, temperatures, step_starts]`` (empty lists if off)."""
+        ent, temp, start = trace
+        return GenerationResult(
             prompt=r.prompt,
             token_ids=list(r.ids),
             text=self._text(r.ids, stop),
             finish_reason=r.finish or "length",
             prompt_tokens=len(r.prompt_ids),
+            entropies=list(ent),
+            temperatures=list(temp),
+            step_starts=[bool(b) for b in start],
         )
-        if trace:
-            i = r.index % self.max_batch
-            res.entropies = st.hist_ent[i, :n].tolist()
-            res.temperatures = st.hist_temp[i, :n].tolist()
-            res.step_starts = [bool(b) for b in st.hist_start[i, :n].tolist()]
-        return res
 
 
 def _stop_cut(tokenizer: Any, ids: list[int], stop: list[str]) -> int | None:

@@ -173,11 +173,20 @@ class Attention(nn.Module):
         self.register_buffer("v_cache", None, persistent=False)
 
     def forward(
-        self, x: Tensor, pos: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, attn_len: int, row0: int = 0
+        self,
+        x: Tensor,
+        pos: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        mask: Tensor,
+        attn_len: int,
+        row0: int = 0,
+        rows: Tensor | None = None,
     ) -> Tensor:
         """``x`` ``[B, L, D]``; ``pos`` int64 ``[B, L]``; ``mask`` additive ``[B, 1, L, attn_len]``
         in ``x.dtype`` (0 = attend, -inf = masked);
-        the batch uses cache rows ``[row0, row0 + B)``."""
+        the batch uses cache rows ``[row0, row0 + B)``, or ``rows`` (int64 ``[B]``, any
+        distinct cache-row indices, e.g. the freed slots of a continuous batch) when given."""
         b, L, _ = x.shape
         if self.qkv_fused is not None:
             nq, nkv = self.n_heads * self.hd, self.n_kv * self.hd
@@ -191,12 +200,16 @@ class Attention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        rows = torch.arange(row0, row0 + b, device=x.device)[:, None]
+        idx = torch.arange(row0, row0 + b, device=x.device) if rows is None else rows
         # Advanced indices (rows, pos) around a slice: the indexed view is [B, L, H_kv, hd].
-        self.k_cache[rows, :, pos] = k.transpose(1, 2).to(self.k_cache.dtype)
-        self.v_cache[rows, :, pos] = v.transpose(1, 2).to(self.v_cache.dtype)
-        keys = self.k_cache[row0 : row0 + b, :, :attn_len]
-        vals = self.v_cache[row0 : row0 + b, :, :attn_len]
+        self.k_cache[idx[:, None], :, pos] = k.transpose(1, 2).to(self.k_cache.dtype)
+        self.v_cache[idx[:, None], :, pos] = v.transpose(1, 2).to(self.v_cache.dtype)
+        if rows is None:
+            keys = self.k_cache[row0 : row0 + b, :, :attn_len]
+            vals = self.v_cache[row0 : row0 + b, :, :attn_len]
+        else:  # a gathered copy (prefill only: never inside a captured decode step)
+            keys = self.k_cache[rows, :, :attn_len]
+            vals = self.v_cache[rows, :, :attn_len]
         rep = self.n_heads // self.n_kv
         if L == 1:
             # Decode: the rep query heads sharing a KV head become rep query rows of it.
@@ -235,9 +248,17 @@ class Block(nn.Module):
         self.mlp = MLP(args, dtype, device)
 
     def forward(
-        self, x: Tensor, pos: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, attn_len: int, row0: int = 0
+        self,
+        x: Tensor,
+        pos: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        mask: Tensor,
+        attn_len: int,
+        row0: int = 0,
+        rows: Tensor | None = None,
     ) -> Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), pos, cos, sin, mask, attn_len, row0)
+        x = x + self.self_attn(self.input_layernorm(x), pos, cos, sin, mask, attn_len, row0, rows)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -348,17 +369,34 @@ class Transformer(nn.Module):
         return self.lm_head(self.model.norm(x)).float()
 
     def forward(
-        self, tokens: Tensor, pos: Tensor, attn_len: int, last_idx: Tensor | None = None, row0: int = 0
+        self,
+        tokens: Tensor,
+        pos: Tensor,
+        attn_len: int,
+        last_idx: Tensor | None = None,
+        row0: int = 0,
+        rows: Tensor | None = None,
     ) -> Tensor:
         """Logits for ``tokens`` int64 ``[B, L]`` at positions ``pos`` int64 ``[B, L]``.
 
         ``attn_len`` (static) bounds the cache positions attended to; every ``pos`` must be
         ``< attn_len``. With ``last_idx`` int64 ``[B]`` only those columns go through the
-        head: returns fp32 ``[B, V]``; else fp32 ``[B, L, V]``. Cache rows ``[row0, row0 + B)``.
+        head: returns fp32 ``[B, V]``; else fp32 ``[B, L, V]``. Cache rows ``[row0, row0 + B)``,
+        or the int64 ``[B]`` cache-row indices ``rows`` when given.
         """
-        x, cos, sin, mask = self.prologue(tokens, pos, attn_len)
-        for blk in self.model.layers:
-            x = blk(x, pos, cos, sin, mask, attn_len, row0)
+        x = self.fill_cache(tokens, pos, attn_len, row0, rows)
         if last_idx is not None:
             x = x[torch.arange(x.shape[0], device=x.device), last_idx]
         return self.epilogue(x)
+
+    def fill_cache(
+        self, tokens: Tensor, pos: Tensor, attn_len: int, row0: int = 0, rows: Tensor | None = None
+    ) -> Tensor:
+        """Run the blocks only: write the keys/values of ``tokens`` int64 ``[B, L]`` at ``pos``
+        int64 ``[B, L]`` into cache rows ``[row0, row0 + B)`` (or ``rows`` int64 ``[B]``) and
+        return the last hidden states ``[B, L, D]`` (activation dtype, before the final norm).
+        A prefill that needs no logits (the continuous batch's refill) stops here."""
+        x, cos, sin, mask = self.prologue(tokens, pos, attn_len)
+        for blk in self.model.layers:
+            x = blk(x, pos, cos, sin, mask, attn_len, row0, rows)
+        return x
