@@ -30,6 +30,8 @@ def _case(b, h_kv, rep, d, seq, dtype, seed):
     pos[0] = seq - 1
     if b > 1:
         pos[1] = 0
+    if b > 2:
+        pos[2] = seq + 3  # an idle slot past the view: attends all S keys, reads nothing beyond
     return q, kc[1 : b + 1, :, :seq], vc[1 : b + 1, :, :seq], pos
 
 

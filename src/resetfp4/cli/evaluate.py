@@ -16,6 +16,11 @@ from resetfp4.engine.aliases import DEFAULT_MODEL
 from resetfp4.engine.build import PRECISIONS
 from resetfp4.sampling.config import SamplerConfig
 
+# Prompts handed to one engine.generate call per KV-cache slot: the engine refills a slot
+# as soon as its row finishes (continuous batching), so a call with many more prompts than
+# slots keeps the slots busy; results are written (and resumable) after each call.
+PROMPTS_PER_SLOT = 8
+
 _DEFAULTS = SamplerConfig()  # every sampler default lives in SamplerConfig (paper values)
 
 
@@ -27,7 +32,11 @@ def add_model_args(p: argparse.ArgumentParser, default_precision: str) -> None:
     )
     p.add_argument("--device", default=None, help="cuda / cpu (default: cuda if available)")
     p.add_argument(
-        "--batch-size", type=int, default=64, help="sequences per engine call (default: %(default)s)"
+        "--batch-size",
+        type=int,
+        default=64,
+        help="sequences decoded together (KV-cache slots; default: %(default)s); each engine call "
+        f"gets {PROMPTS_PER_SLOT} prompts per slot, refilled into slots as rows finish",
     )
     p.add_argument(
         "--max-seq-len",
@@ -111,7 +120,7 @@ def eval_config_from_args(args: argparse.Namespace, trace: bool) -> Any:
         samples=args.samples,
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size * PROMPTS_PER_SLOT,
         trace=trace,
         chat=not args.no_chat,
     )

@@ -70,7 +70,8 @@ def decode_attention(q: Tensor, k: Tensor, v: Tensor, pos: Tensor) -> Tensor:
             the last dim contiguous.
         k, v: ``[B, H_kv, S, D]`` (views of the KV cache are fine; last dim contiguous),
             same dtype; positions ``>= S`` are never read.
-        pos: int64 ``[B]``, ``0 <= pos[b] < S``: row ``b`` attends keys ``0..pos[b]``.
+        pos: int64 ``[B]``, ``pos[b] >= 0``: row ``b`` attends keys ``0..min(pos[b], S - 1)``
+            (the engine's mask semantics: an idle slot may run past ``S``).
     Returns:
         ``[B, H_kv, rep, D]`` in ``q.dtype``.
     """

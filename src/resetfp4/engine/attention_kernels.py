@@ -13,7 +13,7 @@ from torch import Tensor
 @triton.jit
 def _split_kernel(q_ptr, k_ptr, v_ptr, pos_ptr, acc_ptr, ml_ptr,
                   sqb, sqh, sqr, skb, skh, sks, svb, svh, svs,
-                  H_KV, REP, SPLITS, chunk, sm_scale,
+                  H_KV, REP, SPLITS, chunk, SEQ, sm_scale,
                   ROWS: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr, TILES: tl.constexpr):
     bh = tl.program_id(0)
     s = tl.program_id(1)
@@ -21,7 +21,7 @@ def _split_kernel(q_ptr, k_ptr, v_ptr, pos_ptr, acc_ptr, ml_ptr,
     h = bh % H_KV
     last = tl.load(pos_ptr + b)  # attended keys: 0..last
     start = s * chunk
-    end = tl.minimum(start + chunk, last + 1)
+    end = tl.minimum(tl.minimum(start + chunk, last + 1), SEQ)  # never past the view
     offs_r = tl.arange(0, ROWS)
     offs_d = tl.arange(0, D)
     offs_n = tl.arange(0, BLOCK_N)
@@ -86,7 +86,7 @@ def launch(q: Tensor, k: Tensor, v: Tensor, pos: Tensor, acc: Tensor, ml: Tensor
         q, k, v, pos, acc, ml,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2),
-        h_kv, rep, splits, chunk, sm_scale,
+        h_kv, rep, splits, chunk, k.shape[2], sm_scale,
         ROWS=rows, D=d, BLOCK_N=block_n, TILES=chunk // block_n, num_warps=4,
     )
     _combine_kernel[(b * h_kv,)](

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from resetfp4.engine import sampling_glue
+from resetfp4.engine import linear_glue, sampling_glue
 from resetfp4.engine.build import build_model, resolve_device
 from resetfp4.engine.decode import DecodeRunner, attn_bucket, batch_bucket
 from resetfp4.engine.loader import load_tokenizer, read_source
@@ -93,6 +93,7 @@ class Engine:
         use_graphs: bool = True,
         compile: bool | None = None,
         refill: bool = True,
+        large_m_cache: bool | None = None,
     ):
         self.model, self.tokenizer = model, tokenizer
         self.model_name, self.precision = model_name, precision
@@ -104,10 +105,28 @@ class Engine:
         if compile is None:  # default: compiled decode on CUDA (falls back to eager, logged once)
             compile = self.device.type == "cuda"
         self.runner = DecodeRunner(model, sampler, use_graphs, compile=compile)
+        self.large_m_bytes = self._cache_large_m(large_m_cache)
         self.eos_ids = self._eos_ids()
         self.refill = refill  # continuous batching (False: static groups of max_batch)
         self.last_stats: dict[str, float] = {}
         self.model_path: str | None = None
+
+    def _cache_large_m(self, want: bool | None) -> int:
+        """Keep the NVFP4 weights also dequantized (activation dtype) for inputs of more than
+        16 rows: prefill and decode at batch > 16 then run cuBLAS on the cached copy instead
+        of dequantizing every weight on every call (same values, same results). ``None``
+        (default): on for CUDA when ``max_batch > 16`` and the copies take at most half of the
+        free GPU memory. Returns the bytes added."""
+        linears = [m for m in self.model.decode_linears() if m.qweight is not None]
+        if not linears or self.device.type != "cuda":
+            return 0
+        if want is None:
+            need = sum(m.out_features * m.in_features for m in linears) * self.model.dtype.itemsize
+            free = torch.cuda.mem_get_info(self.device)[0]
+            want = self.max_batch > linear_glue.SMALL_M and need <= free // 2
+        if not want:
+            return 0
+        return sum(linear_glue.cache_large_m(m.qweight, self.model.dtype) for m in linears)
 
     def _eos_ids(self) -> set[int]:
         ids = set(self.model.args.eos_token_ids)
@@ -351,6 +370,7 @@ def load_engine(
     max_seq_len: int = DEFAULT_MAX_SEQ_LEN,
     lm_head: str = "bf16",
     compile: bool | None = None,
+    large_m_cache: bool | None = None,
 ) -> Engine:
     """Load ``model`` (alias, GGUF file, HF folder or ModelOpt NVFP4 folder) at ``precision``.
 
@@ -360,6 +380,7 @@ def load_engine(
     ``compile`` (default ``None`` = on for CUDA, off for CPU) runs the decode forward
     through ``torch.compile`` (fused kernels per step; one compile per batch/KV bucket,
     a few seconds each; on failure the step runs eagerly, announced once on stderr).
+    ``large_m_cache``: see :meth:`Engine._cache_large_m` (``None`` = automatic).
     """
     if not 1 <= max_batch <= MAX_BATCH:
         raise ValueError(
@@ -384,6 +405,7 @@ def load_engine(
         max_seq_len=max_seq_len,
         reset_params=sampling_glue.known_reset_params(name),
         compile=compile,
+        large_m_cache=large_m_cache,
     )
     eng.model_path = path  # the resolved file/folder (a GGUF for aliases)
     return eng

@@ -77,6 +77,8 @@ def kernels_available(device: torch.device) -> tuple[bool, str]:
     return True, ""
 
 
+SMALL_M = 16  # rows the NVFP4 GEMV serves (resetfp4.kernels.nvfp4_gemv.MAX_SMALL_M)
+
 _BY_KEY: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
 
@@ -140,7 +142,7 @@ def nvfp4_linear(
         # The kernels take a contiguous [M, K] x and a bias of x's dtype.
         x2 = x.reshape(-1, x.shape[-1]).contiguous()
         b = bias.to(x.dtype) if bias is not None else None
-        if pw.large_m is not None and x2.shape[0] > _kg().MAX_SMALL_M and pw.large_m.dtype == x.dtype:
+        if pw.large_m is not None and x2.shape[0] > SMALL_M and pw.large_m.dtype == x.dtype:
             y = _large_m_cached(x2, pw, act, input_scale, b)
         else:
             y = _ops().nvfp4_linear(x2, pw.kernel, act=act, input_scale=input_scale, bias=b)

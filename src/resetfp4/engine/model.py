@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from resetfp4.engine import linear_glue
+from resetfp4.engine import attention, linear_glue
 from resetfp4.engine.config import ModelArgs
 from resetfp4.format.nvfp4 import NVFP4Tensor
 
@@ -213,9 +213,11 @@ class Attention(nn.Module):
         rep = self.n_heads // self.n_kv
         if L == 1:
             # Decode: the rep query heads sharing a KV head become rep query rows of it.
-            o = F.scaled_dot_product_attention(
-                q.reshape(b, self.n_kv, rep, self.hd), keys, vals, attn_mask=mask
-            )
+            q4 = q.reshape(b, self.n_kv, rep, self.hd)
+            if attention.available(q4):  # CUDA: split-KV kernel (keys 0..pos, = the mask)
+                o = attention.decode_attention(q4, keys, vals, pos[:, 0])
+            else:
+                o = F.scaled_dot_product_attention(q4, keys, vals, attn_mask=mask)
             o = o.reshape(b, self.n_heads, 1, self.hd)
         else:
             if rep > 1:
