@@ -56,7 +56,7 @@ from resetfp4.sampling.config import ReSETParams, SamplerConfig
 A_CONFIGS = ("w4a4-t06", "ref-t06", "w4a4-reset", "ref-reset", "w4a16-t06")
 B_CONFIGS = ("w4a4-reset-th06", "ref-reset-th06", "w4a4-reset-p90", "w4a4-greedy", "ref-greedy")
 PRECISION = {"w4a4": "nvfp4-w4a4", "w4a16": "nvfp4-w4a16", "ref": "bf16"}
-PROMPT_BUDGET = 512  # KV-cache room for the prompt (GSM8K/MATH chat prompts are < 400 tokens)
+PROMPT_BUDGET = 1024  # prompt tokens the KV cache leaves room for (math-easy prompts reach ~830)
 
 
 class DeadlineReached(RuntimeError):
