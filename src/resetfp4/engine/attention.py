@@ -7,11 +7,11 @@ H200 (``resetfp4 bench decode`` profile), 13% of an NVFP4 decode step.
 :func:`decode_attention` splits the positions ``[0, attn_len)`` into chunks so that about
 two programs per SM run ("flash decoding"):
 
-1. ``_split_kernel`` grid ``(B * H_kv, S)``: the ``rep`` query heads that share KV head
+1. ``_attn_split_kernel`` grid ``(B * H_kv, S)``: the ``rep`` query heads that share KV head
    ``h`` (padded to 16 rows for ``tl.dot``) against the keys of chunk ``s`` that are
    ``<= pos[b]``; online softmax in fp32; writes the chunk's un-normalised output, row max
    and row sum (fp32).
-2. ``_combine_kernel`` grid ``(B * H_kv,)``: rescales the S partials to the common max and
+2. ``_attn_combine_kernel`` grid ``(B * H_kv,)``: rescales the S partials to the common max and
    divides by the total sum.
 
 Semantics = SDPA over keys ``0..pos[b]`` (inclusive) with scale ``1/sqrt(head_dim)``;

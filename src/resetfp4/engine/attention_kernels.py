@@ -11,7 +11,7 @@ from torch import Tensor
 
 
 @triton.jit
-def _split_kernel(q_ptr, k_ptr, v_ptr, pos_ptr, acc_ptr, ml_ptr,
+def _attn_split_kernel(q_ptr, k_ptr, v_ptr, pos_ptr, acc_ptr, ml_ptr,
                   sqb, sqh, sqr, skb, skh, sks, svb, svh, svs,
                   H_KV, REP, SPLITS, chunk, SEQ, sm_scale,
                   ROWS: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr, TILES: tl.constexpr):
@@ -56,7 +56,7 @@ def _split_kernel(q_ptr, k_ptr, v_ptr, pos_ptr, acc_ptr, ml_ptr,
 
 
 @triton.jit
-def _combine_kernel(acc_ptr, ml_ptr, out_ptr, sob, soh, sor, H_KV, REP,
+def _attn_combine_kernel(acc_ptr, ml_ptr, out_ptr, sob, soh, sor, H_KV, REP,
                     SPLITS: tl.constexpr, ROWS: tl.constexpr, D: tl.constexpr):
     bh = tl.program_id(0)
     b = bh // H_KV
@@ -82,14 +82,14 @@ def launch(q: Tensor, k: Tensor, v: Tensor, pos: Tensor, acc: Tensor, ml: Tensor
            splits: int, chunk: int, rows: int, block_n: int, sm_scale: float) -> None:
     """Both kernels; shapes as in :func:`resetfp4.engine.attention.decode_attention`."""
     b, h_kv, rep, d = q.shape
-    _split_kernel[(b * h_kv, splits)](
+    _attn_split_kernel[(b * h_kv, splits)](
         q, k, v, pos, acc, ml,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2),
         h_kv, rep, splits, chunk, k.shape[2], sm_scale,
         ROWS=rows, D=d, BLOCK_N=block_n, TILES=chunk // block_n, num_warps=4,
     )
-    _combine_kernel[(b * h_kv,)](
+    _attn_combine_kernel[(b * h_kv,)](
         acc, ml, out, out.stride(0), out.stride(1), out.stride(2), h_kv, rep, splits,
         ROWS=rows, D=d, num_warps=4,
     )
