@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from resetfp4.eval.calibrate import iter_token_dump
+from resetfp4.eval.calibrate import entropies_of, iter_token_dump
 from resetfp4.eval.runner import CONFIG_FILE, TOKENS_FILE
 
 TOKENS_NPZ = "tokens.npz"
@@ -123,11 +123,7 @@ def iter_samples(run_dir: str | Path) -> Iterator[dict]:
 
 def collect_run_entropies(run_dir: str | Path) -> np.ndarray:
     """All token entropies of a run (``tokens.jsonl`` and/or ``tokens.npz``), float64 ``[n]``."""
-    chunks = [np.asarray(r["entropies"], dtype=np.float64) for r in iter_samples(run_dir)]
-    ent = np.concatenate(chunks) if chunks else np.zeros(0)
-    if ent.size == 0:
-        raise ValueError(f"{run_dir} holds no token entropies; was the run made with tracing on?")
-    return ent
+    return entropies_of(iter_samples(run_dir), run_dir)
 
 
 def write_tokens_npz(run_dir: str | Path, records: Iterable[dict] | None = None) -> Path:

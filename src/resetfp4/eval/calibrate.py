@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +41,19 @@ def iter_token_dump(path: str | Path) -> Iterator[dict]:
                     raise ValueError(f"{path}:{lineno}: malformed token-dump line") from None
 
 
-def collect_entropies(path: str | Path) -> np.ndarray:
-    """All token entropies of a dump, float64 ``[n_tokens]`` (nats)."""
-    chunks = [np.asarray(r["entropies"], dtype=np.float64) for r in iter_token_dump(path)]
+def entropies_of(records: Iterable[dict], where: str | Path) -> np.ndarray:
+    """The ``"entropies"`` of every token-dump record, concatenated, float64 ``[n_tokens]``
+    (nats); ``where`` names the source in the error when there are none."""
+    chunks = [np.asarray(r["entropies"], dtype=np.float64) for r in records]
     ent = np.concatenate(chunks) if chunks else np.zeros(0)
     if ent.size == 0:
-        raise ValueError(f"{path} holds no token entropies; was the run made with tracing on?")
+        raise ValueError(f"{where} holds no token entropies; was the run made with tracing on?")
     return ent
+
+
+def collect_entropies(path: str | Path) -> np.ndarray:
+    """All token entropies of a dump, float64 ``[n_tokens]`` (nats)."""
+    return entropies_of(iter_token_dump(path), path)
 
 
 def token_stats(path: str | Path, t_low: float | None = None) -> dict:
