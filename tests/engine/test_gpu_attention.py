@@ -77,9 +77,23 @@ def test_under_torch_compile():
     assert_rel_close(f(q, k, v, pos).float(), want, REL, "compiled")
 
 
+def test_broadcast_positions_are_read_per_row():
+    """pos as a stride-0 view (what a prefill of width 1 passes): every row reads its own
+    position, not memory past the view."""
+    q, k, v, _ = _case(4, 2, 7, 64, 1, torch.bfloat16, seed=5)
+    junk = torch.full((1 << 16,), -1, dtype=torch.int64, device="cuda")
+    del junk  # leave -1s in the allocator block right after the next small tensor
+    pos = torch.arange(1, device="cuda").expand(4, 1)[:, 0]
+    assert pos.stride() == (0,)
+    got = A.decode_attention(q, k, v, pos)
+    assert_rel_close(got.float(), A.decode_attention_ref(q, k, v, pos).float(), REL, "stride-0 pos")
+
+
 def test_bad_input_is_named():
     q, k, v, pos = _case(2, 2, 7, 64, 128, torch.bfloat16, seed=1)
     with pytest.raises(ValueError, match="pos must be int64"):
         A.decode_attention(q, k, v, pos.int())
     with pytest.raises(ValueError, match="needs k, v"):
         A.decode_attention(q, k[:, :1], v[:, :1], pos)
+    with pytest.raises(ValueError, match="share a dtype"):
+        A.decode_attention(q, k.half(), v, pos)

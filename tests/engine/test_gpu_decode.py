@@ -136,7 +136,8 @@ def _tiny_engine(precision: str, max_batch: int, refill: bool, compile: bool | N
 def test_continuous_graphs_equal_static_groups(precision, mode):
     """Compiled + graphed decode, 22 prompts on 4 slots: refilled slots (per-row history
     index, clamped idle positions, host writes between replays) give every prompt the ids
-    of the static groups, bitwise (same batch bucket, so the same GEMMs per row)."""
+    of the static groups. Decode steps run the same GEMMs per row (same batch bucket); the
+    refill prefills may not (another M), so entropies are compared to 1e-4 (``_key``)."""
     from test_continuous import CONFIGS, PROMPTS, _key
 
     cfg = CONFIGS[mode]

@@ -88,6 +88,14 @@ def _decode_attention_op(q: Tensor, k: Tensor, v: Tensor, pos: Tensor) -> Tensor
         raise ValueError("decode_attention: the last dim of q, k and v must be contiguous")
     if pos.shape != (b,) or pos.dtype != torch.int64:
         raise ValueError(f"decode_attention: pos must be int64 [{b}], got {pos.dtype} {tuple(pos.shape)}")
+    if k.dtype != q.dtype or v.dtype != q.dtype:
+        raise ValueError(f"decode_attention: q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not (k.device == v.device == pos.device == q.device):
+        raise ValueError(f"decode_attention: q, k, v, pos must be on one device, got {q.device}, "
+                         f"{k.device}, {v.device}, {pos.device}")
+    # The kernel reads pos[b] at pos_ptr + b: a broadcast view (e.g. arange(1).expand(B, 1)[:, 0],
+    # stride 0) must become a real [B] tensor (a no-op for the engine's contiguous positions).
+    pos = pos.contiguous()
     from resetfp4.engine import attention_kernels as ak
 
     seq = k.shape[2]

@@ -17,8 +17,8 @@ def _attn_split_kernel(q_ptr, k_ptr, v_ptr, pos_ptr, acc_ptr, ml_ptr,
                   ROWS: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr, TILES: tl.constexpr):
     bh = tl.program_id(0)
     s = tl.program_id(1)
-    b = bh // H_KV
-    h = bh % H_KV
+    b = (bh // H_KV).to(tl.int64)  # 64-bit offsets: a layer's cache may exceed 2^31 elements
+    h = (bh % H_KV).to(tl.int64)
     last = tl.load(pos_ptr + b)  # attended keys: 0..last
     start = s * chunk
     end = tl.minimum(tl.minimum(start + chunk, last + 1), SEQ)  # never past the view

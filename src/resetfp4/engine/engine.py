@@ -8,8 +8,10 @@ finished (EOS / stop string / its token budget, seen at a read-back) frees its s
 at least ``max(1, batch / REFILL_FRACTION)`` slots are free (or every slot, or as many as
 prompts still wait), the waiting prompts are prefilled into the freed cache rows together
 and decode on from their own position, history column 0 and a freshly configured sampler
-slot (their own seed, counter 0). So a row's ids never depend on its neighbours or on when
-it started. ``Engine.refill = False`` restores static groups (a group decodes until its
+slot (their own seed, counter 0). So a row's sampling never depends on its neighbours or on
+when it started; on CUDA its logits can still differ in the last bits with the batch
+composition (a refill prefill of M rows may take another GEMM path than a static fill), which
+flips a sampled token only at a near-tie (exact on CPU fp32, where the tests compare ids). ``Engine.refill = False`` restores static groups (a group decodes until its
 last row finishes).
 """
 
@@ -173,7 +175,8 @@ class Engine:
         one ended the row; the text never includes it, nor a matched stop string.
         Every row may generate exactly ``max_new_tokens``: a prompt that leaves less room in
         the cache (``len(prompt) + max_new_tokens > max_seq_len``) is a ``ValueError``.
-        Results come in prompt order and do not depend on ``max_batch`` or on the other prompts.
+        Results come in prompt order and do not depend on ``max_batch`` or on the other prompts
+        (up to the floating-point rounding of batched GEMMs on CUDA, see the module docstring).
         """
         if isinstance(sampling, SamplerConfig):
             # One shared config: prompt i draws with seed + i, so repeated prompts differ and

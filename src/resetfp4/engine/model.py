@@ -381,8 +381,9 @@ class Transformer(nn.Module):
     ) -> Tensor:
         """Logits for ``tokens`` int64 ``[B, L]`` at positions ``pos`` int64 ``[B, L]``.
 
-        ``attn_len`` (static) bounds the cache positions attended to; every ``pos`` must be
-        ``< attn_len``. With ``last_idx`` int64 ``[B]`` only those columns go through the
+        ``attn_len`` (static) bounds the cache positions attended to; a real row's ``pos``
+        is ``< attn_len`` (an idle slot of a continuous batch may run past it: it then
+        attends all ``attn_len`` positions and its output is discarded). With ``last_idx`` int64 ``[B]`` only those columns go through the
         head: returns fp32 ``[B, V]``; else fp32 ``[B, L, V]``. Cache rows ``[row0, row0 + B)``,
         or the int64 ``[B]`` cache-row indices ``rows`` when given.
         """

@@ -348,14 +348,19 @@ def write_summary(out_dir: str | Path, task: Task, config: dict | None = None) -
     """(Re)write ``summary.json`` of a run folder from its finished problems; no generation.
 
     ``config``: the run's configuration (default: the folder's ``config.json``). Token
-    statistics are added only once the run is complete (they read the whole dump).
+    statistics are added only once the run is complete (they read the whole dump), and not
+    for a run resumed from a packed ``tokens.npz`` (use ``resetfp4 compare --analysis``).
     Use it after an interrupted ``run_eval`` so the folder's summary matches its problems.
     """
     out = Path(out_dir)
     if config is None:
         config = json.loads((out / CONFIG_FILE).read_text())
     summary = summarize(_read_done(out / PROBLEMS_FILE), task, config)
-    if config.get("trace") and summary["complete"] and (out / TOKENS_FILE).exists():
+    # A packed-and-resumed run keeps its earlier tokens only in tokens.npz (resetfp4.eval.pack):
+    # token_stats reads tokens.jsonl alone, so it is left out rather than written partial
+    # (resetfp4.eval.analysis reads both files).
+    packed = (out / "tokens.npz").exists()
+    if config.get("trace") and summary["complete"] and (out / TOKENS_FILE).exists() and not packed:
         from resetfp4.eval.calibrate import token_stats  # local: calibrate imports this module
 
         sp = config.get("sampler", {})
