@@ -11,8 +11,9 @@ and decode on from their own position, history column 0 and a freshly configured
 slot (their own seed, counter 0). So a row's sampling never depends on its neighbours or on
 when it started; on CUDA its logits can still differ in the last bits with the batch
 composition (a refill prefill of M rows may take another GEMM path than a static fill), which
-flips a sampled token only at a near-tie (exact on CPU fp32, where the tests compare ids). ``Engine.refill = False`` restores static groups (a group decodes until its
-last row finishes).
+flips a sampled token only at a near-tie (exact on CPU fp32, where the tests compare ids).
+``Engine.refill = False`` restores static groups (a group decodes until its last row
+finishes).
 """
 
 from __future__ import annotations

@@ -383,8 +383,9 @@ class Transformer(nn.Module):
 
         ``attn_len`` (static) bounds the cache positions attended to; a real row's ``pos``
         is ``< attn_len`` (an idle slot of a continuous batch may run past it: it then
-        attends all ``attn_len`` positions and its output is discarded). With ``last_idx`` int64 ``[B]`` only those columns go through the
-        head: returns fp32 ``[B, V]``; else fp32 ``[B, L, V]``. Cache rows ``[row0, row0 + B)``,
+        attends all ``attn_len`` positions and its output is discarded). With ``last_idx``
+        int64 ``[B]`` only those columns go through the head: returns fp32 ``[B, V]``; else
+        fp32 ``[B, L, V]``. Cache rows ``[row0, row0 + B)``,
         or the int64 ``[B]`` cache-row indices ``rows`` when given.
         """
         x = self.fill_cache(tokens, pos, attn_len, row0, rows)
