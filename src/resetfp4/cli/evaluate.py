@@ -177,7 +177,8 @@ def run(args: argparse.Namespace) -> int:
     engine = load_engine_from_args(args)
     sampler = sampler_from_args(args, engine)
     cfg = eval_config_from_args(args, trace=args.dump_tokens or args.html_traces > 0)
-    extra = {"params_file": args.params, "limit": args.limit}
+    # batch_size in the config = prompts per engine call; slots = sequences decoded together.
+    extra = {"params_file": args.params, "limit": args.limit, "slots": args.batch_size}
     summary = run_eval(
         engine,
         task,
