@@ -183,17 +183,8 @@ cudaError_t launch_quant_act(const void* x, size_t numel, const float* gs_static
   // CTA (and no global sync) up to 16384 elements.
   const size_t threads = 1024;
   const unsigned blocks = (unsigned)std::min<size_t>((numel / 16 + threads - 1) / threads, 128);
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(blocks);
-  cfg.blockDim = dim3(threads);
-  cfg.stream = stream;
-  cudaLaunchAttribute at[1];
-  at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  at[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = at;
-  cfg.numAttrs = use_pdl() ? 1 : 0;
-  return cudaLaunchKernelEx(&cfg, quant_act_kernel<T>, (const T*)x, numel, gs_static, sync,
-                            gs_out, (T*)xq, codes, scales);
+  return launch_with_pdl(quant_act_kernel<T>, dim3(blocks), dim3((unsigned)threads), 0, stream,
+                         (const T*)x, numel, gs_static, sync, gs_out, (T*)xq, codes, scales);
 }
 
 template <typename T>
