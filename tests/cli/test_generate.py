@@ -21,6 +21,12 @@ REAL_LOAD_ENGINE = engine_mod.load_engine  # before the fixture below replaces i
 PROMPT = "The capital of France is"
 
 
+def greedy_fp32_argv(max_new_tokens: int, *extra: str) -> list[str]:
+    """``resetfp4 generate`` of PROMPT, raw, greedy, fp32 on CPU, plus ``extra`` flags."""
+    return ["generate", "--prompt", PROMPT, "--raw", "--sampler", "greedy", "--precision", "fp32",
+            "--device", "cpu", "--max-new-tokens", str(max_new_tokens), *extra]
+
+
 @pytest.fixture(scope="module", autouse=True)
 def cached_engines():
     """Reuse engines between CLI calls (each real load takes seconds on CPU)."""
@@ -64,22 +70,7 @@ def test_default_is_smollm2_with_reset(capsys):
 
 
 def test_fp32_greedy_raw_json_ids(capsys):
-    argv = [
-        "generate",
-        "--prompt",
-        PROMPT,
-        "--raw",
-        "--sampler",
-        "greedy",
-        "--precision",
-        "fp32",
-        "--device",
-        "cpu",
-        "--max-new-tokens",
-        "4",
-        "--json",
-    ]
-    assert main(argv) == 0
+    assert main(greedy_fp32_argv(4, "--json")) == 0
     d = last_json(capsys.readouterr().out)
     # HF transformers' greedy continuation (tests/engine/test_engine.py checks it live).
     assert d["token_ids"] == [7042, 30, 198, 198] and d["text"] == " Paris.\n\n"
@@ -87,22 +78,7 @@ def test_fp32_greedy_raw_json_ids(capsys):
 
 
 def test_human_output_streams_and_summarises(capsys):
-    argv = [
-        "generate",
-        "--prompt",
-        PROMPT,
-        "--raw",
-        "--sampler",
-        "greedy",
-        "--precision",
-        "fp32",
-        "--device",
-        "cpu",
-        "--max-new-tokens",
-        "2",
-        "--color",
-    ]
-    assert main(argv) == 0
+    assert main(greedy_fp32_argv(2, "--color")) == 0
     out, err = capsys.readouterr()
     assert out.startswith(" Paris.") and "legend: grey = greedy" in out
     assert "tokens/s" in err and "reasoning step" in err and "greedy (temperature 0)" in err
@@ -113,9 +89,7 @@ def test_human_output_streams_and_summarises(capsys):
     ("flags", "compile"), [(["--compile"], True), (["--no-compile"], False), ([], None)]
 )
 def test_compile_and_max_seq_len_reach_load_engine(cached_engines, capsys, flags, compile):
-    argv = ["generate", "--prompt", PROMPT, "--raw", "--sampler", "greedy", "--precision", "fp32"]
-    argv += ["--device", "cpu", "--max-new-tokens", "1", "--json", "--max-seq-len", "96", *flags]
-    assert main(argv) == 0
+    assert main(greedy_fp32_argv(1, "--json", "--max-seq-len", "96", *flags)) == 0
     assert cached_engines["calls"][-1] == {"max_seq_len": 96, "compile": compile}
     capsys.readouterr()
 

@@ -64,3 +64,18 @@ def test_num_splits_covers_every_position(rows, seq, sms):
 def test_cpu_tensors_take_sdpa():
     q = torch.randn(1, 2, 3, 64, dtype=torch.bfloat16)
     assert not A.available(q)  # the model then runs SDPA with the same mask semantics
+
+
+def test_bad_input_is_named():
+    """The op's checks run before any kernel, so they are tested on CPU tensors."""
+    q = torch.randn(2, 2, 7, 64, dtype=torch.bfloat16)
+    k = torch.randn(2, 2, 16, 64, dtype=torch.bfloat16)
+    pos = torch.tensor([3, 15])
+    with pytest.raises(ValueError, match="pos must be int64"):
+        A.decode_attention(q, k, k, pos.int())
+    with pytest.raises(ValueError, match="needs k, v"):
+        A.decode_attention(q, k[:, :1], k[:, :1], pos)
+    with pytest.raises(ValueError, match="share a dtype"):
+        A.decode_attention(q, k.half(), k, pos)
+    with pytest.raises(ValueError, match="last dim"):
+        A.decode_attention(q, k.transpose(2, 3).contiguous().transpose(2, 3), k, pos)
