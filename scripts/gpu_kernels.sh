@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # One device call: build, GPU tests, sanitizer, ncu, SASS/ptxas report, benchmark. Logs -> $OUT.
-# STEPS (default "test bench") picks from: test sanitizer ncu bench ab ctas1 nopdl.
-# ab: the same bench with static W4A4 through the separate quantizer launch (v5 behaviour,
-# RESETFP4_NO_FUSED_ACT=1) on the same machine (AB_ARGS, default BENCH_ARGS).
+# STEPS (default "test bench") picks from: test sanitizer ncu bench plans nopdl.
+# plans: dev/kernels/plan_sweep.py (the GEMV under several work splits per shape).
 # NCU_CASES: "N K M[|N K M...]" (default: 8B.o M=1, 32B.gate_up M=1, 8B.o M=8).
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -14,7 +13,7 @@ t0=$(date +%s)
 python3 -c "from resetfp4.kernels.build import load_extension as l; l(verbose=False)" 2>&1 | tail -5
 echo "build_s=$(( $(date +%s) - t0 ))" | tee -a "$OUT/build.txt"
 so=$(find ~/.cache/torch_extensions -name 'resetfp4_nvfp4_gemv*.so' | head -1)
-cuobjdump -sass "$so" 2>/dev/null | grep -oE '(LDG[.A-Z0-9]*|LDS[.A-Z0-9]*|HMMA[.A-Z0-9]*|LDL|STL|HMUL2[.A-Z0-9]*|UBLKCP[.A-Z0-9]*|SYNCS[.A-Z0-9]*)' | sort | uniq -c >> "$OUT/build.txt"
+cuobjdump -sass "$so" 2>/dev/null | grep -oE '(LDG[.A-Z0-9]*|LDS[.A-Z0-9]*|HMMA[.A-Z0-9]*|LDL|STL|HMUL2[.A-Z0-9]*|UCGABAR[_A-Z0-9]*|LD\.E[.A-Z0-9]*)' | sort | uniq -c >> "$OUT/build.txt"
 if has test; then
   timeout 300 python3 -m pytest tests/kernels -q -p no:cacheprovider -x 2>&1 | tee "$OUT/pytest.txt" | tail -6
 fi
@@ -43,13 +42,8 @@ fi
 if has bench; then
   timeout 300 python3 -m resetfp4.cli.main bench kernels ${BENCH_ARGS:-} --json "$OUT/bench_kernels.json" 2>&1 | tee "$OUT/bench.txt" | tail -70
 fi
-if has ab; then
-  RESETFP4_NO_FUSED_ACT=1 timeout 300 python3 -m resetfp4.cli.main bench kernels \
-    ${AB_ARGS:-${BENCH_ARGS:-}} --json "$OUT/bench_v5mode.json" 2>&1 | tee "$OUT/bench_v5mode.txt" | tail -40
-fi
-if has ctas1; then  # one CTA per SM (each streams twice the bytes), same machine
-  RESETFP4_CTAS_PER_SM=1 timeout 300 python3 -m resetfp4.cli.main bench kernels \
-    ${CTAS1_ARGS:-${BENCH_ARGS:-}} --json "$OUT/bench_ctas1.json" 2>&1 | tee "$OUT/bench_ctas1.txt" | tail -40
+if has plans; then
+  timeout 300 python3 dev/kernels/plan_sweep.py --json "$OUT/plan_sweep.json" 2>&1 | tee "$OUT/plan_sweep.txt" | tail -20
 fi
 if has nopdl; then
   RESETFP4_NO_PDL=1 python3 -m resetfp4.cli.main bench kernels --m 1 8 --json "$OUT/bench_nopdl.json" 2>&1 | tee "$OUT/bench_nopdl.txt" | tail -30

@@ -3,12 +3,12 @@
 For speed, repack each weight once with :func:`prepare_weight` and call the returned
 :class:`PreparedNVFP4Weight` (or pass it to :func:`nvfp4_linear`). On CUDA:
 
-* ``M <= 16`` rows: one tensor-core-fed, bandwidth-bound stream-K GEMV kernel that reads
-  every weight byte once. ``act="fp4"`` with a static ``input_scale`` (the deployment path)
-  at ``M >= 2`` quantizes x inside that same kernel; at ``M = 1`` or with a dynamic scale
-  (``input_scale=None``) one tiny activation-quantization launch runs first (on sm_90 the
-  GEMV streams its weights while it runs, via programmatic dependent launch). No
-  allocation with ``out=``, no host sync: safe inside ``torch.cuda.CUDAGraph`` capture.
+* ``M <= 16`` rows: one tensor-core-fed, bandwidth-bound GEMV kernel that reads every
+  weight byte once (split-K inside thread-block clusters on sm_90). ``act="fp4"``: one
+  tiny activation-quantization launch runs first (static ``input_scale``, the deployment
+  path, or dynamic ``input_scale=None``); on sm_90 the GEMV streams its weights while it
+  runs, via programmatic dependent launch. No allocation with ``out=``, no host sync: safe
+  inside ``torch.cuda.CUDAGraph`` capture.
 * ``M > 16`` (prefill): dequantize to ``x.dtype`` once per call, then cuBLAS.
 
 On a machine without CUDA (or CPU tensors) the float reference
@@ -18,8 +18,6 @@ On a machine without CUDA (or CPU tensors) the float reference
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 
@@ -28,12 +26,6 @@ from resetfp4.kernels import nvfp4_gemv as kg
 from resetfp4.kernels.reference import nvfp4_linear_ref
 
 _ACTS = ("bf16", "fp4")
-# Static-scale W4A4 at 2 <= M <= 16 runs the fused GEMV (x quantized inside it); at M = 1 the
-# separate quantizer launch + GEMV measured faster (H200, v6: W4A4/W4A16 time 1.27 vs 1.33,
-# dev/kernels/NOTES.md). RESETFP4_NO_FUSED_ACT=1 (read once at import) turns fusion off
-# (A/B timing).
-FUSE_STATIC_ACT = os.environ.get("RESETFP4_NO_FUSED_ACT", "") != "1"
-FUSED_MIN_M = 2
 
 
 class PreparedNVFP4Weight:
@@ -41,14 +33,15 @@ class PreparedNVFP4Weight:
 
     Attributes:
         n, k: logical shape (``K % 16 == 0``).
-        codes: uint8 ``[ceil(N/64) * K/16, 512]``, scales: uint8 ``[ceil(N/64) * K/16, 64]``
+        packed: uint8 ``[ceil(N/16) * ceil(K/64), 576]``, codes and scales per unit
             (layout in :mod:`resetfp4.kernels.nvfp4_gemv`).
         global_scale: fp32 ``[1]`` on the weight's device.
-        ctas: CTAs of the stream-K small-M kernel (2 per SM of the weight's device).
+        plans: ``{8: (S, R), 16: (S, R)}``, the GEMV work split for M <= 8 and M <= 16
+            (:func:`resetfp4.kernels.nvfp4_gemv.plan` for the weight's device).
         exact_scales: some block scale is zero/subnormal (slower, general scale decode).
 
-    Calls are stream-ordered: one prepared weight must not run on two streams at once
-    (the split-K workspace is shared). ``__call__`` has the signature of
+    Calls with W4A4 share one activation workspace per dtype, so one prepared weight must
+    not run on two streams at once. ``__call__`` has the signature of
     :func:`nvfp4_linear` without ``w``.
     """
 
@@ -59,23 +52,20 @@ class PreparedNVFP4Weight:
             raise ValueError(f"weight must be 2-D [N, K], got shape {tuple(w.shape)}")
         self.n, self.k = int(w.shape[0]), int(w.shape[1])
         self.device = w.device
-        self.codes, self.scales = kg.repack(w)
+        self.packed = kg.repack(w)
         self.global_scale = w.global_scale.float().reshape(1).to(self.device)
         self.exact_scales = kg.needs_exact_scales(w)
-        ng = -(-self.n // kg.ROWS_PER_GROUP)
         if self.device.type == "cuda":
-            sms = torch.cuda.get_device_properties(self.device).multi_processor_count
-            self.ctas = kg.choose_ctas(self.n, self.k, sms)
+            props = torch.cuda.get_device_properties(self.device)
+            sms, cluster = props.multi_processor_count, kg.MAX_CLUSTER if props.major >= 9 else 1
         else:
-            self.ctas = 1
-        self.partial = torch.empty(kg.partial_slots(self.n, self.k, self.ctas), 16,
-                                   kg.ROWS_PER_GROUP, dtype=torch.float32, device=self.device)
-        self.counter = torch.zeros(ng, dtype=torch.int32, device=self.device)
+            sms, cluster = 1, 1
+        self.plans = {c: kg.plan(self.n, self.k, sms, cluster, c) for c in (8, 16)}
         self._act_ws: dict[torch.dtype, kg.ActWorkspace] = {}
 
     def to_nvfp4(self) -> NVFP4Tensor:
         """The original weight back (exact inverse of the repack)."""
-        return kg.unrepack(self.codes, self.scales, self.n, self.k, self.global_scale)
+        return kg.unrepack(self.packed, self.n, self.k, self.global_scale)
 
     def act_workspace(self, dtype: torch.dtype) -> kg.ActWorkspace:
         """Buffers for W4A4 at M <= 16; created on first use (warm up before capture)."""
@@ -169,24 +159,20 @@ def nvfp4_linear(x: torch.Tensor, w: NVFP4Tensor | PreparedNVFP4Weight, *, act: 
         return out.copy_(y) if out is not None else y
     gs_x = _input_scale(input_scale, x.device)
     m = x.shape[0]
-    if x.data_ptr() % 16:  # the kernels copy rows of x with 16-byte bulk copies
+    if x.data_ptr() % 16:  # the kernels read rows of x with 16-byte loads
         x = x.clone()
     if m <= kg.MAX_SMALL_M:
-        fused = act == "fp4" and gs_x is not None and FUSE_STATIC_ACT and m >= FUSED_MIN_M
-        g_x = xq = qsync = None
+        g_x = None
         if act == "fp4":
             ws = pw.act_workspace(x.dtype)
-            if fused:  # the GEMV quantizes x itself (into ws.xq) with the static scale
-                g_x, xq, qsync = gs_x, ws.xq, ws.qsync
-            else:
-                x = ws.quantize(x, gs_x)
-                g_x = ws.gs
+            x = ws.quantize(x, gs_x)
+            g_x = ws.gs
+        s, r = pw.plans[8 if m <= 8 else 16]
         if out is None:
-            return kg.nvfp4_gemv(x, pw.codes, pw.scales, pw.global_scale, g_x, bias,
-                                 pw.partial, pw.counter, xq, qsync, pw.ctas, pw.n,
-                                 pw.exact_scales, fused)
-        kg.nvfp4_gemv_out(x, pw.codes, pw.scales, pw.global_scale, g_x, bias, out,
-                          pw.partial, pw.counter, xq, qsync, pw.ctas, pw.exact_scales, fused)
+            return kg.nvfp4_gemv(x, pw.packed, pw.global_scale, g_x, bias, s, r, pw.n,
+                                 pw.exact_scales)
+        kg.nvfp4_gemv_out(x, pw.packed, pw.global_scale, g_x, bias, out, s, r,
+                          pw.exact_scales)
         return out
     return _large_m(x, pw, act, gs_x, out, bias)
 
@@ -194,7 +180,7 @@ def nvfp4_linear(x: torch.Tensor, w: NVFP4Tensor | PreparedNVFP4Weight, *, act: 
 def _large_m(x, pw: PreparedNVFP4Weight, act: str, gs_x, out, bias) -> torch.Tensor:
     """Prefill: dequantize W to x.dtype once, then cuBLAS (fp32 accumulation)."""
     wd = torch.empty(pw.n, pw.k, dtype=x.dtype, device=x.device)
-    kg.nvfp4_dequant(pw.codes, pw.scales, pw.global_scale, wd)
+    kg.nvfp4_dequant(pw.packed, pw.global_scale, wd)
     if act == "fp4":
         ws = kg.ActWorkspace(x.shape[0], pw.k, x.dtype, x.device)
         xq = ws.quantize(x, gs_x)

@@ -11,13 +11,12 @@ from resetfp4.nvfp4 import quantize
 from resetfp4.ops import nvfp4_linear, prepare_weight
 
 
-@pytest.mark.parametrize("n,k", [(8, 16), (24, 48), (64, 32), (130, 96)])
+@pytest.mark.parametrize("n,k", [(8, 16), (24, 48), (64, 32), (130, 96), (17, 208)])
 def test_repack_roundtrip(n, k):
     w = quantize(torch.randn(n, k))
-    codes, scales = kg.repack(w)
-    assert codes.shape == (-(-n // 64) * (k // 16), 512)
-    assert scales.shape == (-(-n // 64) * (k // 16), 64)
-    back = kg.unrepack(codes, scales, n, k, w.global_scale)
+    packed = kg.repack(w)
+    assert packed.shape == (-(-n // 16) * -(-k // 64), 576)
+    back = kg.unrepack(packed, n, k, w.global_scale)
     assert torch.equal(back.packed, w.packed)
     assert torch.equal(back.block_scale.view(torch.uint8), w.block_scale.view(torch.uint8))
 
@@ -36,34 +35,50 @@ def _decode_word(q: int) -> list[int]:
 
 
 def test_repack_matches_kernel_decode():
-    """Every register the kernel decodes holds the codes of the mma A fragment."""
-    n, k = 64, 32
+    """Every register the kernel decodes holds the codes of the (K-permuted) mma A fragment,
+    and each lane's two scale bytes are those of its rows and block."""
+    n, k = 32, 192
     w = quantize(torch.randn(n, k))
-    codes, scales = kg.repack(w)
+    packed = kg.repack(w)
     c = w.codes()
-    ks = k // 16
-    for st in range(ks):
-        for lane in (0, 5, 17, 31):
-            g, t = divmod(lane, 4)
-            raw = bytes(codes[st, 16 * lane:16 * lane + 16].tolist())
-            for j in range(4):
-                h = _decode_word(int.from_bytes(raw[4 * j:4 * j + 4], "little"))
-                for r in range(4):
-                    row, col = 16 * j + g + 8 * (r & 1), 16 * st + 2 * t + 8 * (r >> 1)
-                    assert _bf16_pattern_code(h[r] & 0xFFFF) == int(c[row, col])
-                    assert _bf16_pattern_code(h[r] >> 16) == int(c[row, col + 1])
-                sb = scales[st, 8 * g + 2 * j:8 * g + 2 * j + 2]
-                want = w.block_scale.view(torch.uint8)[[16 * j + g, 16 * j + g + 8], st]
+    tiles, kc = kg.grid_dims(n, k)
+    for tile in range(tiles):
+        for chunk in range(kc):
+            unit = packed[tile * kc + chunk]
+            for lane in (0, 5, 17, 31):
+                g, t = divmod(lane, 4)
+                raw = bytes(unit[16 * lane:16 * lane + 16].tolist())
+                for s in range(4):
+                    h = _decode_word(int.from_bytes(raw[4 * s:4 * s + 4], "little"))
+                    for r in range(4):
+                        row = 16 * tile + g + 8 * (r & 1)
+                        col = 64 * chunk + 16 * t + 4 * s + 2 * (r >> 1)
+                        assert _bf16_pattern_code(h[r] & 0xFFFF) == int(c[row, col])
+                        assert _bf16_pattern_code(h[r] >> 16) == int(c[row, col + 1])
+                sb = unit[512 + 2 * lane:512 + 2 * lane + 2]
+                want = w.block_scale.view(torch.uint8)[[16 * tile + g, 16 * tile + g + 8],
+                                                       4 * chunk + t]
                 assert torch.equal(sb, want)
 
 
-def test_choose_ctas_fills_machine():
-    assert kg.choose_ctas(4096, 4096, 132) == 264
-    assert kg.choose_ctas(25600, 5120, 132) == 264
-    assert kg.choose_ctas(8, 16, 132) == 1
-    # every (CTA, row group) segment has its own partial slot
-    # 16384 units, 63 per CTA -> 261 CTAs; plus one slot per row group
-    assert kg.partial_slots(4096, 4096, 264) == 261 + 64
+def test_plan_balances_the_machine():
+    """On the paper shapes the plan keeps the busiest SM within 25% of a perfect split,
+    without clusters (there are more row tiles than SMs); clusters split K only where there
+    are fewer tiles than SMs, and never before sm_90."""
+    for (n, k) in [(4096, 4096), (6144, 4096), (24576, 4096), (4096, 12288), (7168, 5120),
+                   (5120, 5120), (17408, 5120), (5120, 17408), (10240, 5120), (5120, 8192),
+                   (25600, 5120), (5120, 25600)]:
+        tiles, kc = kg.grid_dims(n, k)
+        for m_class in (8, 16):
+            s, r = kg.plan(n, k, 132, 8, m_class)
+            assert s == 1 and 1 <= r <= tiles
+            ctas = -(-tiles // r)
+            busiest = -(-ctas // 132) * r * kc
+            assert busiest <= 1.25 * tiles * kc / 132, (n, k, m_class, s, r)
+    assert kg.plan(8, 16, 132, 8, 8) == (1, 1)
+    s, r = kg.plan(64, 12288, 132, 8, 8)  # 4 tiles, 192 chunks: split K in clusters
+    assert s == 8
+    assert kg.plan(64, 12288, 132, 1, 8)[0] == 1  # no clusters before sm_90
 
 
 def test_fallback_matches_reference():
@@ -98,21 +113,3 @@ def test_bad_act_and_out():
         pw(x, act="int8")
     with pytest.raises(ValueError, match=r"shape \(2, 8\)"):
         pw(x, out=torch.empty(2, 9, dtype=torch.bfloat16))
-
-
-def _round_value_mirror(a: torch.Tensor) -> torch.Tensor:
-    """fp32 mirror of nvfp4_round_value's magnitude rounding (csrc/nvfp4_common.cuh)."""
-    magic = torch.where(a < 2, 2.0**22, torch.where(a < 4, 2.0**23, 2.0**24)).float()
-    return torch.clamp_max((a + magic) - magic, 6.0)
-
-
-def test_fused_quantizer_rounding_matches_e2m1_encode():
-    """The fused W4A4 rounding ((a + 2^(23+e)) - 2^(23+e), capped at 6) equals the reference
-    E2M1 round-to-nearest-even on a dense fp32 grid, every tie and values above 6."""
-    from resetfp4.nvfp4 import e2m1_decode, e2m1_encode
-
-    ties = torch.tensor([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0, 7.0])
-    a = torch.cat([torch.linspace(0, 9, 200_001), ties, torch.nextafter(ties, ties + 1),
-                   torch.nextafter(ties, ties - 1)]).float()
-    want = e2m1_decode(e2m1_encode(a))
-    assert torch.equal(_round_value_mirror(a), want)

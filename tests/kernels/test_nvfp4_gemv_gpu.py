@@ -35,11 +35,11 @@ def test_small_m_matches_reference(n, k, dtype, act):
         y = pw(x, act=act, out=out)
         assert y.data_ptr() == out.data_ptr()
         assert_rel_close(y, _ref(x, w, act), rel_for_dtype(dtype), f"M={m} N={n} K={k} {act}")
-        if act == "fp4":  # static input_scale: the fused kernel
+        if act == "fp4":  # static input_scale (the deployment path)
             gs = (x.float().abs().amax() / 2688).reshape(1)
             out.fill_(float("nan"))
             y = pw(x, act=act, input_scale=gs, out=out)
-            assert_rel_close(y, _ref(x, w, act, gs), rel_for_dtype(dtype), f"M={m} fused")
+            assert_rel_close(y, _ref(x, w, act, gs), rel_for_dtype(dtype), f"M={m} static")
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -83,7 +83,7 @@ def test_dequant_bitexact(dtype):
     w = quantize(torch.randn(200, 96, device=DEV))
     pw = prepare_weight(w)
     out = torch.full((200, 96), float("nan"), dtype=dtype, device=DEV)
-    kg.nvfp4_dequant(pw.codes, pw.scales, pw.global_scale, out)
+    kg.nvfp4_dequant(pw.packed, pw.global_scale, out)
     assert_bitexact(out, w.dequantize(dtype), "dequantized weight")
 
 
@@ -115,7 +115,7 @@ def test_cuda_graph_capture_replay(act, static, m):
     w = quantize(torch.randn(n, k, device=DEV))
     pw = prepare_weight(w)
     x = torch.randn(m, k, device=DEV).to(dtype)
-    gs = torch.tensor([0.0015], device=DEV) if static else None  # static: the fused kernel
+    gs = torch.tensor([0.0015], device=DEV) if static else None
     out = torch.empty(m, n, dtype=dtype, device=DEV)
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
@@ -138,8 +138,7 @@ def test_m_over_16_at_gemv_entry_is_rejected():
     x = torch.randn(17, 32, device=DEV).to(torch.bfloat16)
     y = torch.empty(17, 64, dtype=torch.bfloat16, device=DEV)
     with pytest.raises(ValueError, match=r"1 <= M <= 16, got shape \(17, 32\)"):
-        kg.nvfp4_gemv_out(x, pw.codes, pw.scales, pw.global_scale, None, None, y,
-                          pw.partial, pw.counter, None, None, pw.ctas)
+        kg.nvfp4_gemv_out(x, pw.packed, pw.global_scale, None, None, y, 1, 1)
 
 
 def test_fast_and_exact_scale_decodes_agree():
@@ -152,8 +151,7 @@ def test_fast_and_exact_scale_decodes_agree():
     outs = []
     for exact in (False, True):
         y = torch.full((m, n), float("nan"), dtype=x.dtype, device=DEV)
-        kg.nvfp4_gemv_out(x, pw.codes, pw.scales, pw.global_scale, None, None, y,
-                          pw.partial, pw.counter, None, None, pw.ctas, exact)
+        kg.nvfp4_gemv_out(x, pw.packed, pw.global_scale, None, None, y, *pw.plans[16], exact)
         outs.append(y)
     assert_bitexact(outs[0], outs[1], "fast vs exact scale decode")
     assert_rel_close(outs[0], _ref(x, w, "bf16"), rel_for_dtype(x.dtype), "fast decode")
@@ -180,28 +178,64 @@ def test_act_quant_many_blocks_bitexact():
     assert_bitexact(ws.gs.reshape(()), ref.global_scale, "global scale")
 
 
-def _gemv(pw, x, g_x, ws=None):
-    """ws given: fused static W4A4 (the kernel quantizes x into ws.xq)."""
+def _gemv(pw, x, g_x=None, plan=None):
+    """The GEMV entry with a given (cluster, tiles per cluster) plan (default: the weight's)."""
     y = torch.full((x.shape[0], pw.n), float("nan"), dtype=x.dtype, device=DEV)  # poisoned
-    kg.nvfp4_gemv_out(x, pw.codes, pw.scales, pw.global_scale, g_x, None, y, pw.partial,
-                      pw.counter, None if ws is None else ws.xq,
-                      None if ws is None else ws.qsync, pw.ctas, pw.exact_scales, ws is not None)
+    plan = plan or pw.plans[8 if x.shape[0] <= 8 else 16]
+    kg.nvfp4_gemv_out(x, pw.packed, pw.global_scale, g_x, None, y, *plan, pw.exact_scales)
     return y
+
+
+def _clusters() -> bool:
+    return torch.cuda.get_device_capability()[0] >= 9
+
+
+@pytest.mark.parametrize("n,k", [(24, 192), (200, 80), (4104, 4096), (1000, 12288)])
+def test_every_work_split_matches_reference(n, k):
+    """Any (cluster size S, tiles per cluster R) gives the reference result, including
+    clusters with ranks that get no K chunk (S > KC) and a last cluster with fewer tiles;
+    every run is deterministic (bit-identical when repeated)."""
+    w = quantize(torch.randn(n, k, device=DEV))
+    pw = prepare_weight(w)
+    tiles, kc = kg.grid_dims(n, k)
+    rmax = min(tiles, kg.MAX_TILES_PER_CLUSTER[16])
+    splits = [(1, 1), (1, rmax), (1, max(1, tiles // 3))]
+    if _clusters():
+        splits += [(2, 1), (3, 2), (8, 1), (5, max(1, rmax // 2)), (8, rmax)]
+    for m in (1, 3, 8, 9, 16):
+        x = torch.randn(m, k, device=DEV).to(torch.bfloat16)
+        ref = _ref(x, w, "bf16")
+        for plan in splits:
+            y = _gemv(pw, x, plan=plan)
+            assert_rel_close(y, ref, rel_for_dtype(x.dtype), f"M={m} plan={plan}")
+            assert_bitexact(_gemv(pw, x, plan=plan), y, f"repeat M={m} plan={plan}")
+
+
+def test_too_many_tiles_per_cluster_is_an_error():
+    pw = prepare_weight(quantize(torch.randn(4096, 64, device=DEV)))
+    x = torch.randn(9, 64, device=DEV).to(torch.bfloat16)
+    with pytest.raises(RuntimeError, match="tiles per cluster must fit shared memory"):
+        _gemv(pw, x, plan=(1, 256))  # 256 tiles x 16 rows x 16 batch rows of fp32 partials
+
+
+def test_cluster_plan_rejected_without_sm90():
+    if _clusters():
+        pytest.skip("this GPU has thread-block clusters (sm_90+): nothing to reject")
+    pw = prepare_weight(quantize(torch.randn(64, 256, device=DEV)))
+    x = torch.randn(1, 256, device=DEV).to(torch.bfloat16)
+    with pytest.raises(RuntimeError, match="cluster size > 1 needs sm_90"):
+        _gemv(pw, x, plan=(2, 1))
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("n,k", [(24, 48), (4104, 4096), (6144, 12288)])
-def test_fused_static_w4a4_bitexact_with_quantizer(n, k, dtype):
-    """Fused static-scale W4A4 == the bit-exact quantizer kernel + the same GEMV, bit for bit
-    (same e2m1 * block-scale activations into the same mma sequence), and == the reference;
-    the fused kernel's xq == the quantizer's, bit for bit. M changes between calls on one
-    workspace (the CTA counting must not depend on M).
-
-    x has a zero block (scale 1), a block far above 6 * 448 * gs (saturated scale) and
-    tiny values (subnormal / zero e4m3 scales)."""
+def test_static_w4a4_is_quantizer_then_gemv(n, k, dtype):
+    """nvfp4_linear(act='fp4', input_scale=gs) == the bit-exact quantizer + the W4A16 GEMV
+    on its output with g_x, bit for bit, and == the reference. x has a zero block (scale 1),
+    a block far above 6 * 448 * gs (saturated scale) and tiny values (subnormal / zero e4m3
+    scales); M changes between calls on one prepared weight."""
     w = quantize(torch.randn(n, k, device=DEV))
     pw = prepare_weight(w)
-    fused_ws = kg.ActWorkspace(16, k, dtype, torch.device(DEV))
     for m in (1, 2, 3, 8, 9, 16, 1):
         x = torch.randn(m, k, device=DEV).to(dtype)
         x[0, :16] = 0
@@ -210,36 +244,19 @@ def test_fused_static_w4a4_bitexact_with_quantizer(n, k, dtype):
         gs = (x.float().abs().amax() / 2688 / 4).reshape(1)  # some blocks above the range
         ws = kg.ActWorkspace(16, k, dtype, torch.device(DEV))
         xq = ws.quantize(x, gs)
-        two_launch = _gemv(pw, xq, ws.gs)
-        fused = _gemv(pw, x, gs, fused_ws)
-        assert_bitexact(fused_ws.xq[:m], xq, f"fused xq vs quantizer, M={m}")
-        assert_bitexact(fused, two_launch, f"fused vs quantizer+GEMV, M={m}")
-        assert_rel_close(fused, _ref(x, w, "fp4", gs), rel_for_dtype(dtype), f"fused M={m}")
+        two_step = _gemv(pw, xq, ws.gs)
+        y = nvfp4_linear(x, pw, act="fp4", input_scale=gs)
+        assert_bitexact(y, two_step, f"nvfp4_linear vs quantizer+GEMV, M={m}")
+        assert_rel_close(y, _ref(x, w, "fp4", gs), rel_for_dtype(dtype), f"static M={m}")
 
 
-def test_fused_static_w4a4_exact_scale_path_and_public_api():
-    """A weight with a zero block scale (general scale decode): the fused kernel and
-    nvfp4_linear(act='fp4', input_scale=...) (fused unless RESETFP4_NO_FUSED_ACT=1)."""
+def test_static_w4a4_exact_scale_path():
+    """A weight with a zero block scale (general scale decode), static W4A4."""
     w = quantize(torch.randn(200, 256, device=DEV))
     w.block_scale.view(torch.uint8)[5, 2] = 0
     pw = prepare_weight(w)
     assert pw.exact_scales
     x = torch.randn(5, 256, device=DEV).to(torch.bfloat16)
     gs = torch.tensor(0.003, device=DEV)
-    ref = _ref(x, w, "fp4", gs)
-    ws = kg.ActWorkspace(16, 256, x.dtype, torch.device(DEV))
-    assert_rel_close(_gemv(pw, x, gs.reshape(1), ws), ref, rel_for_dtype(x.dtype), "fused")
     y = nvfp4_linear(x, pw, act="fp4", input_scale=gs)
-    assert_rel_close(y, ref, rel_for_dtype(x.dtype), "nvfp4_linear, static scale")
-
-
-def test_quant_x_needs_scale_and_workspace():
-    pw = prepare_weight(quantize(torch.randn(64, 32, device=DEV)))
-    x = torch.randn(1, 32, device=DEV).to(torch.bfloat16)
-    ws = kg.ActWorkspace(16, 32, x.dtype, torch.device(DEV))
-    with pytest.raises(ValueError, match="needs the static activation scale"):
-        _gemv(pw, x, None, ws)
-    y = torch.empty(1, 64, dtype=x.dtype, device=DEV)
-    with pytest.raises(ValueError, match="needs xq"):
-        kg.nvfp4_gemv_out(x, pw.codes, pw.scales, pw.global_scale, ws.gs, None, y, pw.partial,
-                          pw.counter, None, ws.qsync, pw.ctas, pw.exact_scales, True)
+    assert_rel_close(y, _ref(x, w, "fp4", gs), rel_for_dtype(x.dtype), "static, exact scales")

@@ -177,8 +177,8 @@ def cache_large_m(pw: PreparedWeight, dtype: torch.dtype) -> int:
         return 0
     if pw.large_m is None or pw.large_m.dtype != dtype:
         k = pw.kernel
-        pw.large_m = torch.empty(k.n, k.k, dtype=dtype, device=k.codes.device)
-        _kg().nvfp4_dequant(k.codes, k.scales, k.global_scale, pw.large_m)
+        pw.large_m = torch.empty(k.n, k.k, dtype=dtype, device=k.packed.device)
+        _kg().nvfp4_dequant(k.packed, k.global_scale, pw.large_m)
     return pw.large_m.numel() * pw.large_m.element_size()
 
 

@@ -1,98 +1,154 @@
 """NVFP4 linear on CUDA: load-time repack, torch custom ops, small-M / large-M dispatch.
 
 Layout produced by :func:`repack` (documented in full in ``csrc/nvfp4_common.cuh``): a
-*unit* is 64 rows x 16 K (one e4m3 scale per row); units ``u = ng * KS + st`` with
-``NG = ceil(N / 64)``, ``KS = K / 16`` are stored one after the other, so any range of units
-is one contiguous byte range.
+*unit* is 16 rows x 64 K (four blocks of 16, one e4m3 scale per row and block); units
+``u = tile * KC + chunk`` with ``T = ceil(N / 16)`` tiles and ``KC = ceil(K / 64)`` chunks are
+stored one after the other (tile-major), so the K range of a tile is one contiguous byte range.
 
-* ``codes`` uint8 ``[NG * KS, 512]``: 32 lanes x 4 words; lane ``l`` (``g = l // 4``,
-  ``t = l % 4``), word ``j`` holds the ``mma.m16n8k16`` A fragment of rows
-  ``64*ng + 16*j + {g, g+8}``: register ``r`` = row ``16*j + g + 8*(r & 1)``,
-  ``k = 16*st + 2*t + 8*(r >> 1) + h`` (``h`` = half), with the code bits at the positions
-  of :data:`CODE_BITS` (chosen so that the kernel decodes a register with 1-4 ALU ops).
-* ``scales`` uint8 (e4m3 bits) ``[NG * KS, 64]``: byte ``8*g + 2*j + hi`` = scale of row
-  ``64*ng + 16*j + g + 8*hi``, block ``st``.
+The result is one uint8 tensor ``[T * KC, 576]``: per unit 512 code bytes, then 64 scale
+bytes (one stream: the kernel reads a unit's codes and scales from one pointer).
 
-Padded rows have code 0 and scale 0. Same bytes as the input (0.5625 B per weight plus
-< 64 padded rows), so the kernel reads each weight byte exactly once.
+* codes (bytes 0..511 of a unit): 32 lanes x 4 words; lane ``l`` (``g = l // 4``,
+  ``t = l % 4``) holds rows ``16*tile + {g, g+8}`` of block ``t`` of the chunk; word ``s``
+  is the ``mma.m16n8k16`` A fragment of K step ``s``: register ``r`` = row
+  ``16*tile + g + 8*(r & 1)``, ``k = 64*chunk + 16*t + 4*s + 2*(r >> 1) + h`` (``h`` = half;
+  the kernel permutes x the same way, so a lane's x values are 16 contiguous elements),
+  with the code bits at the positions of :data:`CODE_BITS` (chosen so that the kernel
+  decodes a register with 1-4 ALU ops).
+* scales (bytes 512..575, e4m3 bits): byte ``2*l + h`` = scale of row
+  ``16*tile + g + 8*h``, block ``4*chunk + t``.
+
+Padded rows and K columns have code 0 and scale 0. Same bytes as the input (0.5625 B per
+weight plus < 16 padded rows and < 64 padded columns), so the kernel reads each weight
+byte exactly once.
 """
 
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 
 from resetfp4.format.nvfp4 import NVFP4Tensor, unpack_codes
 
-ROWS_PER_GROUP = 64
+TILE_ROWS = 16
+CHUNK_K = 64
 MAX_SMALL_M = 16
-# The GEMV kernel fits 2 CTAs (288 threads, <= 103 KB smem) per SM; RESETFP4_CTAS_PER_SM=1
-# (read at import) is for A/B timing only.
-CTAS_PER_SM = 1 if os.environ.get("RESETFP4_CTAS_PER_SM", "") == "1" else 2
+MAX_CLUSTER = 8  # portable thread-block cluster size (sm_90)
 _DTYPES = (torch.bfloat16, torch.float16)
 # Bit positions (m, e0, e1, sign) of register r's low-half code in a 32-bit word; the
 # high-half code sits 16 bits higher (mod 32). Mirrors decode_word in nvfp4_common.cuh.
 CODE_BITS = ((0, 1, 2, 9), (6, 7, 8, 15), (10, 11, 12, 19), (4, 5, 14, 13))
 
 
-def _fragments(codes: torch.Tensor, ng: int, ks: int) -> torch.Tensor:
-    """codes [64*ng, 16*ks] -> [ng, ks, g, t, j, r, h] (A-fragment order)."""
-    c = codes.view(ng, 4, 2, 8, ks, 2, 4, 2)  # ng, j, rlo, g, st, rhi, t, h
-    c = c.permute(0, 4, 3, 6, 1, 5, 2, 7)     # ng, st, g, t, j, rhi, rlo, h
-    return c.reshape(ng, ks, 8, 4, 4, 4, 2)    # r = 2*rhi + rlo
+def grid_dims(n: int, k: int) -> tuple[int, int]:
+    """(tiles, chunks) of the repacked layout of an ``[n, k]`` weight."""
+    return math.ceil(n / TILE_ROWS), math.ceil(k / CHUNK_K)
 
 
-def repack(w: NVFP4Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """NVFP4 ``[N, K]`` -> (codes ``[NG*KS, 512]`` uint8, scales ``[NG*KS, 64]`` uint8)."""
+UNIT_BYTES = 576
+
+
+def repack(w: NVFP4Tensor) -> torch.Tensor:
+    """NVFP4 ``[N, K]`` -> packed units, uint8 ``[T*KC, 576]`` (codes then scales)."""
     if len(w.shape) != 2:
         raise ValueError(f"weight must be 2-D [N, K], got shape {tuple(w.shape)}")
     n, k = w.shape
-    ng, ks = math.ceil(n / ROWS_PER_GROUP), k // 16
+    tiles, kc = grid_dims(n, k)
     codes = unpack_codes(w.packed)
     scales = w.block_scale.view(torch.uint8)
-    pad = ng * ROWS_PER_GROUP - n
-    if pad:
-        codes = torch.cat([codes, codes.new_zeros(pad, k)])
-        scales = torch.cat([scales, scales.new_zeros(pad, ks)])
-    f = _fragments(codes, ng, ks)
+    codes = torch.nn.functional.pad(codes, (0, kc * CHUNK_K - k, 0, tiles * TILE_ROWS - n))
+    scales = torch.nn.functional.pad(scales, (0, kc * 4 - k // 16, 0, tiles * TILE_ROWS - n))
+    c = codes.view(tiles, 2, 8, kc, 4, 4, 2, 2)  # tile, rhalf, g, chunk, t, s, pair, h
+    f = c.permute(0, 3, 2, 4, 5, 6, 1, 7).reshape(tiles, kc, 8, 4, 4, 4, 2)  # r = 2*pair + rhalf
     word = torch.zeros(f.shape[:5], dtype=torch.int64, device=f.device)
     for r, bits in enumerate(CODE_BITS):
         for h in range(2):
             for b, pos in enumerate(bits):
                 word |= ((f[..., r, h] >> b) & 1).long() << ((pos + 16 * h) % 32)
     word = torch.where(word >= 2**31, word - 2**32, word)  # as signed 32-bit
-    word = word.to(torch.int32).contiguous()  # [ng, ks, g, t, j] little-endian words
-    packed = word.view(torch.uint8).reshape(ng * ks, 512)
-    s = scales.view(ng, 4, 2, 8, ks).permute(0, 4, 3, 1, 2)  # ng, st, g, j, hi
-    return packed, s.contiguous().reshape(ng * ks, 64)
+    word = word.to(torch.int32).contiguous()  # [tiles, kc, g, t, s] little-endian words
+    packed = word.view(torch.uint8).reshape(tiles * kc, 512)
+    sc = scales.view(tiles, 2, 8, kc, 4).permute(0, 3, 2, 4, 1)  # tile, chunk, g, t, rhalf
+    return torch.cat([packed, sc.reshape(tiles * kc, 64)], dim=1).contiguous()
 
 
-def unrepack(codes: torch.Tensor, scales: torch.Tensor, n: int, k: int,
-             global_scale: torch.Tensor) -> NVFP4Tensor:
+def unrepack(packed: torch.Tensor, n: int, k: int, global_scale: torch.Tensor) -> NVFP4Tensor:
     """Inverse of :func:`repack` (tests and the CPU fallback)."""
-    ng, ks = math.ceil(n / ROWS_PER_GROUP), k // 16
-    word = codes.reshape(ng, ks, 8, 4, 16).view(torch.int32).long() & 0xFFFFFFFF  # g, t, j
-    f = torch.zeros(ng, ks, 8, 4, 4, 4, 2, dtype=torch.uint8, device=codes.device)
+    tiles, kc = grid_dims(n, k)
+    codes, scales = packed[:, :512].contiguous(), packed[:, 512:].contiguous()
+    word = codes.reshape(tiles, kc, 8, 4, 16).view(torch.int32).long() & 0xFFFFFFFF  # g, t, s
+    f = torch.zeros(tiles, kc, 8, 4, 4, 4, 2, dtype=torch.uint8, device=codes.device)
     for r, bits in enumerate(CODE_BITS):
         for h in range(2):
             for b, pos in enumerate(bits):
                 f[..., r, h] |= (((word >> ((pos + 16 * h) % 32)) & 1) << b).to(torch.uint8)
-    c = f.view(ng, ks, 8, 4, 4, 2, 2, 2)       # ng, st, g, t, j, rhi, rlo, h
-    c = c.permute(0, 4, 6, 2, 1, 5, 3, 7)      # ng, j, rlo, g, st, rhi, t, h
-    full = c.reshape(ng * ROWS_PER_GROUP, ks * 16)[:n]
+    c = f.view(tiles, kc, 8, 4, 4, 2, 2, 2)     # tile, chunk, g, t, s, pair, rhalf, h
+    c = c.permute(0, 6, 2, 1, 3, 4, 5, 7)      # tile, rhalf, g, chunk, t, s, pair, h
+    full = c.reshape(tiles * TILE_ROWS, kc * CHUNK_K)[:n, :k]
     packed = full[:, 0::2] | (full[:, 1::2] << 4)
-    s = scales.view(ng, ks, 8, 4, 2).permute(0, 3, 4, 2, 1)  # ng, j, hi, g, st
-    s = s.reshape(ng * ROWS_PER_GROUP, ks)[:n]
+    s = scales.view(tiles, kc, 8, 4, 2).permute(0, 4, 2, 1, 3)  # tile, rhalf, g, chunk, t
+    s = s.reshape(tiles * TILE_ROWS, kc * 4)[:n, :k // 16]
     return NVFP4Tensor(packed.contiguous(), s.contiguous().view(torch.float8_e4m3fn),
                        global_scale.float().reshape(()).clone())
 
 
-def choose_ctas(n: int, k: int, sm_count: int) -> int:
-    """CTAs for the stream-K GEMV: 2 per SM, never more than there are 64x16 units."""
-    units = math.ceil(n / ROWS_PER_GROUP) * (k // 16)
-    return max(1, min(units, CTAS_PER_SM * sm_count))
+# CTAs per SM the GEMV is built for (__launch_bounds__ in nvfp4_gemv.cu): 3 for M <= 8,
+# 2 for M <= 16; and the most tiles per cluster its shared memory allows at that occupancy.
+CTAS_PER_SM = {8: 3, 16: 2}
+MAX_TILES_PER_CLUSTER = {8: 64, 16: 48}
+# Cost model of a plan, in units (576 bytes: one 16 x 64 weight block) streamed by the
+# busiest SM, fitted to dev/kernels/plan_sweep.py on an H100 (v7): a unit costs
+# 1 + 0.3 * (CTAS_PER_SM - c) / c times more with c < CTAS_PER_SM resident CTAs (fewer bytes
+# in flight: 1.16x at 2, 1.5x at 1 of 3), each wave of CTAs on an SM ~1 µs (~20 units of
+# first-load latency, the end-of-CTA reduction; charged high so that one wave is preferred,
+# the regime the fit covers), and a cluster (S > 1) measured ~1.5-2 µs
+# more than the same work without (cluster launch, barriers, DSMEM reduction: ~80 units);
+# large clusters also fit fewer per wave than CTA slots suggest (32B.gate_up, 8 x 33:
+# 48.6 µs against 33.7 without clusters). So clusters are used only where there are fewer
+# row tiles than SMs (S = 1 would leave SMs idle).
+WAVE_COST_UNITS = 50
+CLUSTER_COST_UNITS = 80
+FEWER_CTAS_SLOWDOWN = 0.3
+
+
+def plan(n: int, k: int, sm_count: int, max_cluster: int, m_class: int) -> tuple[int, int]:
+    """(cluster size S, tiles per cluster R) for the GEMV, for M <= ``m_class`` (8 or 16).
+
+    Cluster ``c`` owns ``R`` row tiles and its ``S`` CTAs split their K range, so the grid
+    has ``S * ceil(T / R)`` CTAs of ``R * ceil(KC / S)`` units each. The plan minimizes the
+    cost of the busiest SM: ``cps * R * ceil(KC / S)`` units for ``cps = ceil(CTAs / SMs)``
+    CTAs (times the fewer-CTAs slowdown), plus :data:`WAVE_COST_UNITS` per wave of
+    ``CTAS_PER_SM`` CTAs, plus :data:`CLUSTER_COST_UNITS` when ``S > 1``; ties prefer no
+    cluster, then more CTAs.
+    Clusters only when there are fewer row tiles than SMs; ``max_cluster`` is 1 before
+    sm_90 (no thread-block clusters).
+    """
+    tiles, kc = grid_dims(n, k)
+    per_sm = CTAS_PER_SM[m_class]
+    best: tuple | None = None
+    if tiles >= sm_count:
+        max_cluster = 1
+    for s in range(1, min(max_cluster, kc) + 1):
+        p = math.ceil(kc / s)
+        if (s - 1) * p >= kc:  # the last rank would get no chunk
+            continue
+        cands = {1, tiles}
+        for cps in range(1, 3 * per_sm + 1):  # CTAs per SM the plan aims at
+            cands.add(math.ceil(tiles / max(1, cps * sm_count // s)))
+        for r in cands:
+            r = min(r, tiles, MAX_TILES_PER_CLUSTER[m_class])
+            ctas = s * math.ceil(tiles / r)
+            cps = math.ceil(ctas / sm_count)
+            c = min(cps, per_sm)
+            slow = 1.0 + FEWER_CTAS_SLOWDOWN * (per_sm - c) / c
+            cost = (cps * r * p * slow + math.ceil(cps / per_sm) * WAVE_COST_UNITS
+                    + (CLUSTER_COST_UNITS if s > 1 else 0))
+            key = (cost, s, -ctas)
+            if best is None or key < best[0]:
+                best = (key, s, r)
+    assert best is not None
+    return best[1], best[2]
 
 
 def needs_exact_scales(w: NVFP4Tensor) -> bool:
@@ -106,35 +162,11 @@ def needs_exact_scales(w: NVFP4Tensor) -> bool:
     return bool((((b & 0x78) == 0) | ((b & 0x80) != 0)).any())
 
 
-def partial_slots(n: int, k: int, ctas: int) -> int:
-    """Split-K partial slots the kernel may use: one per (CTA, row group) segment."""
-    ng, units = math.ceil(n / ROWS_PER_GROUP), math.ceil(n / ROWS_PER_GROUP) * (k // 16)
-    per = math.ceil(units / ctas)
-    return math.ceil(units / per) + ng
-
-
 def check_small_m(x: torch.Tensor) -> None:
     """The GEMV entry takes 1 <= M <= 16 rows of a 2-D x."""
     if x.dim() != 2 or not 1 <= x.shape[0] <= MAX_SMALL_M:
         raise ValueError(f"the NVFP4 GEMV takes x [M, K] with 1 <= M <= {MAX_SMALL_M}, got shape "
                          f"{tuple(x.shape)}; use resetfp4.ops.nvfp4_linear for larger M")
-
-
-def _check_quant_x(x: torch.Tensor, g_x: torch.Tensor | None, quant_x: bool,
-                   xq: torch.Tensor | None, qsync: torch.Tensor | None) -> None:
-    if not quant_x:
-        return
-    if g_x is None:
-        raise ValueError("quant_x=True (fused W4A4) needs the static activation scale g_x "
-                         "(fp32 [1]); pass it, or quantize x first and use quant_x=False")
-    if (xq is None or xq.dtype != x.dtype or xq.dim() != 2 or xq.shape[0] < x.shape[0]
-            or xq.shape[1] != x.shape[1] or not xq.is_contiguous()):
-        raise ValueError(f"quant_x=True needs xq: a contiguous {x.dtype} [>= {x.shape[0]}, "
-                         f"{x.shape[1]}] workspace (ActWorkspace.xq), got "
-                         f"{None if xq is None else (xq.dtype, tuple(xq.shape))}")
-    if qsync is None or qsync.dtype != torch.int64 or qsync.numel() != 2:
-        raise ValueError("quant_x=True needs qsync: an int64 [2] tensor of zeros, kept across "
-                         "calls (ActWorkspace.qsync)")
 
 
 # ---- custom ops (registered lazily: the library needs no GPU to import) ----
@@ -144,49 +176,40 @@ def _ext():
     return load_extension()
 
 
-@torch.library.custom_op("resetfp4::nvfp4_gemv_out",
-                         mutates_args=("y", "partial", "counter", "xq", "qsync"))
-def nvfp4_gemv_out(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor,
-                   g_w: torch.Tensor, g_x: torch.Tensor | None, bias: torch.Tensor | None,
-                   y: torch.Tensor, partial: torch.Tensor, counter: torch.Tensor,
-                   xq: torch.Tensor | None, qsync: torch.Tensor | None, ctas: int,
-                   exact: bool = True, quant_x: bool = False) -> None:
+def _raise(err: str) -> None:
+    """The extension returns an error message ('' on success) instead of throwing."""
+    if err:
+        raise RuntimeError(err)
+
+
+@torch.library.custom_op("resetfp4::nvfp4_gemv_out", mutates_args=("y",))
+def nvfp4_gemv_out(x: torch.Tensor, packed: torch.Tensor, g_w: torch.Tensor, g_x: torch.Tensor | None, bias: torch.Tensor | None,
+                   y: torch.Tensor, cluster: int, tiles_per_cluster: int,
+                   exact: bool = True) -> None:
     """y[M, N] = (x[M, K] @ dequant(W)^T) * g_x + bias; M <= 16; allocates nothing.
 
-    ``partial`` fp32 ``[partial_slots(N, K, ctas), 16, 64]`` and ``counter`` int32 ``[NG]``
-    (zero at rest) are the split-K workspace of this weight. ``exact=False`` selects the
-    faster scale decode, valid only when every block scale is a normal e4m3
-    (:func:`needs_exact_scales`). ``quant_x=True`` is fused W4A4 with a static activation
-    scale: the kernel quantizes x exactly as ``resetfp4.nvfp4.quantize(x, global_scale=g_x)``
-    (``g_x`` fp32 ``[1]``) into ``xq`` (x.dtype ``[>= M, K]``) and multiplies by that;
-    ``qsync`` int64 ``[2]`` (zeros when created, never reset) orders the CTAs
-    (:class:`ActWorkspace` holds both; ``None`` otherwise). They have no default: torch 2.11
-    drops defaulted trailing arguments before bumping the versions of mutated ones.
+    ``cluster``, ``tiles_per_cluster``: the work split, :func:`plan` for this M's class
+    (``cluster > 1`` needs sm_90). ``exact=False`` selects the faster scale decode, valid
+    only when every block scale is a normal e4m3 (:func:`needs_exact_scales`). W4A4: x is
+    the quantizer's dequantized activation and ``g_x`` its global scale (fp32 ``[1]``).
     """
     check_small_m(x)
-    _check_quant_x(x, g_x, quant_x, xq, qsync)
-    _ext().gemv(x, codes, scales, g_w, g_x, bias, y, partial, counter, ctas, exact, quant_x,
-                xq, qsync)
+    _raise(_ext().gemv(x, packed, g_w, g_x, bias, y, cluster, tiles_per_cluster, exact))
 
 
-@torch.library.custom_op("resetfp4::nvfp4_gemv",
-                         mutates_args=("partial", "counter", "xq", "qsync"))
-def nvfp4_gemv(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, g_w: torch.Tensor,
-               g_x: torch.Tensor | None, bias: torch.Tensor | None, partial: torch.Tensor,
-               counter: torch.Tensor, xq: torch.Tensor | None, qsync: torch.Tensor | None,
-               ctas: int, n: int, exact: bool = True, quant_x: bool = False) -> torch.Tensor:
+@torch.library.custom_op("resetfp4::nvfp4_gemv", mutates_args=())
+def nvfp4_gemv(x: torch.Tensor, packed: torch.Tensor, g_w: torch.Tensor,
+               g_x: torch.Tensor | None, bias: torch.Tensor | None, cluster: int,
+               tiles_per_cluster: int, n: int, exact: bool = True) -> torch.Tensor:
     """Functional form of :func:`nvfp4_gemv_out`: returns a new ``[M, n]`` in x.dtype."""
     check_small_m(x)
-    _check_quant_x(x, g_x, quant_x, xq, qsync)
     y = torch.empty(x.shape[0], n, dtype=x.dtype, device=x.device)
-    _ext().gemv(x, codes, scales, g_w, g_x, bias, y, partial, counter, ctas, exact, quant_x,
-                xq, qsync)
+    _raise(_ext().gemv(x, packed, g_w, g_x, bias, y, cluster, tiles_per_cluster, exact))
     return y
 
 
 @nvfp4_gemv.register_fake
-def _(x, codes, scales, g_w, g_x, bias, partial, counter, xq, qsync, ctas, n, exact=True,
-      quant_x=False):
+def _(x, packed, g_w, g_x, bias, cluster, tiles_per_cluster, n, exact=True):
     return x.new_empty(x.shape[0], n)
 
 
@@ -200,14 +223,13 @@ def nvfp4_quant_act(x: torch.Tensor, gs_static: torch.Tensor | None, sync: torch
     Writes codes (uint8 [M, K/2]), scales (uint8 e4m3 bits [M, K/16]), the global scale
     (fp32 [1]) and ``xq = e2m1(code) * fp32(scale)`` (x.dtype [M, K], exact).
     """
-    _ext().quant_act(x, gs_static, sync, gs_out, xq, codes, scales)
+    _raise(_ext().quant_act(x, gs_static, sync, gs_out, xq, codes, scales))
 
 
 @torch.library.custom_op("resetfp4::nvfp4_dequant", mutates_args=("w",))
-def nvfp4_dequant(codes: torch.Tensor, scales: torch.Tensor, g_w: torch.Tensor,
-                  w: torch.Tensor) -> None:
+def nvfp4_dequant(packed: torch.Tensor, g_w: torch.Tensor, w: torch.Tensor) -> None:
     """w[N, K] = e2m1(code) * (fp32(scale) * g_w) in w.dtype (bit-exact dequantize)."""
-    _ext().dequant(codes, scales, g_w, w)
+    _raise(_ext().dequant(packed, g_w, w))
 
 
 class ActWorkspace:
@@ -217,8 +239,6 @@ class ActWorkspace:
         self.gs = torch.ones(1, dtype=torch.float32, device=device)
         # grid-wide amax: {amax bits, arrived, left, unused}, zero at rest
         self.sync = torch.zeros(4, dtype=torch.int32, device=device)
-        # fused static W4A4 GEMV: {CTA tickets, quantizer CTAs done}; only ever grows
-        self.qsync = torch.zeros(2, dtype=torch.int64, device=device)
         self.xq = torch.empty(rows, k, dtype=dtype, device=device)
         self.codes = torch.empty(rows, k // 2, dtype=torch.uint8, device=device)
         self.scales = torch.empty(rows, k // 16, dtype=torch.uint8, device=device)
@@ -231,8 +251,7 @@ class ActWorkspace:
 
 
 @nvfp4_gemv_out.register_fake
-def _(x, codes, scales, g_w, g_x, bias, y, partial, counter, xq, qsync, ctas, exact=True,
-      quant_x=False):
+def _(x, packed, g_w, g_x, bias, y, cluster, tiles_per_cluster, exact=True):
     return None
 
 
@@ -242,5 +261,5 @@ def _(x, gs_static, sync, gs_out, xq, codes, scales):
 
 
 @nvfp4_dequant.register_fake
-def _(codes, scales, g_w, w):
+def _(packed, g_w, w):
     return None

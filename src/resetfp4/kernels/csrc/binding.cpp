@@ -6,51 +6,52 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <string>
+
 namespace resetfp4 {
 template <typename T>
-cudaError_t launch_gemv(const void*, const void*, const void*, const float*, const float*,
-                        const void*, void*, float*, int*, int, int, int, int, bool, bool, void*,
-                        unsigned long long*, cudaStream_t);
+cudaError_t launch_gemv(const void*, const void*, const float*, const float*, const void*,
+                        void*, int, int, int, int, int, bool, cudaStream_t);
 template <typename T>
 cudaError_t launch_quant_act(const void*, size_t, const float*, unsigned int*, float*, void*,
                              uint8_t*, uint8_t*, cudaStream_t);
 template <typename T>
-cudaError_t launch_dequant(const void*, const void*, const float*, void*, int, int, cudaStream_t);
+cudaError_t launch_dequant(const void*, const float*, void*, int, int, cudaStream_t);
 }  // namespace resetfp4
 
-static void check(cudaError_t e, const char* what, int64_t m, int64_t n, int64_t k) {
-  TORCH_CHECK(e == cudaSuccess, what, " failed for (M=", m, ", N=", n, ", K=", k,
-              "): ", cudaGetErrorString(e),
-              " (constraints: 1 <= M <= 16, K % 16 == 0, N >= 1)");
+// Errors go back to Python as a message ("" = success), which raises them: no C++
+// exception crosses the extension boundary.
+static std::string check(cudaError_t e, const char* what, int64_t m, int64_t n, int64_t k) {
+  if (e == cudaSuccess) return std::string();
+  return std::string(what) + " failed for (M=" + std::to_string(m) + ", N=" + std::to_string(n) +
+         ", K=" + std::to_string(k) + "): " + cudaGetErrorString(e) +
+         " (constraints: 1 <= M <= 16, K % 16 == 0, N >= 1; a cluster size > 1 needs sm_90; the "
+              "tiles per cluster must fit shared memory)";
 }
 
 static const float* opt_ptr(const c10::optional<torch::Tensor>& t) {
   return t.has_value() ? t->data_ptr<float>() : nullptr;
 }
 
-void gemv(torch::Tensor x, torch::Tensor codes, torch::Tensor scales, torch::Tensor g_w,
+std::string gemv(torch::Tensor x, torch::Tensor packed, torch::Tensor g_w,
           c10::optional<torch::Tensor> g_x, c10::optional<torch::Tensor> bias, torch::Tensor y,
-          torch::Tensor partial, torch::Tensor counter, int64_t ctas, bool exact, bool quant_x,
-          c10::optional<torch::Tensor> xq, c10::optional<torch::Tensor> qsync) {
+          int64_t cluster, int64_t tiles_per_cluster, bool exact) {
   const int64_t M = x.size(0), K = x.size(1), N = y.size(1);
-  void* xq_p = xq.has_value() ? xq->data_ptr() : nullptr;
-  auto* qs_p = qsync.has_value()
-                   ? reinterpret_cast<unsigned long long*>(qsync->data_ptr<int64_t>()) : nullptr;
   auto stream = at::cuda::getCurrentCUDAStream(x.get_device()).stream();
   const void* b = bias.has_value() ? bias->data_ptr() : nullptr;
   cudaError_t e;
   if (x.scalar_type() == at::kBFloat16)
-    e = resetfp4::launch_gemv<__nv_bfloat16>(x.data_ptr(), codes.data_ptr(), scales.data_ptr(),
-        g_w.data_ptr<float>(), opt_ptr(g_x), b, y.data_ptr(), partial.data_ptr<float>(),
-        counter.data_ptr<int>(), M, N, K, ctas, exact, quant_x, xq_p, qs_p, stream);
+    e = resetfp4::launch_gemv<__nv_bfloat16>(x.data_ptr(), packed.data_ptr(),
+        g_w.data_ptr<float>(), opt_ptr(g_x), b, y.data_ptr(), M, N, K, cluster,
+        tiles_per_cluster, exact, stream);
   else
-    e = resetfp4::launch_gemv<__half>(x.data_ptr(), codes.data_ptr(), scales.data_ptr(),
-        g_w.data_ptr<float>(), opt_ptr(g_x), b, y.data_ptr(), partial.data_ptr<float>(),
-        counter.data_ptr<int>(), M, N, K, ctas, exact, quant_x, xq_p, qs_p, stream);
-  check(e, "nvfp4 gemv", M, N, K);
+    e = resetfp4::launch_gemv<__half>(x.data_ptr(), packed.data_ptr(),
+        g_w.data_ptr<float>(), opt_ptr(g_x), b, y.data_ptr(), M, N, K, cluster,
+        tiles_per_cluster, exact, stream);
+  return check(e, "nvfp4 gemv", M, N, K);
 }
 
-void quant_act(torch::Tensor x, c10::optional<torch::Tensor> gs_static, torch::Tensor sync,
+std::string quant_act(torch::Tensor x, c10::optional<torch::Tensor> gs_static, torch::Tensor sync,
                torch::Tensor gs_out, torch::Tensor xq, torch::Tensor codes, torch::Tensor scales) {
   auto stream = at::cuda::getCurrentCUDAStream(x.get_device()).stream();
   auto* sy = reinterpret_cast<unsigned int*>(sync.data_ptr<int>());
@@ -63,25 +64,24 @@ void quant_act(torch::Tensor x, c10::optional<torch::Tensor> gs_static, torch::T
   else
     e = resetfp4::launch_quant_act<__half>(x.data_ptr(), x.numel(), opt_ptr(gs_static),
         sy, gs_out.data_ptr<float>(), xq.data_ptr(), c, s, stream);
-  check(e, "nvfp4 activation quantization", x.size(0), 0, x.size(1));
+  return check(e, "nvfp4 activation quantization", x.size(0), 0, x.size(1));
 }
 
-void dequant(torch::Tensor codes, torch::Tensor scales, torch::Tensor g_w, torch::Tensor w) {
+std::string dequant(torch::Tensor packed, torch::Tensor g_w, torch::Tensor w) {
   const int64_t N = w.size(0), K = w.size(1);
   auto stream = at::cuda::getCurrentCUDAStream(w.get_device()).stream();
   cudaError_t e;
   if (w.scalar_type() == at::kBFloat16)
-    e = resetfp4::launch_dequant<__nv_bfloat16>(codes.data_ptr(), scales.data_ptr(),
+    e = resetfp4::launch_dequant<__nv_bfloat16>(packed.data_ptr(),
         g_w.data_ptr<float>(), w.data_ptr(), N, K, stream);
   else
-    e = resetfp4::launch_dequant<__half>(codes.data_ptr(), scales.data_ptr(),
+    e = resetfp4::launch_dequant<__half>(packed.data_ptr(),
         g_w.data_ptr<float>(), w.data_ptr(), N, K, stream);
-  check(e, "nvfp4 dequant", 0, N, K);
+  return check(e, "nvfp4 dequant", 0, N, K);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("gemv", &gemv, "NVFP4 small-M linear (M <= 16), writes y in place; quant_x: fused "
-        "W4A4 with the static activation scale g_x");
+  m.def("gemv", &gemv, "NVFP4 small-M linear (M <= 16), writes y in place");
   m.def("quant_act", &quant_act, "NVFP4 activation quantization, no host sync");
   m.def("dequant", &dequant, "dequantize a repacked NVFP4 weight into w [N, K]");
 }

@@ -142,33 +142,34 @@ __device__ __forceinline__ uint32_t code_at(uint32_t word, int r, int h) {
 
 // One thread per (unit, lane): writes the 32 weights of w [N, K] that lane holds.
 template <typename T>
-__global__ void dequant_kernel(const uint8_t* __restrict__ codes,
-                               const uint8_t* __restrict__ scales, const float* __restrict__ g_w,
+__global__ void dequant_kernel(const uint8_t* __restrict__ packed, const float* __restrict__ g_w,
                                T* __restrict__ w, int N, int K) {
-  const int KS = K / 16;
+  const int KC = (K + kChunkK - 1) / kChunkK;
   const size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-  const size_t total = (size_t)((N + kRowsPerGroup - 1) / kRowsPerGroup) * KS * 32;
+  const size_t total = (size_t)((N + kTileRows - 1) / kTileRows) * KC * 32;
   if (idx >= total) return;
   const int lane = idx % 32, g = lane / 4, t = lane % 4;
   const size_t u = idx / 32;
-  const int st = u % KS, ng = u / KS;
-  const uint4 q = reinterpret_cast<const uint4*>(codes + u * kUnitCodeBytes)[lane];
-  const uint8_t* sc = scales + u * kUnitScaleBytes + g * 8;
+  const int chunk = u % KC, tile = u / KC;
+  const int k0 = chunk * kChunkK + 16 * t;
+  if (k0 >= K) return;  // K padding
+  const uint4 q = reinterpret_cast<const uint4*>(packed + u * kUnitBytes)[lane];
+  const uint8_t* sc = packed + u * kUnitBytes + kUnitCodeBytes + 2 * lane;
   const uint32_t words[4] = {q.x, q.y, q.z, q.w};
   const float gw = *g_w;
 #pragma unroll
-  for (int j = 0; j < 4; ++j)
+  for (int r = 0; r < 4; ++r) {
+    const int n = tile * kTileRows + g + 8 * (r & 1);
+    if (n >= N) continue;
+    const float scale = e4m3_value(sc[r & 1]) * gw;
 #pragma unroll
-    for (int r = 0; r < 4; ++r) {
-      const int n = ng * kRowsPerGroup + 16 * j + g + 8 * (r & 1);
-      if (n >= N) continue;
-      const float scale = e4m3_value(sc[2 * j + (r & 1)]) * gw;
+    for (int s = 0; s < 4; ++s)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const int k = st * 16 + 2 * t + 8 * (r >> 1) + h;
-        w[(size_t)n * K + k] = Traits<T>::from_float(e2m1_value(code_at(words[j], r, h)) * scale);
+        const int k = k0 + 4 * s + 2 * (r >> 1) + h;
+        w[(size_t)n * K + k] = Traits<T>::from_float(e2m1_value(code_at(words[s], r, h)) * scale);
       }
-    }
+  }
 }
 
 // ---- host launchers ----
@@ -188,21 +189,22 @@ cudaError_t launch_quant_act(const void* x, size_t numel, const float* gs_static
 }
 
 template <typename T>
-cudaError_t launch_dequant(const void* codes, const void* scales, const float* g_w, void* w,
+cudaError_t launch_dequant(const void* packed, const float* g_w, void* w,
                            int N, int K, cudaStream_t stream) {
   if (K % 16 != 0) return cudaErrorInvalidValue;
-  const size_t total = (size_t)((N + kRowsPerGroup - 1) / kRowsPerGroup) * (K / 16) * 32;
+  const size_t total =
+      (size_t)((N + kTileRows - 1) / kTileRows) * ((K + kChunkK - 1) / kChunkK) * 32;
   const int threads = 256;
   dequant_kernel<T><<<(unsigned)((total + threads - 1) / threads), threads, 0, stream>>>(
-      (const uint8_t*)codes, (const uint8_t*)scales, g_w, (T*)w, N, K);
+      (const uint8_t*)packed, g_w, (T*)w, N, K);
   return cudaGetLastError();
 }
 
 #define RESETFP4_INST(T)                                                                     \
   template cudaError_t launch_quant_act<T>(const void*, size_t, const float*, unsigned int*,  \
                                            float*, void*, uint8_t*, uint8_t*, cudaStream_t);  \
-  template cudaError_t launch_dequant<T>(const void*, const void*, const float*, void*, int, \
-                                         int, cudaStream_t);
+  template cudaError_t launch_dequant<T>(const void*, const float*, void*, int, int,         \
+                                         cudaStream_t);
 RESETFP4_INST(__nv_bfloat16)
 RESETFP4_INST(__half)
 #undef RESETFP4_INST

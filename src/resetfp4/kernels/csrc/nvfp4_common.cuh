@@ -1,20 +1,25 @@
 // Shared device helpers of the NVFP4 kernels: the repacked weight layout, the E2M1 decode
-// in registers, the tensor-core product, and the TMA / mbarrier primitives.
+// in registers, the tensor-core product, and the launch helpers.
 //
 // Repacked weight layout (built once at load time by resetfp4.kernels.nvfp4_gemv.repack).
-// A "unit" is 64 weight rows x 16 K (one K block of 16 = one e4m3 scale per row):
-//   NG = ceil(N/64) row groups (padded rows: code 0, scale 0), KS = K/16 steps, and the
-//   NG*KS units are stored ng-major (u = ng*KS + st), so any range of units is one
-//   contiguous byte range: the kernel streams it with bulk copies.
-//   codes  uint8 [NG*KS][32 lanes][4 words][4 bytes]: lane l (g = l/4, t = l%4), word j
-//          holds the mma.m16n8k16 A fragment of rows 64ng+16j+{g, g+8}: register r
-//          (a0..a3) = row 16j+g+8*(r&1), k = 16st+2t+8*(r>>1)+{0,1} (low half = lower k).
-//          The 8 codes of word j sit at bit positions chosen so that the bf16 pattern of
+// A "unit" is 16 weight rows x 64 K (four K blocks of 16, one e4m3 scale per row and block):
+//   T = ceil(N/16) row tiles, KC = ceil(K/64) chunks (padding: code 0, scale 0), and the
+//   T*KC units of 576 bytes (512 code bytes, then 64 scale bytes) are stored tile-major
+//   (u = tile*KC + chunk), so the K range of a tile is one contiguous byte range.
+//   codes  bytes 0..511 of a unit, [32 lanes][4 words][4 bytes]: lane l (g = l/4, t = l%4) holds rows
+//          g and g+8 of block t of the chunk (32 codes); word s is the mma.m16n8k16 A
+//          fragment of K step s, with the K index permuted inside the chunk (the same
+//          permutation is applied to x, so the product is unchanged): register r (a0..a3)
+//          = row 16*tile + g + 8*(r&1), k = 64*chunk + 16t + 4s + 2*(r>>1) + half.
+//          So the x values a lane needs for the 4 K steps are the 16 contiguous elements
+//          64*chunk + 16t .. +15 (two 16-byte loads), and all its weights share two scales.
+//          The 8 codes of word s sit at bit positions chosen so that the bf16 pattern of
 //          each register is one or two shifts and a mask away (see decode_word):
 //          code bits (m, e0, e1, sign) of register r, low half, are at
 //          r0: 0,1,2,9   r1: 6,7,8,15   r2: 10,11,12,19   r3: 4,5,14,13
 //          and the high half at the same positions + 16 (mod 32).
-//   scales uint8 [NG*KS][8 g][8]: byte 2j+h = e4m3 bits of row 64ng+16j+g+8h, block st.
+//   scales bytes 512..575 of a unit, [32 lanes][2]: byte h of lane (g, t) = e4m3 bits of row
+//          16*tile + g + 8h, block 4*chunk + t.
 // Decode: a code's 3 magnitude bits land at the bottom of the bf16 exponent (bits 6..8)
 // and its sign at bit 15, which is e2m1 * 2^-126 (subnormal for codes 0/1, exactly like
 // E2M1's own subnormal); the 2^126 goes into the block scale. e2m1 * fp32(scale) is exact
@@ -31,9 +36,11 @@
 
 namespace resetfp4 {
 
-constexpr int kRowsPerGroup = 64;
-constexpr int kUnitCodeBytes = 512;  // 64 rows x 16 codes x 4 bits
-constexpr int kUnitScaleBytes = 64;  // 64 rows x one e4m3
+constexpr int kTileRows = 16;
+constexpr int kChunkK = 64;
+constexpr int kUnitCodeBytes = 512;  // 16 rows x 64 codes x 4 bits
+constexpr int kUnitScaleBytes = 64;  // 16 rows x 4 blocks x one e4m3
+constexpr int kUnitBytes = kUnitCodeBytes + kUnitScaleBytes;  // codes, then scales
 
 template <typename T> struct Traits;
 template <> struct Traits<__nv_bfloat16> {
@@ -124,51 +131,10 @@ __device__ __forceinline__ float e4m3_value(uint32_t bits) {
   return __half2float(__half(__nv_cvt_fp8_to_halfraw((__nv_fp8_storage_t)bits, __NV_E4M3)));
 }
 
-// NVFP4 block scale of a 16-element block with amax |x| = bmax, like resetfp4.nvfp4.quantize:
-// bs8 = e4m3_rne(bmax / (6 gs)) (1 where that is 0), returned as fp32 (exact). six_gs = 6*gs.
-__device__ __forceinline__ float nvfp4_block_scale(float bmax, float six_gs) {
-  float bs32 = __fdiv_rn(bmax, six_gs);  // true IEEE division, as the reference
-  if (bs32 == 0.f) bs32 = 1.0f;
-  return e4m3_value(__nv_cvt_float_to_fp8(bs32, __NV_SATFINITE, __NV_E4M3));
-}
-
-// |v| / d rounded to the E2M1 grid {0, .5, 1, 1.5, 2, 3, 4, 6} (ties to the even code),
-// times bs, with v's sign: the dequantized activation e2m1(code) * bs, exact in fp32.
-// Rounding: the grid step is 0.5 below 2, 1 below 4, 2 above, and RNE to a multiple of
-// 2^e is (a + 2^(23+e)) - 2^(23+e); at every tie the even multiple is the even code
-// (0.25->0, 0.75->1, 1.25->1, 1.75->2, 2.5->2, 3.5->4, 5->4); above 6 it saturates.
-__device__ __forceinline__ float nvfp4_round_value(float v, float d, float bs) {
-  const float a = __fdiv_rn(fabsf(v), d);  // true division, as the reference
-  const float magic = a < 2.0f ? 4194304.0f : (a < 4.0f ? 8388608.0f : 16777216.0f);
-  const float q = fminf(__fsub_rn(__fadd_rn(a, magic), magic), 6.0f);
-  return copysignf(__fmul_rn(q, bs), v);
-}
-
-// ---- mbarrier / bulk-copy primitives (mbarrier: sm_80+, bulk copy + expect_tx: sm_90) ----
+// ---- shared-memory address, programmatic dependent launch ----
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-__device__ __forceinline__ void mbar_init(uint64_t* bar, uint32_t count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(count));
-}
-__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
-  asm volatile("{\n .reg .b64 st;\n mbarrier.arrive.shared::cta.b64 st, [%0];\n}\n"
-               ::"r"(smem_addr(bar)) : "memory");
-}
-__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
-  uint32_t done = 0;
-  while (!done) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-                 " selp.u32 %0, 1, 0, p;\n}\n"
-                 : "=r"(done) : "r"(smem_addr(bar)), "r"(parity) : "memory");
-#else
-    asm volatile("{\n .reg .pred p;\n mbarrier.test_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-                 " selp.u32 %0, 1, 0, p;\n}\n"
-                 : "=r"(done) : "r"(smem_addr(bar)), "r"(parity) : "memory");
-#endif
-  }
 }
 
 // Programmatic dependent launch (sm_90): let the next kernel start its prologue now /
