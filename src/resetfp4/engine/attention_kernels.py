@@ -50,32 +50,35 @@ def _attn_split_kernel(q_ptr, k_ptr, v_ptr, pos_ptr, acc_ptr, ml_ptr,
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
     part = bh * SPLITS + s
-    tl.store(acc_ptr + part * ROWS * D + offs_r[:, None] * D + offs_d[None, :], acc)
-    tl.store(ml_ptr + part * 2 * ROWS + offs_r, m_i)  # -1e30 for a split past `last`
-    tl.store(ml_ptr + part * 2 * ROWS + ROWS + offs_r, l_i)
+    real = offs_r < REP  # the padding rows (tl.dot needs 16) are neither stored nor combined
+    tl.store(acc_ptr + part * ROWS * D + offs_r[:, None] * D + offs_d[None, :], acc,
+             mask=real[:, None])
+    tl.store(ml_ptr + part * 2 * ROWS + offs_r, m_i, mask=real)  # -1e30: split past `last`
+    tl.store(ml_ptr + part * 2 * ROWS + ROWS + offs_r, l_i, mask=real)
 
 
 @triton.jit
-def _attn_combine_kernel(acc_ptr, ml_ptr, out_ptr, sob, soh, sor, H_KV, REP,
-                    SPLITS: tl.constexpr, ROWS: tl.constexpr, D: tl.constexpr):
+def _attn_combine_kernel(acc_ptr, ml_ptr, out_ptr, sob, soh, sor, H_KV, SPLITS,
+                         SP: tl.constexpr, ROWS: tl.constexpr, D: tl.constexpr):
+    # One program per (row b, KV head h, query row r): all SPLITS partials in one 2-D load
+    # (SP = next power of two >= SPLITS; the extra lanes are masked and weigh 0).
     bh = tl.program_id(0)
+    r = tl.program_id(1)
     b = bh // H_KV
     h = bh % H_KV
-    offs_r = tl.arange(0, ROWS)
+    offs_s = tl.arange(0, SP)
     offs_d = tl.arange(0, D)
-    m = tl.full([ROWS], -1e30, tl.float32)
-    for s in range(0, SPLITS):  # split 0 always holds key 0, so m ends a real score
-        m = tl.maximum(m, tl.load(ml_ptr + (bh * SPLITS + s) * 2 * ROWS + offs_r))
-    num = tl.zeros([ROWS, D], tl.float32)
-    den = tl.zeros([ROWS], tl.float32)
-    for s in range(0, SPLITS):
-        part = bh * SPLITS + s
-        w = tl.exp(tl.load(ml_ptr + part * 2 * ROWS + offs_r) - m)  # 0 for an empty split
-        den += w * tl.load(ml_ptr + part * 2 * ROWS + ROWS + offs_r)
-        num += w[:, None] * tl.load(acc_ptr + part * ROWS * D + offs_r[:, None] * D + offs_d[None, :])
-    o = num / den[:, None]
-    tl.store(out_ptr + b * sob + h * soh + offs_r[:, None] * sor + offs_d[None, :],
-             o.to(out_ptr.dtype.element_ty), mask=offs_r[:, None] < REP)
+    smask = offs_s < SPLITS
+    part = bh * SPLITS + offs_s
+    m_s = tl.load(ml_ptr + part * 2 * ROWS + r, mask=smask, other=-1e30)
+    l_s = tl.load(ml_ptr + part * 2 * ROWS + ROWS + r, mask=smask, other=0.0)
+    m = tl.max(m_s, 0)  # split 0 always holds key 0, so m is a real score
+    w = tl.exp(m_s - m)  # 0 for an empty split (-1e30) and for the masked lanes
+    den = tl.sum(w * l_s, 0)
+    a = tl.load(acc_ptr + (part[:, None] * ROWS + r) * D + offs_d[None, :],
+                mask=smask[:, None], other=0.0)
+    o = tl.sum(w[:, None] * a, 0) / den
+    tl.store(out_ptr + b * sob + h * soh + r * sor + offs_d, o.to(out_ptr.dtype.element_ty))
 
 
 def launch(q: Tensor, k: Tensor, v: Tensor, pos: Tensor, acc: Tensor, ml: Tensor, out: Tensor,
@@ -89,7 +92,7 @@ def launch(q: Tensor, k: Tensor, v: Tensor, pos: Tensor, acc: Tensor, ml: Tensor
         h_kv, rep, splits, chunk, k.shape[2], sm_scale,
         ROWS=rows, D=d, BLOCK_N=block_n, TILES=chunk // block_n, num_warps=4,
     )
-    _attn_combine_kernel[(b * h_kv,)](
-        acc, ml, out, out.stride(0), out.stride(1), out.stride(2), h_kv, rep, splits,
-        ROWS=rows, D=d, num_warps=4,
+    _attn_combine_kernel[(b * h_kv, rep)](
+        acc, ml, out, out.stride(0), out.stride(1), out.stride(2), h_kv, splits,
+        SP=triton.next_power_of_2(splits), ROWS=rows, D=d, num_warps=4,
     )

@@ -27,14 +27,22 @@
 
 namespace resetfp4 {
 
+// RESETFP4_GEMV_DEPTH / RESETFP4_GEMV_MIN_BLOCKS: only for dev/kernels/variant_bench.py,
+// which builds variants of this file; the plan in nvfp4_gemv.py assumes the defaults.
+#ifndef RESETFP4_GEMV_DEPTH
+#define RESETFP4_GEMV_DEPTH 4
+#endif
+#ifndef RESETFP4_GEMV_MIN_BLOCKS
+#define RESETFP4_GEMV_MIN_BLOCKS 3
+#endif
 constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
-constexpr int kDepth = 4;  // weight units in flight per warp
+constexpr int kDepth = RESETFP4_GEMV_DEPTH;  // weight units in flight per warp
 
 // Per batch-size class kR = M <= 8 (one mma per K step) or <= 16 (two).
 template <int kR> struct Cfg {
   static constexpr bool kTwoHalves = kR > 8;
-  static constexpr int kMinBlocks = kR > 8 ? 2 : 3;  // CTAs per SM (register budget)
+  static constexpr int kMinBlocks = kR > 8 ? 2 : RESETFP4_GEMV_MIN_BLOCKS;  // CTAs per SM
 };
 
 struct GemvArgs {
