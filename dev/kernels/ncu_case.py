@@ -14,6 +14,6 @@ x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
 out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
 scale = (x.float().abs().amax() / 2688).reshape(1) if act == "fp4s" else None
 for _ in range(4):
-    pw(x, act=act[:3], input_scale=scale, out=out)
+    pw(x, act="bf16" if act == "bf16" else "fp4", input_scale=scale, out=out)
 torch.cuda.synchronize()
 print("done", n, k, m, act)

@@ -93,8 +93,9 @@ def unrepack(packed: torch.Tensor, n: int, k: int, global_scale: torch.Tensor) -
                        global_scale.float().reshape(()).clone())
 
 
-# CTAs per SM the GEMV is built for (__launch_bounds__ in nvfp4_gemv.cu): 3 for M <= 8,
-# 2 for M <= 16; and the most tiles per cluster its shared memory allows at that occupancy.
+# CTAs per SM the GEMV is built for (__launch_bounds__ in nvfp4_gemv.cu: 80 registers for
+# M <= 8, 128 for M <= 16); and the most tiles per cluster whose partials still let that
+# many CTAs share an SM's shared memory.
 CTAS_PER_SM = {8: 3, 16: 2}
 MAX_TILES_PER_CLUSTER = {8: 64, 16: 48}
 # Cost model of a plan, in units (576 bytes: one 16 x 64 weight block) streamed by the
