@@ -139,8 +139,7 @@ def _geomean(v: list[float]) -> float:
 
 def _print_table(rows: list[dict], copy_gbs: float) -> None:
     print(f"copy bandwidth {copy_gbs:.0f} GB/s")
-    print("w4a4s: static input_scale (what nvfp4_linear runs: fused GEMV at M >= 2, unless "
-          "RESETFP4_NO_FUSED_ACT=1); w4a4d: dynamic scale")
+    print("w4a4s: static input_scale (quantizer launch + GEMV); w4a4d: dynamic scale")
     print(f"{'shape':12} {'M':>2} {'bf16us':>7} {'w4a16us':>8} {'GB/s':>6} {'%copy':>5} "
           f"{'xBF16':>5} {'w4a4sus':>7} {'xBF16':>5} {'s/a16':>6} {'w4a4dus':>7} {'d/a16':>6}")
     for r in rows:

@@ -117,7 +117,7 @@ def nvfp4_linear_op(
     """:func:`nvfp4_linear` of the weight registered under ``key`` (its ``[1]`` uint8 key
     tensor), as one opaque op: torch.compile traces it without graph breaks (the kernels'
     Python wrapper reads data pointers) and reuses one compiled block for every layer.
-    ``n`` = the weight's N (for the output shape). The kernels' split-K workspaces are
+    ``n`` = the weight's N (for the output shape). The W4A4 activation workspace is
     private to the weight, so the op is functional from the caller's view."""
     pw = _BY_KEY.get((key.device.type, key.data_ptr()))
     if pw is None:
