@@ -22,16 +22,21 @@ from resetfp4.ops import prepare_weight
 
 SHAPES = {"8B.qkv": (6144, 4096), "8B.o": (4096, 4096), "8B.gate_up": (24576, 4096),
           "8B.down": (4096, 12288), "14B.o": (5120, 5120), "32B.gate_up": (25600, 5120),
-          "0.5B.qkv": (1152, 896), "0.5B.down": (896, 4864)}
+          "0.5B.qkv": (1152, 896), "0.5B.down": (896, 4864), "14B.down": (5120, 17408),
+          "14B.gate_up": (17408, 5120), "32B.o": (5120, 8192), "32B.down": (5120, 25600)}
+DEFAULT_SHAPES = ["8B.qkv", "8B.o", "8B.gate_up", "8B.down", "14B.o", "32B.gate_up",
+                  "0.5B.qkv", "0.5B.down"]
 
 
-def candidates(n: int, k: int, sms: int, m_class: int) -> list[tuple[int, int]]:
+def candidates(n: int, k: int, sms: int, m_class: int, max_cluster: int) -> list[tuple[int, int]]:
     tiles, kc = kg.grid_dims(n, k)
     out = set()
     for s in (1, 2, 3, 4, 6, 8):
+        if s > max_cluster:
+            continue
         if s > kc:
             continue
-        for cps in (1, 2, 3):
+        for cps in (1, 2, 3, 4):
             r = max(1, math.ceil(tiles / max(1, cps * sms // s)))
             out.add((s, min(r, tiles, kg.MAX_TILES_PER_CLUSTER[m_class])))
     return sorted(out)
@@ -41,11 +46,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", default=None)
     ap.add_argument("--m", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--shapes", nargs="+", default=DEFAULT_SHAPES, choices=list(SHAPES))
+    ap.add_argument("--max-cluster", type=int, default=8)
     args = ap.parse_args()
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     l2 = torch.cuda.get_device_properties(0).L2_cache_size
     rows = []
-    for name, (n, k) in SHAPES.items():
+    for name in args.shapes:
+        n, k = SHAPES[name]
         w = quantize(torch.randn(n, k, device="cuda") * 0.02)
         copies = max(2, min(16, math.ceil(2 * l2 / (n * k * 9 // 16))))
         pws = [prepare_weight(w) for _ in range(copies)]
@@ -55,10 +63,10 @@ def main() -> None:
             mc = 8 if m <= 8 else 16
             chosen = pws[0].plans[mc]
             res = {}
-            for plan in candidates(n, k, sms, mc) + [chosen]:
-                fns = [lambda pw=pw, p=plan: kg.nvfp4_gemv_out(x, pw.packed, pw.global_scale,
-                                                               None, None, y, p[0], p[1],
-                                                               pw.exact_scales) for pw in pws]
+            for plan in candidates(n, k, sms, mc, args.max_cluster) + [chosen]:
+                fns = [lambda pw=pw, p=plan, x=x, y=y: kg.nvfp4_gemv_out(
+                    x, pw.packed, pw.global_scale, None, None, y, p[0], p[1], pw.exact_scales)
+                    for pw in pws]
                 res[plan] = _time_us(fns * 2, 10)
             best = min(res, key=res.get)
             rows.append({"shape": name, "N": n, "K": k, "M": m, "chosen": list(chosen),

@@ -19,7 +19,8 @@ import torch
 from torch.utils.cpp_extension import load
 
 from resetfp4.bench import kernels as bk
-from resetfp4.kernels import build, nvfp4_gemv as kg
+from resetfp4.kernels import build
+from resetfp4.kernels import nvfp4_gemv as kg
 
 VARIANTS = {  # name: (shared-memory ring, depth, CTAs per SM)
     "smem_d8_b4": (1, 8, 4), "regs_d4_b3": (0, 4, 3), "smem_d6_b4": (1, 6, 4),
@@ -81,8 +82,8 @@ def main() -> None:
         out["variants"][v] = rows
         g1 = bk._geomean([r["w4a16_speedup"] for r in rows if r["M"] == 1])
         g8 = bk._geomean([r["w4a16_speedup"] for r in rows if r["M"] == 8])
-        print(f"{v}: worst rel err {worst:.2e}; W4A16 geomean over {len(SHAPES)} shapes M=1 {g1:.2f}x M=8 {g8:.2f}x | "
-              + " ".join(f"{r['shape']}/{r['M']}:{r['w4a16_us']:.1f}" for r in rows), flush=True)
+        print(f"{v}: worst rel err {worst:.2e}; W4A16 geomean over {len(SHAPES)} shapes "
+              f"M=1 {g1:.2f}x M=8 {g8:.2f}x | " + " ".join(f"{r['shape']}/{r['M']}:{r['w4a16_us']:.1f}" for r in rows), flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)

@@ -184,7 +184,8 @@ def _raise(err: str) -> None:
 
 
 @torch.library.custom_op("resetfp4::nvfp4_gemv_out", mutates_args=("y",))
-def nvfp4_gemv_out(x: torch.Tensor, packed: torch.Tensor, g_w: torch.Tensor, g_x: torch.Tensor | None, bias: torch.Tensor | None,
+def nvfp4_gemv_out(x: torch.Tensor, packed: torch.Tensor, g_w: torch.Tensor,
+                   g_x: torch.Tensor | None, bias: torch.Tensor | None,
                    y: torch.Tensor, cluster: int, tiles_per_cluster: int,
                    exact: bool = True) -> None:
     """y[M, N] = (x[M, K] @ dequant(W)^T) * g_x + bias; M <= 16; allocates nothing.
