@@ -82,8 +82,9 @@ def main() -> None:
         out["variants"][v] = rows
         g1 = bk._geomean([r["w4a16_speedup"] for r in rows if r["M"] == 1])
         g8 = bk._geomean([r["w4a16_speedup"] for r in rows if r["M"] == 8])
+        times = " ".join(f"{r['shape']}/{r['M']}:{r['w4a16_us']:.1f}" for r in rows)
         print(f"{v}: worst rel err {worst:.2e}; W4A16 geomean over {len(SHAPES)} shapes "
-              f"M=1 {g1:.2f}x M=8 {g8:.2f}x | " + " ".join(f"{r['shape']}/{r['M']}:{r['w4a16_us']:.1f}" for r in rows), flush=True)
+              f"M=1 {g1:.2f}x M=8 {g8:.2f}x | {times}", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
