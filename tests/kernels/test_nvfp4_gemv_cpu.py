@@ -113,3 +113,46 @@ def test_bad_act_and_out():
         pw(x, act="int8")
     with pytest.raises(ValueError, match=r"shape \(2, 8\)"):
         pw(x, out=torch.empty(2, 9, dtype=torch.bfloat16))
+
+
+def test_repack_in_row_chunks_equals_one_piece(monkeypatch):
+    """Large weights are repacked REPACK_ROWS rows at a time (bounded temporaries)."""
+    w = quantize(torch.randn(100, 208))
+    whole = kg.repack(w)
+    monkeypatch.setattr(kg, "REPACK_ROWS", 32)
+    assert torch.equal(kg.repack(w), whole)
+
+
+def _gemv_args(n=40, k=64, m=2):
+    w = quantize(torch.randn(n, k))
+    pw = prepare_weight(w)
+    x = torch.randn(m, k).to(torch.bfloat16)
+    return dict(x=x, packed=pw.packed, g_w=pw.global_scale, g_x=None, bias=None, n=n,
+                cluster=1, tiles_per_cluster=1)
+
+
+@pytest.mark.parametrize("change,match", [
+    (lambda a: a.update(packed=a["packed"][1:]), r"packed has shape \(2, 576\); expected \(3, 576\)"),
+    (lambda a: a.update(packed=a["packed"].to(torch.int16)), "packed has dtype torch.int16"),
+    (lambda a: a.update(g_w=a["g_w"].double()), "g_w has dtype torch.float64"),
+    (lambda a: a.update(g_x=torch.ones(2)), "g_x must hold one fp32 value"),
+    (lambda a: a.update(x=torch.randn(2, 64)), "x has dtype torch.float32"),
+    (lambda a: a.update(x=torch.randn(2, 80).to(torch.bfloat16)),
+     r"packed has shape \(3, 576\); expected \(6, 576\)"),
+    (lambda a: a.update(x=torch.randn(2, 72).to(torch.bfloat16)), "K a positive multiple of 16"),
+    (lambda a: a.update(bias=torch.zeros(41, dtype=torch.bfloat16)), r"bias has shape \(41,\)"),
+    (lambda a: a.update(cluster=9), "cluster size must be in 1..8"),
+    (lambda a: a.update(tiles_per_cluster=4), r"tiles_per_cluster=4; must be in 1..3"),
+    (lambda a: a.update(x=torch.randn(17, 64).to(torch.bfloat16)), "1 <= M <= 16"),
+])
+def test_gemv_entry_rejects_bad_arguments(change, match):
+    """The raw GEMV entry checks every size, dtype and range the kernel relies on before it
+    launches (a wrong one would read or write out of bounds on the GPU)."""
+    a = _gemv_args()
+    change(a)
+    with pytest.raises((TypeError, ValueError), match=match):
+        kg.check_gemv_args(**a)
+
+
+def test_gemv_entry_accepts_good_arguments():
+    kg.check_gemv_args(**_gemv_args())

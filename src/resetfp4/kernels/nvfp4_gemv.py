@@ -35,6 +35,7 @@ TILE_ROWS = 16
 CHUNK_K = 64
 MAX_SMALL_M = 16
 MAX_CLUSTER = 8  # portable thread-block cluster size (sm_90)
+UNIT_BYTES = 576  # one unit: 512 code bytes, then 64 scale bytes
 _DTYPES = (torch.bfloat16, torch.float16)
 # Bit positions (m, e0, e1, sign) of register r's low-half code in a 32-bit word; the
 # high-half code sits 16 bits higher (mod 32). Mirrors decode_word in nvfp4_common.cuh.
@@ -46,7 +47,8 @@ def grid_dims(n: int, k: int) -> tuple[int, int]:
     return math.ceil(n / TILE_ROWS), math.ceil(k / CHUNK_K)
 
 
-UNIT_BYTES = 576
+# Rows repacked at a time (bounds the int64 temporaries: ~5 bytes per weight of the chunk).
+REPACK_ROWS = 4096
 
 
 def repack(w: NVFP4Tensor) -> torch.Tensor:
@@ -54,9 +56,16 @@ def repack(w: NVFP4Tensor) -> torch.Tensor:
     if len(w.shape) != 2:
         raise ValueError(f"weight must be 2-D [N, K], got shape {tuple(w.shape)}")
     n, k = w.shape
-    tiles, kc = grid_dims(n, k)
-    codes = unpack_codes(w.packed)
     scales = w.block_scale.view(torch.uint8)
+    parts = [_repack_rows(w.packed[r:r + REPACK_ROWS], scales[r:r + REPACK_ROWS], k)
+             for r in range(0, n, REPACK_ROWS)]  # REPACK_ROWS % 16 == 0: whole tiles
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _repack_rows(packed_rows: torch.Tensor, scales: torch.Tensor, k: int) -> torch.Tensor:
+    n = packed_rows.shape[0]
+    tiles, kc = grid_dims(n, k)
+    codes = unpack_codes(packed_rows)
     codes = torch.nn.functional.pad(codes, (0, kc * CHUNK_K - k, 0, tiles * TILE_ROWS - n))
     scales = torch.nn.functional.pad(scales, (0, kc * 4 - k // 16, 0, tiles * TILE_ROWS - n))
     c = codes.view(tiles, 2, 8, kc, 4, 4, 2, 2)  # tile, rhalf, g, chunk, t, s, pair, h
@@ -183,6 +192,53 @@ def _raise(err: str) -> None:
         raise RuntimeError(err)
 
 
+def _check_tensor(name: str, t: torch.Tensor, dtypes: tuple, shape: tuple | None,
+                  device: torch.device) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in dtypes:
+        raise TypeError(f"{name} has dtype {t.dtype}; expected {' or '.join(map(str, dtypes))}")
+    if shape is not None and tuple(t.shape) != shape:
+        raise ValueError(f"{name} has shape {tuple(t.shape)}; expected {shape}")
+    if t.device != device:
+        raise ValueError(f"{name} is on {t.device}; expected {device} (where x is)")
+    if not t.is_contiguous():
+        raise ValueError(f"{name} with shape {tuple(t.shape)} is not contiguous")
+
+
+def check_gemv_args(x: torch.Tensor, packed: torch.Tensor, g_w: torch.Tensor,
+                    g_x: torch.Tensor | None, bias: torch.Tensor | None, n: int,
+                    cluster: int, tiles_per_cluster: int) -> None:
+    """Everything the GEMV kernel assumes, checked before it runs (a wrong pointer or size
+    would make it read or write out of bounds)."""
+    check_small_m(x)
+    _check_tensor("x", x, _DTYPES, None, x.device)
+    if x.data_ptr() % 16:
+        raise ValueError("x must start on a 16-byte boundary (the kernel reads it 16 bytes at a "
+                         "time); pass x.clone()")
+    k = x.shape[1]
+    if k < 16 or k % 16:
+        raise ValueError(f"x has K={k}; the NVFP4 GEMV needs K a positive multiple of 16")
+    if n < 1:
+        raise ValueError(f"the weight has N={n}; need N >= 1")
+    tiles, kc = grid_dims(n, k)
+    _check_tensor("packed", packed, (torch.uint8,), (tiles * kc, UNIT_BYTES), x.device)
+    _check_tensor("g_w", g_w, (torch.float32,), None, x.device)
+    if g_w.numel() != 1:
+        raise ValueError(f"g_w must hold one fp32 value, got shape {tuple(g_w.shape)}")
+    if g_x is not None:
+        _check_tensor("g_x", g_x, (torch.float32,), None, x.device)
+        if g_x.numel() != 1:
+            raise ValueError(f"g_x must hold one fp32 value, got shape {tuple(g_x.shape)}")
+    if bias is not None:
+        _check_tensor("bias", bias, (x.dtype,), (n,), x.device)
+    if not 1 <= cluster <= MAX_CLUSTER:
+        raise ValueError(f"cluster={cluster}; the cluster size must be in 1..{MAX_CLUSTER}")
+    if not 1 <= tiles_per_cluster <= tiles:
+        raise ValueError(f"tiles_per_cluster={tiles_per_cluster}; must be in 1..{tiles} "
+                         f"(ceil(N/16) for N={n})")
+
+
 @torch.library.custom_op("resetfp4::nvfp4_gemv_out", mutates_args=("y",))
 def nvfp4_gemv_out(x: torch.Tensor, packed: torch.Tensor, g_w: torch.Tensor,
                    g_x: torch.Tensor | None, bias: torch.Tensor | None,
@@ -195,8 +251,12 @@ def nvfp4_gemv_out(x: torch.Tensor, packed: torch.Tensor, g_w: torch.Tensor,
     only when every block scale is a normal e4m3 (:func:`needs_exact_scales`). W4A4: x is
     the quantizer's dequantized activation and ``g_x`` its global scale (fp32 ``[1]``).
     """
-    check_small_m(x)
-    _raise(_ext().gemv(x, packed, g_w, g_x, bias, y, cluster, tiles_per_cluster, exact))
+    if not isinstance(y, torch.Tensor) or y.dim() != 2:
+        raise ValueError(f"y must be a 2-D [M, N] tensor, got {getattr(y, 'shape', type(y))}")
+    check_gemv_args(x, packed, g_w, g_x, bias, y.shape[1], cluster, tiles_per_cluster)
+    _check_tensor("y", y, (x.dtype,), (x.shape[0], y.shape[1]), x.device)
+    with torch.cuda.device(x.device):  # launch on x's GPU, whatever device is current
+        _raise(_ext().gemv(x, packed, g_w, g_x, bias, y, cluster, tiles_per_cluster, exact))
 
 
 @torch.library.custom_op("resetfp4::nvfp4_gemv", mutates_args=())
@@ -204,9 +264,10 @@ def nvfp4_gemv(x: torch.Tensor, packed: torch.Tensor, g_w: torch.Tensor,
                g_x: torch.Tensor | None, bias: torch.Tensor | None, cluster: int,
                tiles_per_cluster: int, n: int, exact: bool = True) -> torch.Tensor:
     """Functional form of :func:`nvfp4_gemv_out`: returns a new ``[M, n]`` in x.dtype."""
-    check_small_m(x)
+    check_gemv_args(x, packed, g_w, g_x, bias, n, cluster, tiles_per_cluster)
     y = torch.empty(x.shape[0], n, dtype=x.dtype, device=x.device)
-    _raise(_ext().gemv(x, packed, g_w, g_x, bias, y, cluster, tiles_per_cluster, exact))
+    with torch.cuda.device(x.device):
+        _raise(_ext().gemv(x, packed, g_w, g_x, bias, y, cluster, tiles_per_cluster, exact))
     return y
 
 
@@ -225,13 +286,32 @@ def nvfp4_quant_act(x: torch.Tensor, gs_static: torch.Tensor | None, sync: torch
     Writes codes (uint8 [M, K/2]), scales (uint8 e4m3 bits [M, K/16]), the global scale
     (fp32 [1]) and ``xq = e2m1(code) * fp32(scale)`` (x.dtype [M, K], exact).
     """
-    _raise(_ext().quant_act(x, gs_static, sync, gs_out, xq, codes, scales))
+    _check_tensor("x", x, _DTYPES, None, x.device)
+    if x.dim() != 2 or x.shape[1] % 16:
+        raise ValueError(f"x must be [M, K] with K % 16 == 0, got {tuple(x.shape)}")
+    m, k = x.shape
+    _check_tensor("xq", xq, (x.dtype,), (m, k), x.device)
+    _check_tensor("codes", codes, (torch.uint8,), (m, k // 2), x.device)
+    _check_tensor("scales", scales, (torch.uint8,), (m, k // 16), x.device)
+    _check_tensor("sync", sync, (torch.int32,), (4,), x.device)
+    _check_tensor("gs_out", gs_out, (torch.float32,), (1,), x.device)
+    if gs_static is not None:
+        _check_tensor("gs_static", gs_static, (torch.float32,), (1,), x.device)
+    with torch.cuda.device(x.device):
+        _raise(_ext().quant_act(x, gs_static, sync, gs_out, xq, codes, scales))
 
 
 @torch.library.custom_op("resetfp4::nvfp4_dequant", mutates_args=("w",))
 def nvfp4_dequant(packed: torch.Tensor, g_w: torch.Tensor, w: torch.Tensor) -> None:
     """w[N, K] = e2m1(code) * (fp32(scale) * g_w) in w.dtype (bit-exact dequantize)."""
-    _raise(_ext().dequant(packed, g_w, w))
+    _check_tensor("w", w, _DTYPES, None, w.device)
+    if w.dim() != 2 or w.shape[1] % 16 or w.shape[1] < 16:
+        raise ValueError(f"w must be [N, K] with K a positive multiple of 16, got {tuple(w.shape)}")
+    tiles, kc = grid_dims(w.shape[0], w.shape[1])
+    _check_tensor("packed", packed, (torch.uint8,), (tiles * kc, UNIT_BYTES), w.device)
+    _check_tensor("g_w", g_w, (torch.float32,), None, w.device)
+    with torch.cuda.device(w.device):
+        _raise(_ext().dequant(packed, g_w, w))
 
 
 class ActWorkspace:

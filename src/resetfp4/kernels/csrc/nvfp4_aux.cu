@@ -179,11 +179,20 @@ cudaError_t launch_quant_act(const void* x, size_t numel, const float* gs_static
                              unsigned int* sync, float* gs_out, void* xq, uint8_t* codes,
                              uint8_t* scales, cudaStream_t stream) {
   if (numel % 16 != 0 || numel == 0) return cudaErrorInvalidValue;
-  // At most 128 CTAs (co-resident on any sm_80/sm_90 part, for the grid-wide amax):
-  // one 16-element block per thread up to 128 x 1024 blocks, a loop beyond; a single
-  // CTA (and no global sync) up to 16384 elements.
+  // At most 128 CTAs, and never more than can be resident at once on this device (the
+  // grid-wide amax spins until every CTA has arrived: a MIG slice or a small GPU holds
+  // fewer than 128 CTAs of 1024 threads): one 16-element block per thread, a loop beyond;
+  // a single CTA (and no global sync) up to 16384 elements.
   const size_t threads = 1024;
-  const unsigned blocks = (unsigned)std::min<size_t>((numel / 16 + threads - 1) / threads, 128);
+  int per_sm = 0;
+  const int dev = current_device();
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, quant_act_kernel<T>, (int)threads,
+                                                    0) != cudaSuccess)
+    return cudaErrorInvalidValue;
+  const size_t resident = (size_t)per_sm * device_attr(cudaDevAttrMultiProcessorCount, 2, dev);
+  if (resident == 0) return cudaErrorInvalidValue;
+  const unsigned blocks = (unsigned)std::min<size_t>(
+      {(numel / 16 + threads - 1) / threads, (size_t)128, resident});
   return launch_with_pdl(quant_act_kernel<T>, dim3(blocks), dim3((unsigned)threads), 0, stream,
                          (const T*)x, numel, gs_static, sync, gs_out, (T*)xq, codes, scales);
 }

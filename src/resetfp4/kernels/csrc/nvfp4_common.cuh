@@ -32,6 +32,7 @@
 #include <cuda_fp8.h>
 #include <stdint.h>
 
+#include <atomic>
 #include <cstdlib>
 
 namespace resetfp4 {
@@ -150,18 +151,30 @@ __device__ __forceinline__ void pdl_wait() {
 #endif
 }
 
-// Host: programmatic dependent launch on sm_90+ (RESETFP4_NO_PDL=1 turns it off). Read
-// once, for the device current at the first launch.
+// Host: an attribute of device `dev`, cached per device (first 64 devices; others are asked
+// every time). Multi-GPU safe: nothing is taken from whichever device was used first.
+inline int device_attr(cudaDeviceAttr attr, int slot, int dev) {
+  static std::atomic<int> cache[4][64];  // 0 = not read yet (every attribute used is > 0)
+  int v = 0;
+  if (dev >= 0 && dev < 64 && (v = cache[slot][dev].load(std::memory_order_relaxed)) != 0) return v;
+  if (cudaDeviceGetAttribute(&v, attr, dev) != cudaSuccess) return 0;
+  if (dev >= 0 && dev < 64) cache[slot][dev].store(v, std::memory_order_relaxed);
+  return v;
+}
+inline int current_device() {
+  int dev = 0;
+  return cudaGetDevice(&dev) == cudaSuccess ? dev : -1;
+}
+inline int cc_major(int dev) { return device_attr(cudaDevAttrComputeCapabilityMajor, 0, dev); }
+inline int smem_optin(int dev) { return device_attr(cudaDevAttrMaxSharedMemoryPerBlockOptin, 1, dev); }
+
+// Host: programmatic dependent launch on sm_90+ (RESETFP4_NO_PDL=1, read once, turns it off).
 inline bool use_pdl() {
-  static const bool on = [] {
-    int dev = 0, major = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess) return false;
-    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess)
-      return false;
-    const char* off = std::getenv("RESETFP4_NO_PDL");
-    return major >= 9 && !(off && off[0] == '1');
+  static const bool off = [] {
+    const char* e = std::getenv("RESETFP4_NO_PDL");
+    return e && e[0] == '1';
   }();
-  return on;
+  return !off && cc_major(current_device()) >= 9;
 }
 
 // Host: launch `kern` on `stream`, with programmatic dependent launch when use_pdl().

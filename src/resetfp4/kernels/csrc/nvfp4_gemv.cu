@@ -46,7 +46,8 @@ constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
 constexpr int kDepth = RESETFP4_GEMV_DEPTH;  // weight units in flight per warp
 constexpr bool kSmemRing = RESETFP4_GEMV_SMEM_RING != 0;
-static_assert(kDepth % 2 == 0, "unit i uses x buffer i % 2 = d % 2: kDepth must be even");
+static_assert(kDepth >= 2 && kDepth % 2 == 0,
+              "unit i uses x buffer i % 2 = d % 2: kDepth must be even (and >= 2)");
 constexpr int kRingBytes = kSmemRing ? kWarps * kDepth * kUnitBytes : 0;  // per CTA
 
 // Per batch-size class kR = M <= 8 (one mma per K step) or <= 16 (two).
@@ -65,7 +66,8 @@ struct GemvArgs {
   int M, N, K, KC, tiles, S, R, P;
 };
 
-// Shared memory (floats): per-warp tile partials, (kWarps + R - 1) slots of kRows x 16
+// Shared memory (floats): per-warp tile partials, kWarps + R slots of kRows x 16 (slots up to
+// kWarps + R - 2 are used)
 // (warp w's part of local tile r goes to slot w + r: unique because the warp ranges are
 // contiguous and tile-major), then for S > 1 the CTA's tile partials, R x kRows x 16.
 // The weight ring (kRingBytes) follows them.
@@ -327,20 +329,17 @@ template <typename T, int kR, bool kExact>
 static cudaError_t launch_kernel(const GemvArgs& a, cudaStream_t stream) {
   auto* kern = gemv_kernel<T, kR, kExact>;
   const size_t smem = smem_floats(kR, a.R, a.S) * sizeof(float) + kRingBytes;
-  static const size_t optin = [] {
-    int dev = 0, v = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
-      return (size_t)48 * 1024;
-    return (size_t)v;
-  }();
-  if (smem > optin) return cudaErrorInvalidValue;  // too many tiles per cluster (R)
-  static size_t allowed = 48 * 1024;  // opt-in above 48 KB, once per size increase
-  if (smem > allowed) {
+  const int dev = current_device();
+  const int optin = smem_optin(dev);
+  if (smem > (size_t)(optin > 0 ? optin : 48 * 1024)) return cudaErrorInvalidValue;  // R too large
+  // Opt in above 48 KB, per device and kernel, once per size increase.
+  static std::atomic<size_t> allowed[64];  // 0 = only the default 48 KB so far
+  const bool cached = dev >= 0 && dev < 64;
+  if (smem > 48 * 1024 && (!cached || smem > allowed[dev].load(std::memory_order_relaxed))) {
     const cudaError_t e =
         cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
-    allowed = smem;
+    if (cached) allowed[dev].store(smem, std::memory_order_relaxed);
   }
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3((unsigned)(a.S * ((a.tiles + a.R - 1) / a.R)));
@@ -382,13 +381,7 @@ cudaError_t launch_gemv(const void* x, const void* w, const float* g_w,
   const int tiles = (N + 15) / 16, KC = (K + 63) / 64;
   const int P = (KC + S - 1) / S;
   if (R > tiles || (long long)tiles * KC > (1ll << 30)) return cudaErrorInvalidValue;
-  static const bool clusters = [] {  // thread-block clusters need sm_90
-    int dev = 0, major = 0;
-    return cudaGetDevice(&dev) == cudaSuccess &&
-           cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
-           major >= 9;
-  }();
-  if (S > 1 && !clusters) return cudaErrorInvalidValue;
+  if (S > 1 && cc_major(current_device()) < 9) return cudaErrorInvalidValue;  // clusters: sm_90
   const GemvArgs a{x, (const uint8_t*)w, g_w, g_x, bias, y,
                    M, N, K, KC, tiles, S, R, P};
   if (M > 8) return launch_class<T, 16>(a, exact, stream);
