@@ -1,10 +1,10 @@
-"""A/B of GEMV build variants on one machine: where the units in flight wait (shared-memory
-ring filled by cp.async, or registers), ring depth and CTAs per SM (M <= 8 class).
+"""A/B of GEMV build variants on one machine: ring depth and CTAs per SM (M <= 8 class).
+(Session 3 also compared a shared-memory ring filled by cp.async, source at commit a3afee4.)
 
     python3 dev/kernels/variant_bench.py [--json out.json]
 
-Builds csrc/ again under other extension names with -DRESETFP4_GEMV_SMEM_RING / _DEPTH /
-_MIN_BLOCKS (sm_90 only), points resetfp4.kernels.nvfp4_gemv at each build in turn (with the
+Builds csrc/ again under other extension names with -DRESETFP4_GEMV_DEPTH / _MIN_BLOCKS
+(sm_90 only), points resetfp4.kernels.nvfp4_gemv at each build in turn (with the
 plan's CTAS_PER_SM to match), checks it against the float64 reference, and times W4A16 on a
 subset of the paper shapes, as `bench kernels`.
 """
@@ -22,19 +22,18 @@ from resetfp4.bench import kernels as bk
 from resetfp4.kernels import build
 from resetfp4.kernels import nvfp4_gemv as kg
 
-VARIANTS = {  # name: (shared-memory ring, depth, CTAs per SM)
-    "smem_d8_b4": (1, 8, 4), "regs_d4_b3": (0, 4, 3), "smem_d6_b4": (1, 6, 4),
-    "smem_d12_b3": (1, 12, 3), "regs_d6_b2": (0, 6, 2), "regs_d8_b2": (0, 8, 2),
-}  # (depth must be even; session 3's d3_b3 timing predates that check)
+VARIANTS = {  # name: (depth, CTAs per SM); depth must be even (session 3's d3_b3 timing
+    # predates that check)
+    "d4_b3": (4, 3), "d6_b2": (6, 2), "d8_b2": (8, 2), "d2_b3": (2, 3),
+}
 SHAPES = ["8B.qkv", "8B.o", "8B.gate_up", "8B.down", "14B.o", "32B.gate_up"]
 
 
-def build_variant(name: str, ring: int, depth: int, blocks: int):
+def build_variant(name: str, depth: int, blocks: int):
     os.environ["TORCH_CUDA_ARCH_LIST"] = "9.0"
     return load(name=f"resetfp4_v7_{name}", sources=[str(s) for s in build.SOURCES],
                 extra_cflags=["-O3", "-std=c++17"],
                 extra_cuda_cflags=["-O3", "-std=c++17", "--expt-relaxed-constexpr",
-                                   f"-DRESETFP4_GEMV_SMEM_RING={ring}",
                                    f"-DRESETFP4_GEMV_DEPTH={depth}",
                                    f"-DRESETFP4_GEMV_MIN_BLOCKS={blocks}"],
                 extra_include_paths=[str(build.CSRC)], verbose=False)
@@ -64,14 +63,14 @@ def check(v: str) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", default=None)
-    ap.add_argument("--variants", nargs="+", default=["regs_d4_b3", "smem_d8_b4"])
+    ap.add_argument("--variants", nargs="+", default=["d4_b3", "d6_b2"])
     args = ap.parse_args()
     copy = bk.copy_bandwidth_gbs()
     l2 = torch.cuda.get_device_properties(0).L2_cache_size
     out = {"gpu": torch.cuda.get_device_name(0), "copy_gbs": copy, "variants": {}}
     for v in args.variants:
-        ring, depth, blocks = VARIANTS[v]
-        ext = build_variant(v, ring, depth, blocks)
+        depth, blocks = VARIANTS[v]
+        ext = build_variant(v, depth, blocks)
         kg._ext = lambda ext=ext: ext
         kg.CTAS_PER_SM[8] = blocks
         worst = check(v)

@@ -156,3 +156,22 @@ def test_gemv_entry_rejects_bad_arguments(change, match):
 
 def test_gemv_entry_accepts_good_arguments():
     kg.check_gemv_args(**_gemv_args())
+
+
+def test_quantizer_and_dequant_ops_reject_bad_buffers():
+    """The activation-quantizer and dequantize ops check their buffers before launching."""
+    ws = kg.ActWorkspace(4, 64, torch.bfloat16, torch.device("cpu"))
+    x = torch.randn(2, 64).to(torch.bfloat16)
+    with pytest.raises(ValueError, match=r"xq has shape \(4, 64\); expected \(2, 64\)"):
+        kg.nvfp4_quant_act(x, None, ws.sync, ws.gs, ws.xq, ws.codes[:2], ws.scales[:2])
+    with pytest.raises(ValueError, match="K % 16 == 0"):
+        kg.nvfp4_quant_act(torch.randn(2, 40).to(torch.bfloat16), None, ws.sync, ws.gs,
+                           ws.xq[:2], ws.codes[:2], ws.scales[:2])
+    with pytest.raises(TypeError, match="gs_static has dtype torch.float64"):
+        kg.nvfp4_quant_act(x, torch.ones(1, dtype=torch.float64), ws.sync, ws.gs, ws.xq[:2],
+                           ws.codes[:2], ws.scales[:2])
+    pw = prepare_weight(quantize(torch.randn(40, 64)))
+    with pytest.raises(ValueError, match=r"packed has shape \(3, 576\); expected \(6, 576\)"):
+        kg.nvfp4_dequant(pw.packed, pw.global_scale, torch.empty(40, 128, dtype=torch.bfloat16))
+    with pytest.raises(TypeError, match="w has dtype torch.float32"):
+        kg.nvfp4_dequant(pw.packed, pw.global_scale, torch.empty(40, 64))

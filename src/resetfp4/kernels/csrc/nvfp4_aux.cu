@@ -193,7 +193,7 @@ cudaError_t launch_quant_act(const void* x, size_t numel, const float* gs_static
   if (resident == 0) return cudaErrorInvalidValue;
   const unsigned blocks = (unsigned)std::min<size_t>(
       {(numel / 16 + threads - 1) / threads, (size_t)128, resident});
-  return launch_with_pdl(quant_act_kernel<T>, dim3(blocks), dim3((unsigned)threads), 0, stream,
+  return launch_with_pdl(quant_act_kernel<T>, dim3(blocks), dim3((unsigned)threads), 0, stream, 1u,
                          (const T*)x, numel, gs_static, sync, gs_out, (T*)xq, codes, scales);
 }
 

@@ -27,28 +27,21 @@
 
 namespace resetfp4 {
 
-// RESETFP4_GEMV_SMEM_RING / _DEPTH / _MIN_BLOCKS: only for dev/kernels/variant_bench.py,
-// which builds variants of this file; the plan in nvfp4_gemv.py assumes the defaults.
-// SMEM_RING=1: each warp's units in flight sit in a shared-memory ring filled with
-// cp.async (16-byte copies, no registers held while in flight: 64 registers, 4 CTAs/SM,
-// 8 units deep); 0 (default): in registers. Measured on an H100 (dev/kernels/NOTES.md, v7c):
-// the shared-memory ring is no faster at M=1 and slower at M=8, so it is off.
-#ifndef RESETFP4_GEMV_SMEM_RING
-#define RESETFP4_GEMV_SMEM_RING 0
-#endif
+// RESETFP4_GEMV_DEPTH / _MIN_BLOCKS: only for dev/kernels/variant_bench.py, which builds
+// variants of this file; the plan in nvfp4_gemv.py assumes the defaults. (An 8-deep
+// shared-memory ring filled by cp.async was measured and dropped: dev/kernels/NOTES.md, v7c;
+// source at commit a3afee4.)
 #ifndef RESETFP4_GEMV_DEPTH
-#define RESETFP4_GEMV_DEPTH (RESETFP4_GEMV_SMEM_RING ? 8 : 4)
+#define RESETFP4_GEMV_DEPTH 4
 #endif
 #ifndef RESETFP4_GEMV_MIN_BLOCKS
-#define RESETFP4_GEMV_MIN_BLOCKS (RESETFP4_GEMV_SMEM_RING ? 4 : 3)
+#define RESETFP4_GEMV_MIN_BLOCKS 3
 #endif
 constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
 constexpr int kDepth = RESETFP4_GEMV_DEPTH;  // weight units in flight per warp
-constexpr bool kSmemRing = RESETFP4_GEMV_SMEM_RING != 0;
 static_assert(kDepth >= 2 && kDepth % 2 == 0,
               "unit i uses x buffer i % 2 = d % 2: kDepth must be even (and >= 2)");
-constexpr int kRingBytes = kSmemRing ? kWarps * kDepth * kUnitBytes : 0;  // per CTA
 
 // Per batch-size class kR = M <= 8 (one mma per K step) or <= 16 (two).
 template <int kR> struct Cfg {
@@ -66,24 +59,11 @@ struct GemvArgs {
   int M, N, K, KC, tiles, S, R, P;
 };
 
-// Shared memory (floats): per-warp tile partials, kWarps + R slots of kRows x 16 (slots up to
-// kWarps + R - 2 are used)
-// (warp w's part of local tile r goes to slot w + r: unique because the warp ranges are
-// contiguous and tile-major), then for S > 1 the CTA's tile partials, R x kRows x 16.
-// The weight ring (kRingBytes) follows them.
+// Shared memory (floats): per-warp tile partials, kWarps + R slots of kRows x 16 (warp w's
+// part of local tile r goes to slot w + r <= kWarps + R - 2: unique because the warp ranges
+// are contiguous and tile-major), then for S > 1 the CTA's tile partials, R x kRows x 16.
 __host__ __device__ constexpr size_t smem_floats(int rows, int R, int S) {
   return (size_t)(kWarps + R) * rows * 16 + (S > 1 ? (size_t)R * rows * 16 : 0);
-}
-
-__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(dst)), "l"(src)
-               : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-template <int kPending> __device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
 }
 
 __device__ __forceinline__ uint4 ld_stream128(const uint8_t* p) {  // weights: L1 no-allocate
@@ -210,33 +190,19 @@ __global__ void __launch_bounds__(kThreads, Cfg<kR>::kMinBlocks) gemv_kernel(con
     const uint8_t* wp =
         a.w + (size_t)((tile0 + b / Pn) * a.KC + ch0 + lc) * kUnitBytes + lane * 16;
     const size_t jump = (size_t)(a.KC - Pn + 1) * kUnitBytes;  // last chunk -> next tile
-    uint4 q[kSmemRing ? 1 : kDepth];
-    uint32_t sc[kSmemRing ? 1 : kDepth];
-    // Shared-memory ring: slot d of this warp holds a whole unit (codes, then scales);
-    // lane l copies its 16 code bytes, lanes 0-3 the 64 scale bytes. One cp.async group per
-    // unit (an empty one where there is nothing to request), so before unit i is used,
-    // wait_group(kDepth - 1) leaves only the kDepth - 1 later units in flight.
-    uint8_t* ring = reinterpret_cast<uint8_t*>(red + smem_floats(kR, a.R, a.S)) +
-                    warp * kDepth * kUnitBytes;
+    uint4 q[kDepth];
+    uint32_t sc[kDepth];
     auto request = [&](int d) {
-      if constexpr (kSmemRing) {
-        uint8_t* slot = ring + d * kUnitBytes;
-        cp_async16(slot + lane * 16, wp);
-        if (lane < 4) cp_async16(slot + kUnitCodeBytes + lane * 16, wp + kUnitCodeBytes);
-      } else {
-        q[d] = ld_stream128(wp);
-        sc[d] = ld_stream16(wp + (kUnitCodeBytes - 14 * lane));  // unit + 512 + 2 * lane
-      }
+      q[d] = ld_stream128(wp);
+      sc[d] = ld_stream16(wp + (kUnitCodeBytes - 14 * lane));  // unit + 512 + 2 * lane
       const bool wrap = ++lc == Pn;
       lc = wrap ? 0 : lc;
       wp += wrap ? jump : (size_t)kUnitBytes;
     };
 #pragma unroll
-    for (int d = 0; d < kDepth; ++d) {
+    for (int d = 0; d < kDepth; ++d)
       if (d < n) request(d);  // weights are constant: stream them before the PDL wait
-      if constexpr (kSmemRing) cp_async_commit();
-    }
-    pdl_wait();  // x, y: only after the previous kernel finished
+    pdl_wait();               // x, y: only after the previous kernel finished
 
     // x: 32-bit element offsets of the lane's 16 values in its batch row(s).
     const T* xr = reinterpret_cast<const T*>(a.x) + (size_t)min(g, a.M - 1) * a.K;
@@ -257,20 +223,8 @@ __global__ void __launch_bounds__(kThreads, Cfg<kR>::kMinBlocks) gemv_kernel(con
         load_x<T>(xr, xo, kmax, xa[nxt], xb[nxt]);
         if constexpr (kTwo) load_x<T>(xr2, xo, kmax, xa2[nxt], xb2[nxt]);
       }
-      if constexpr (kSmemRing) {
-        cp_async_wait<kDepth - 1>();  // this lane's copies of unit i have landed
-        __syncwarp();                 // and every lane's (the scales)
-        const uint8_t* slot = ring + d * kUnitBytes;
-        const uint4 qd = *reinterpret_cast<const uint4*>(slot + lane * 16);
-        const uint32_t sd = *reinterpret_cast<const uint16_t*>(slot + kUnitCodeBytes + 2 * lane);
-        __syncwarp();  // every lane has read the slot before it is refilled
-        if (i + kDepth < n) request(d);
-        cp_async_commit();
-        unit_mma<T, kTwo, kExact>(acc, qd, sd, xa[cur], xb[cur], xa2[cur], xb2[cur]);
-      } else {
-        unit_mma<T, kTwo, kExact>(acc, q[d], sc[d], xa[cur], xb[cur], xa2[cur], xb2[cur]);
-        if (i + kDepth < n) request(d);
-      }
+      unit_mma<T, kTwo, kExact>(acc, q[d], sc[d], xa[cur], xb[cur], xa2[cur], xb2[cur]);
+      if (i + kDepth < n) request(d);
       if (nc == 0) {  // the tile is done
         park<kR>(acc, red, warp + pt, lane);
         ++pt;
@@ -328,7 +282,7 @@ __global__ void __launch_bounds__(kThreads, Cfg<kR>::kMinBlocks) gemv_kernel(con
 template <typename T, int kR, bool kExact>
 static cudaError_t launch_kernel(const GemvArgs& a, cudaStream_t stream) {
   auto* kern = gemv_kernel<T, kR, kExact>;
-  const size_t smem = smem_floats(kR, a.R, a.S) * sizeof(float) + kRingBytes;
+  const size_t smem = smem_floats(kR, a.R, a.S) * sizeof(float);
   const int dev = current_device();
   const int optin = smem_optin(dev);
   if (smem > (size_t)(optin > 0 ? optin : 48 * 1024)) return cudaErrorInvalidValue;  // R too large
@@ -341,28 +295,8 @@ static cudaError_t launch_kernel(const GemvArgs& a, cudaStream_t stream) {
     if (e != cudaSuccess) return e;
     if (cached) allowed[dev].store(smem, std::memory_order_relaxed);
   }
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3((unsigned)(a.S * ((a.tiles + a.R - 1) / a.R)));
-  cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
-  cudaLaunchAttribute at[2];
-  int na = 0;
-  if (use_pdl()) {
-    at[na].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[na].val.programmaticStreamSerializationAllowed = 1;
-    ++na;
-  }
-  if (a.S > 1) {
-    at[na].id = cudaLaunchAttributeClusterDimension;
-    at[na].val.clusterDim.x = (unsigned)a.S;
-    at[na].val.clusterDim.y = 1;
-    at[na].val.clusterDim.z = 1;
-    ++na;
-  }
-  cfg.attrs = at;
-  cfg.numAttrs = na;
-  return cudaLaunchKernelEx(&cfg, kern, a);
+  return launch_with_pdl(kern, dim3((unsigned)(a.S * ((a.tiles + a.R - 1) / a.R))),
+                         dim3(kThreads), smem, stream, (unsigned)a.S, a);
 }
 
 template <typename T, int kR>
