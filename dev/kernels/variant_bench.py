@@ -1,51 +1,69 @@
-"""A/B of GEMV build variants on one machine: ring depth and CTAs per SM (M <= 8 class).
-(Session 3 also compared a shared-memory ring filled by cp.async, source at commit a3afee4.)
+"""A/B of GEMV build variants on one machine (sm_90 builds, M <= 8 and M <= 16 classes).
 
-    python3 dev/kernels/variant_bench.py [--json out.json]
+    python3 dev/kernels/variant_bench.py --variants base lean pf1 [--src-base DIR] [--json F]
 
-Builds csrc/ again under other extension names with -DRESETFP4_GEMV_DEPTH / _MIN_BLOCKS
-(sm_90 only), points resetfp4.kernels.nvfp4_gemv at each build in turn (with the
-plan's CTAS_PER_SM to match), checks it against the float64 reference, and times W4A16 on a
-subset of the paper shapes, as `bench kernels`.
+A variant is a source directory (default: the package's csrc; ``--src-base`` names another,
+e.g. an older commit's csrc for a baseline in the same run) plus -D build knobs of
+csrc/nvfp4_gemv.cu (RESETFP4_GEMV_DEPTH / _MIN_BLOCKS / _PREFETCH / _ROTATE). All variants are
+compiled first, in parallel processes (-DRESETFP4_GEMV_* knobs); then each is checked against the float64 reference
+and W4A16 is timed as `bench kernels` does (CUDA graph of launches rotating over weight
+copies), with the plan's CTAS_PER_SM matched to the variant's occupancy. BF16 F.linear is
+timed once per shape in the same run for the speedup columns.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import torch
-from torch.utils.cpp_extension import load
+import torch.nn.functional as F
 
 from resetfp4.bench import kernels as bk
 from resetfp4.kernels import build
 from resetfp4.kernels import nvfp4_gemv as kg
 
-VARIANTS = {  # name: (depth, CTAs per SM); depth must be even (session 3's d3_b3 timing
-    # predates that check)
-    "d4_b3": (4, 3), "d6_b2": (6, 2), "d8_b2": (8, 2), "d2_b3": (2, 3),
-}
+# name: (source: "pkg" | "base", defines, CTAs per SM for M <= 8, for M <= 16)
+def _v(depth: int, body: int, pf: int, blocks: int) -> tuple:
+    return ("pkg", {"RESETFP4_GEMV_DEPTH": depth, "RESETFP4_GEMV_BODY": body,
+                    "RESETFP4_GEMV_PREFETCH": pf, "RESETFP4_GEMV_MIN_BLOCKS": blocks}, blocks, 2)
+
+
+# name: (source: "pkg" | "base", defines, CTAs per SM for M <= 8, for M <= 16); "dDbBpPcC":
+# general-path ring depth D, aligned-path body B units, L2 prefetch P bodies ahead, C CTAs
+# per SM (M <= 8).
+VARIANTS = {"base": ("base", {}, 3, 2)}
+VARIANTS.update({f"d{d}b{b}p{p}c{c}": _v(d, b, p, c) for d in (2, 4, 6, 8) for b in (2, 4, 8)
+                 for p in (0, 1, 2, 4) for c in (2, 3, 4)})
 SHAPES = ["8B.qkv", "8B.o", "8B.gate_up", "8B.down", "14B.o", "32B.gate_up"]
 
 
-def build_variant(name: str, depth: int, blocks: int):
+def build_variant(name: str, src_base: Path | None, verbose: bool = False):
+    from torch.utils.cpp_extension import load
+
+    src, defines, _, _ = VARIANTS[name]
+    csrc = build.CSRC if src == "pkg" else src_base
     os.environ["TORCH_CUDA_ARCH_LIST"] = "9.0"
-    return load(name=f"resetfp4_v7_{name}", sources=[str(s) for s in build.SOURCES],
+    return load(name=f"resetfp4_var_{name}",
+                sources=[str(csrc / s.name) for s in build.SOURCES],
                 extra_cflags=["-O3", "-std=c++17"],
                 extra_cuda_cflags=["-O3", "-std=c++17", "--expt-relaxed-constexpr",
-                                   f"-DRESETFP4_GEMV_DEPTH={depth}",
-                                   f"-DRESETFP4_GEMV_MIN_BLOCKS={blocks}"],
-                extra_include_paths=[str(build.CSRC)], verbose=False)
+                                   *[f"-D{k}={v}" for k, v in defines.items()]],
+                extra_include_paths=[str(csrc)], verbose=verbose)
 
 
-def check(v: str) -> float:
+def check(name: str) -> float:
     """Worst relative error of the variant against the float64 reference."""
     from resetfp4.nvfp4 import quantize
     from resetfp4.ops import prepare_weight
 
     worst = 0.0
-    for n, k in ((4104, 4096), (200, 80), (1000, 12288)):
+    for n, k in ((4104, 4096), (200, 80), (1000, 12288), (24576, 256)):
         w = quantize(torch.randn(n, k, device="cuda"))
         pw = prepare_weight(w)
         wd = w.dequantize(torch.float64)
@@ -56,34 +74,72 @@ def check(v: str) -> float:
                 ref = x.double() @ wd.T
                 worst = max(worst, ((y - ref).norm() / ref.norm()).item())
     if not worst < 1e-2:
-        raise SystemExit(f"{v}: wrong results (relative error {worst:.2e})")
+        raise SystemExit(f"{name}: wrong results (relative error {worst:.2e})")
     return worst
+
+
+def time_w4a16(n: int, k: int, ms: list[int], l2: int) -> dict[int, float]:
+    from resetfp4.nvfp4 import quantize
+    from resetfp4.ops import prepare_weight
+
+    q_bytes = n * k * 9 // 16
+    copies = max(2, min(16, math.ceil(2 * l2 / q_bytes)))
+    w = quantize(torch.randn(n, k, device="cuda") * 0.02)
+    pws = [prepare_weight(w) for _ in range(copies)]
+    out = {}
+    for m in ms:
+        x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+        y = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
+        out[m] = bk._time_us([lambda pw=pw: pw(x, out=y) for pw in pws] * 2, 10)
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", default=None)
-    ap.add_argument("--variants", nargs="+", default=["d4_b3", "d6_b2"])
+    ap.add_argument("--variants", nargs="+", default=["base", "lean"])
+    ap.add_argument("--src-base", type=Path, default=None, help="csrc dir of variant 'base'")
+    ap.add_argument("--m", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--shapes", nargs="+", default=SHAPES)
+    ap.add_argument("--build-only", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.build_only:
+        build_variant(args.build_only, args.src_base)
+        return
+    procs = [subprocess.Popen([sys.executable, __file__, "--build-only", v]
+                              + (["--src-base", str(args.src_base)] if args.src_base else []))
+             for v in args.variants]
+    for p in procs:
+        p.wait()
     copy = bk.copy_bandwidth_gbs()
     l2 = torch.cuda.get_device_properties(0).L2_cache_size
-    out = {"gpu": torch.cuda.get_device_name(0), "copy_gbs": copy, "variants": {}}
+    out = {"gpu": torch.cuda.get_device_name(0), "copy_gbs": copy, "bf16_us": {}, "variants": {}}
+    for name in args.shapes:
+        n, k = bk.SHAPES[name]
+        wbs = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) for _ in range(4)]
+        for m in args.m:
+            x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+            out["bf16_us"][f"{name}/{m}"] = bk._time_us(
+                [lambda wb=wb, x=x: F.linear(x, wb) for wb in wbs] * 4, 10)
+        del wbs
+    print(f"{out['gpu']}, copy {copy:.0f} GB/s", flush=True)
     for v in args.variants:
-        depth, blocks = VARIANTS[v]
-        ext = build_variant(v, depth, blocks)
+        ext = build_variant(v, args.src_base)
         kg._ext = lambda ext=ext: ext
-        kg.CTAS_PER_SM[8] = blocks
+        kg.CTAS_PER_SM[8], kg.CTAS_PER_SM[16] = VARIANTS[v][2], VARIANTS[v][3]
         worst = check(v)
-        rows = []
-        for name in SHAPES:
+        rows = {}
+        for name in args.shapes:
             n, k = bk.SHAPES[name]
-            rows += bk._bench_shape(name, n, k, [1, 8], 10, copy, l2)
+            for m, t in time_w4a16(n, k, args.m, l2).items():
+                rows[f"{name}/{m}"] = t
         out["variants"][v] = rows
-        g1 = bk._geomean([r["w4a16_speedup"] for r in rows if r["M"] == 1])
-        g8 = bk._geomean([r["w4a16_speedup"] for r in rows if r["M"] == 8])
-        times = " ".join(f"{r['shape']}/{r['M']}:{r['w4a16_us']:.1f}" for r in rows)
-        print(f"{v}: worst rel err {worst:.2e}; W4A16 geomean over {len(SHAPES)} shapes "
-              f"M=1 {g1:.2f}x M=8 {g8:.2f}x | {times}", flush=True)
+        parts = []
+        for m in args.m:
+            sp = [out["bf16_us"][f"{s}/{m}"] / rows[f"{s}/{m}"] for s in args.shapes]
+            parts.append(f"M={m} {bk._geomean(sp):.2f}x")
+        times = " ".join(f"{key}:{t:.1f}" for key, t in rows.items())
+        print(f"{v:12s} err {worst:.1e} | {' '.join(parts)} | {times}", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)

@@ -14,16 +14,29 @@
 // chunks [s*P, s*P + P) of each of them. Inside a CTA the nR x Pn units (tile-major) are
 // cut into 8 contiguous per-warp ranges. There is no producer warp and no shared-memory
 // ring: every warp streams its own units straight into registers (16-byte loads, L1
-// no-allocate, kDepth units in flight per warp), decodes the codes to bf16/fp16 and runs
-// mma.sync m16n8k16 with the weights as A (16 rows x 16 K) and x^T as B (16 K x 8 batch
-// rows; a second mma for M > 8). Its x fragments are loaded one unit ahead (read-only
-// path, L1/L2 hits). At a tile boundary a warp parks its accumulators in shared memory;
-// the CTA then sums the warps of each tile in warp order, and for S > 1 the ranks of a
-// cluster sum the CTAs' partials through distributed shared memory in rank order. No
-// global atomics, fences or workspaces, and the result is deterministic.
+// no-allocate), decodes the codes to bf16/fp16 and runs mma.sync m16n8k16 with the weights
+// as A (16 rows x 16 K) and x^T as B (16 K x 8 batch rows; a second mma for M > 8). Its x
+// fragments are loaded one unit ahead (read-only path, L1/L2 hits). At a tile boundary a
+// warp parks its accumulators in shared memory; the CTA then sums the warps of each tile in
+// warp order, and for S > 1 the ranks of a cluster sum the CTAs' partials through
+// distributed shared memory in rank order. No global atomics, fences or workspaces, and
+// the result is deterministic.
+//
+// Two loop shapes (v8, dev/kernels/NOTES.md):
+// * aligned (S = 1 and K % 256 == 0: every shape of the models we serve): each warp range
+//   is whole bodies of kBody = 4 consecutive chunks of one tile, so the body's weight and x
+//   addresses are immediate offsets from two pointers, a tile can only end after a body,
+//   and no per-unit bookkeeping is left (~80 instructions per unit at M <= 8, was ~120).
+//   The next body's 4 units are loaded at the end of the body (ptxas puts them there
+//   whatever the source order: their consumers are in the next iteration), so lane 0 also
+//   bulk-prefetches the body after that into L2 (cp.async.bulk.prefetch, sm_90), and the
+//   end-of-body loads hit L2;
+// * general (clusters, or K % 256 != 0): a ring of kDepth units refilled one by one, the
+//   pointer jumping after the rank's Pn chunks, x offsets clamped to K - 16.
 #include "nvfp4_common.cuh"
 
 #include <algorithm>
+#include <type_traits>
 
 namespace resetfp4 {
 
@@ -37,7 +50,19 @@ namespace resetfp4 {
 #ifndef RESETFP4_GEMV_MIN_BLOCKS
 #define RESETFP4_GEMV_MIN_BLOCKS 3
 #endif
+// RESETFP4_GEMV_BODY / _PREFETCH (aligned path): units per loop body (= weight units in
+// flight per warp), L2 bulk-prefetch distance in bodies (0: none); see gemv_kernel.
+// RESETFP4_GEMV_DEPTH: units in flight per warp on the general path.
+#ifndef RESETFP4_GEMV_BODY
+#define RESETFP4_GEMV_BODY 4
+#endif
+#ifndef RESETFP4_GEMV_PREFETCH
+#define RESETFP4_GEMV_PREFETCH 1
+#endif
 constexpr int kWarps = 8;
+constexpr int kBody = RESETFP4_GEMV_BODY;     // aligned path: units per loop body
+constexpr int kPf = RESETFP4_GEMV_PREFETCH;   // aligned path: L2 prefetch, bodies ahead
+static_assert(kBody >= 2 && kBody % 2 == 0, "x buffers alternate per unit");
 constexpr int kThreads = kWarps * 32;
 constexpr int kDepth = RESETFP4_GEMV_DEPTH;  // weight units in flight per warp
 static_assert(kDepth >= 2 && kDepth % 2 == 0,
@@ -71,6 +96,12 @@ __device__ __forceinline__ uint4 ld_stream128(const uint8_t* p) {  // weights: L
   asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
   return v;
+}
+// L2 prefetch of `bytes` (a multiple of 16) from a 16-byte aligned p (sm_90 bulk copy unit).
+__device__ __forceinline__ void prefetch_l2(const uint8_t* p, uint32_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(p), "r"(bytes) : "memory");
+#endif
 }
 __device__ __forceinline__ uint32_t ld_stream16(const uint8_t* p) {
   unsigned short v;
@@ -165,16 +196,20 @@ __device__ __forceinline__ float ld_cluster(const float* p, int rank) {
 #endif
 }
 
-template <typename T, int kR, bool kExact>
+template <typename T, int kR, bool kExact, bool kGeneral>
 __global__ void __launch_bounds__(kThreads, Cfg<kR>::kMinBlocks) gemv_kernel(const GemvArgs a) {
   constexpr bool kTwo = Cfg<kR>::kTwoHalves;
   extern __shared__ __align__(16) float red[];
   pdl_launch_dependents();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const int S = a.S, rank = blockIdx.x % S, cl = blockIdx.x / S;
+  const int S = kGeneral ? a.S : 1, rank = kGeneral ? blockIdx.x % S : 0;
+  const int cl = kGeneral ? blockIdx.x / S : blockIdx.x;
   const int tile0 = cl * a.R, nR = min(a.R, a.tiles - tile0);
-  const int ch0 = rank * a.P, Pn = max(0, min(a.P, a.KC - ch0));
-  const int total = nR * Pn, Q = (total + kWarps - 1) / kWarps;
+  const int ch0 = rank * a.P, Pn = kGeneral ? max(0, min(a.P, a.KC - ch0)) : a.KC;
+  // Units per warp; the aligned path (!kGeneral) gives each warp whole bodies of kBody.
+  const int total = nR * Pn;
+  const int Q = kGeneral ? (total + kWarps - 1) / kWarps
+                       : (total + kWarps * kBody - 1) / (kWarps * kBody) * kBody;
   const int b = min(total, warp * Q), n = min(total, b + Q) - b;
 
   float acc[2][2][4];
@@ -183,28 +218,107 @@ __global__ void __launch_bounds__(kThreads, Cfg<kR>::kMinBlocks) gemv_kernel(con
 #pragma unroll
     for (int c = 0; c < 2; ++c) acc[h][c][0] = acc[h][c][1] = acc[h][c][2] = acc[h][c][3] = 0.f;
 
-  if (n > 0) {
-    // Loader: the next unit to request (pointer at the lane's 16 code bytes; its 2 scale
-    // bytes follow the unit's codes). After Pn chunks it jumps to the next tile.
+  if constexpr (!kGeneral) {
+   if (n > 0) {
+    // Aligned path (S = 1, K % 256 == 0, so KC % kBody == 0 and every warp range is whole
+    // bodies): a body is kBody consecutive chunks of one tile, its units sit at fixed
+    // offsets from the body pointer and its x at fixed offsets from the x pointer
+    // (immediate offsets), and a tile can only end at the end of a body.
+    const uint8_t* wp = a.w + (size_t)(tile0 * a.KC + b) * kUnitBytes + lane * 16;
+    const uint8_t* sp = wp + (kUnitCodeBytes - 14 * lane);  // the lane's 2 scale bytes
+    uint4 q[kBody];
+    uint32_t sc[kBody];
+#pragma unroll
+    for (int d = 0; d < kBody; ++d) {  // weights are constant: stream them before the PDL wait
+      q[d] = ld_stream128(wp + d * kUnitBytes);
+      sc[d] = ld_stream16(sp + d * kUnitBytes);
+    }
+    if (kPf > 0 && lane == 0 && n > kBody)  // L2 prefetch of what the first kPf refills load
+      prefetch_l2(wp - lane * 16 + kBody * kUnitBytes, (min(n, (kPf + 1) * kBody) - kBody) * kUnitBytes);
+    pdl_wait();  // x, y: only after the previous kernel finished
+
+    int pt = b / a.KC, pc = b % a.KC;  // the body being processed: local tile, first chunk
+    const T* x0 = reinterpret_cast<const T*>(a.x) + (size_t)min(g, a.M - 1) * a.K + 16 * t;
+    const T* x20 = reinterpret_cast<const T*>(a.x) + (size_t)min(g + 8, a.M - 1) * a.K + 16 * t;
+    const T* xp = x0 + pc * 64;
+    const T* xp2 = x20 + pc * 64;
+    uint4 xa[2], xb[2], xa2[2], xb2[2];
+    xa[0] = __ldg(reinterpret_cast<const uint4*>(xp));
+    xb[0] = __ldg(reinterpret_cast<const uint4*>(xp) + 1);
+    if constexpr (kTwo) {
+      xa2[0] = __ldg(reinterpret_cast<const uint4*>(xp2));
+      xb2[0] = __ldg(reinterpret_cast<const uint4*>(xp2) + 1);
+    } else {
+      xa2[0] = xb2[0] = xa2[1] = xb2[1] = make_uint4(0u, 0u, 0u, 0u);
+    }
+    auto body = [&](int i, bool refill) {
+      const bool tile_end = pc + kBody == a.KC;
+      const T* xn = tile_end ? x0 : xp + kBody * 64;  // x of the next body
+      const T* xn2 = tile_end ? x20 : xp2 + kBody * 64;
+#pragma unroll
+      for (int d = 0; d < kBody; ++d) {
+        const int cur = d & 1, nxt = cur ^ 1;
+        const uint4* xl = reinterpret_cast<const uint4*>(d + 1 < kBody ? xp + (d + 1) * 64 : xn);
+        xa[nxt] = __ldg(xl);  // x one unit ahead (always in range)
+        xb[nxt] = __ldg(xl + 1);
+        if constexpr (kTwo) {
+          const uint4* xl2 = reinterpret_cast<const uint4*>(d + 1 < kBody ? xp2 + (d + 1) * 64 : xn2);
+          xa2[nxt] = __ldg(xl2);
+          xb2[nxt] = __ldg(xl2 + 1);
+        }
+        unit_mma<T, kTwo, kExact>(acc, q[d], sc[d], xa[cur], xb[cur], xa2[cur], xb2[cur]);
+      }
+      if (refill) {  // the next body's units (ptxas issues these at the body's end anyway)
+#pragma unroll
+        for (int d = 0; d < kBody; ++d) {
+          q[d] = ld_stream128(wp + (kBody + d) * kUnitBytes);
+          sc[d] = ld_stream16(sp + (kBody + d) * kUnitBytes);
+        }
+        if (kPf > 0 && lane == 0 && i + (kPf + 2) * kBody <= n)
+          prefetch_l2(wp - lane * 16 + (kPf + 1) * kBody * kUnitBytes, kBody * kUnitBytes);
+      }
+      wp += kBody * kUnitBytes;
+      sp += kBody * kUnitBytes;
+      xp = xn;
+      xp2 = xn2;
+      pc += kBody;
+      if (tile_end) {
+        park<kR>(acc, red, warp + pt, lane);
+        ++pt;
+        pc = 0;
+      }
+    };
+    int i = 0;
+    for (; i + kBody < n; i += kBody) body(i, true);
+    body(i, false);  // the last body: nothing left to load
+    if (pc > 0) park<kR>(acc, red, warp + pt, lane);
+   } else {
+    pdl_wait();
+   }
+  } else if (n > 0) {
+    // General path (clusters split K, or K % 256 != 0): the pointer jumps after Pn chunks,
+    // a tile can end after any unit, x offsets are clamped to K - 16.
     int lc = b % Pn;
     const uint8_t* wp =
         a.w + (size_t)((tile0 + b / Pn) * a.KC + ch0 + lc) * kUnitBytes + lane * 16;
+    const uint8_t* sp = wp + (kUnitCodeBytes - 14 * lane);
     const size_t jump = (size_t)(a.KC - Pn + 1) * kUnitBytes;  // last chunk -> next tile
     uint4 q[kDepth];
     uint32_t sc[kDepth];
     auto request = [&](int d) {
       q[d] = ld_stream128(wp);
-      sc[d] = ld_stream16(wp + (kUnitCodeBytes - 14 * lane));  // unit + 512 + 2 * lane
+      sc[d] = ld_stream16(sp);
       const bool wrap = ++lc == Pn;
       lc = wrap ? 0 : lc;
-      wp += wrap ? jump : (size_t)kUnitBytes;
+      const size_t step = wrap ? jump : (size_t)kUnitBytes;
+      wp += step;
+      sp += step;
     };
 #pragma unroll
     for (int d = 0; d < kDepth; ++d)
       if (d < n) request(d);  // weights are constant: stream them before the PDL wait
-    pdl_wait();               // x, y: only after the previous kernel finished
+    pdl_wait();
 
-    // x: 32-bit element offsets of the lane's 16 values in its batch row(s).
     const T* xr = reinterpret_cast<const T*>(a.x) + (size_t)min(g, a.M - 1) * a.K;
     const T* xr2 = reinterpret_cast<const T*>(a.x) + (size_t)min(g + 8, a.M - 1) * a.K;
     const int kl = ch0 * 64 + 16 * t, kmax = a.K - 16;
@@ -214,15 +328,13 @@ __global__ void __launch_bounds__(kThreads, Cfg<kR>::kMinBlocks) gemv_kernel(con
     load_x<T>(xr, xo, kmax, xa[0], xb[0]);
     if constexpr (kTwo) load_x<T>(xr2, xo, kmax, xa2[0], xb2[0]);
     else xa2[0] = xb2[0] = xa2[1] = xb2[1] = make_uint4(0u, 0u, 0u, 0u);
-    // Unit i sits in ring slot i % kDepth and x buffer i % 2.
+    // Unit i sits in ring slot i % kDepth and x buffer i % 2 (kDepth even).
     auto step = [&](int d, int i) {
       const int cur = d & 1, nxt = cur ^ 1;
       const int nc = pc + 1 == Pn ? 0 : pc + 1;
       xo = nc == 0 ? kl : xo + 64;
-      if (i + 1 < n) {  // x of the next unit, one unit ahead
-        load_x<T>(xr, xo, kmax, xa[nxt], xb[nxt]);
-        if constexpr (kTwo) load_x<T>(xr2, xo, kmax, xa2[nxt], xb2[nxt]);
-      }
+      load_x<T>(xr, xo, kmax, xa[nxt], xb[nxt]);  // x one unit ahead (clamped: in range)
+      if constexpr (kTwo) load_x<T>(xr2, xo, kmax, xa2[nxt], xb2[nxt]);
       unit_mma<T, kTwo, kExact>(acc, q[d], sc[d], xa[cur], xb[cur], xa2[cur], xb2[cur]);
       if (i + kDepth < n) request(d);
       if (nc == 0) {  // the tile is done
@@ -279,9 +391,9 @@ __global__ void __launch_bounds__(kThreads, Cfg<kR>::kMinBlocks) gemv_kernel(con
 
 // ---- host launcher (plain C++: the binding passes the current stream) ----
 
-template <typename T, int kR, bool kExact>
+template <typename T, int kR, bool kExact, bool kGeneral>
 static cudaError_t launch_kernel(const GemvArgs& a, cudaStream_t stream) {
-  auto* kern = gemv_kernel<T, kR, kExact>;
+  auto* kern = gemv_kernel<T, kR, kExact, kGeneral>;
   const size_t smem = smem_floats(kR, a.R, a.S) * sizeof(float);
   const int dev = current_device();
   const int optin = smem_optin(dev);
@@ -301,7 +413,12 @@ static cudaError_t launch_kernel(const GemvArgs& a, cudaStream_t stream) {
 
 template <typename T, int kR>
 static cudaError_t launch_class(const GemvArgs& a, bool exact, cudaStream_t stream) {
-  return exact ? launch_kernel<T, kR, true>(a, stream) : launch_kernel<T, kR, false>(a, stream);
+  // The aligned path needs S = 1 and whole bodies of 64-wide chunks (K % (64 kBody) == 0).
+  if (a.S > 1 || a.K % (kChunkK * kBody) != 0)
+    return exact ? launch_kernel<T, kR, true, true>(a, stream)
+                 : launch_kernel<T, kR, false, true>(a, stream);
+  return exact ? launch_kernel<T, kR, true, false>(a, stream)
+               : launch_kernel<T, kR, false, false>(a, stream);
 }
 
 // plan = {S, R} for the class of M (cluster size, tiles per cluster; see nvfp4_gemv.py plan).
