@@ -1,4 +1,4 @@
-"""Time the v7 GEMV under several work splits (cluster size S, tiles per cluster R) per shape,
+"""Time the GEMV under several work splits (cluster size S, tiles per cluster R) per shape,
 to check the plan cost model (resetfp4.kernels.nvfp4_gemv.plan) against the GPU.
 
     python3 dev/kernels/plan_sweep.py [--json out.json]
@@ -15,15 +15,13 @@ import math
 
 import torch
 
+from resetfp4.bench.kernels import SHAPES as BENCH_SHAPES
 from resetfp4.bench.kernels import _time_us
 from resetfp4.kernels import nvfp4_gemv as kg
 from resetfp4.nvfp4 import quantize
 from resetfp4.ops import prepare_weight
 
-SHAPES = {"8B.qkv": (6144, 4096), "8B.o": (4096, 4096), "8B.gate_up": (24576, 4096),
-          "8B.down": (4096, 12288), "14B.o": (5120, 5120), "32B.gate_up": (25600, 5120),
-          "0.5B.qkv": (1152, 896), "0.5B.down": (896, 4864), "14B.down": (5120, 17408),
-          "14B.gate_up": (17408, 5120), "32B.o": (5120, 8192), "32B.down": (5120, 25600)}
+SHAPES = {**BENCH_SHAPES, "0.5B.qkv": (1152, 896), "0.5B.down": (896, 4864)}
 DEFAULT_SHAPES = ["8B.qkv", "8B.o", "8B.gate_up", "8B.down", "14B.o", "32B.gate_up",
                   "0.5B.qkv", "0.5B.down"]
 

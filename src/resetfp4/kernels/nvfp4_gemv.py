@@ -108,18 +108,33 @@ def unrepack(packed: torch.Tensor, n: int, k: int, global_scale: torch.Tensor) -
 CTAS_PER_SM = {8: 3, 16: 2}
 MAX_TILES_PER_CLUSTER = {8: 64, 16: 48}
 # Cost model of a plan, in units (576 bytes: one 16 x 64 weight block) streamed by the
-# busiest SM, fitted to dev/kernels/plan_sweep.py on an H100 (v7): a unit costs
-# 1 + 0.3 * (CTAS_PER_SM - c) / c times more with c < CTAS_PER_SM resident CTAs (fewer bytes
-# in flight: 1.16x at 2, 1.5x at 1 of 3), each wave of CTAs on an SM ~1 µs (~20 units of
-# first-load latency, the end-of-CTA reduction; charged high so that one wave is preferred,
-# the regime the fit covers), and a cluster (S > 1) measured ~1.5-2 µs
-# more than the same work without (cluster launch, barriers, DSMEM reduction: ~80 units);
-# large clusters also fit fewer per wave than CTA slots suggest (32B.gate_up, 8 x 33:
-# 48.6 µs against 33.7 without clusters). So clusters are used only where there are fewer
-# row tiles than SMs (S = 1 would leave SMs idle).
-WAVE_COST_UNITS = 50
-CLUSTER_COST_UNITS = 80
+# busiest SM: a unit costs 1 + 0.3 * (CTAS_PER_SM - c) / c times more with c < CTAS_PER_SM
+# resident CTAs (fewer bytes in flight), each wave of CTAs on an SM costs WAVE_COST_UNITS
+# (first-load latency, the end-of-CTA reduction), a cluster (S > 1) CLUSTER_COST_UNITS.
+# Refit for kernel v8 on an H100 (dev/kernels/plan_sweep_v8.txt, 14 shapes x M = 1, 8, every
+# candidate plan timed): one wave of CTAs with the fewest tiles each is best almost
+# everywhere (a second wave costs more than the v7 fit's 50 units: 32B.qkv 1 x 2 11.6 µs vs
+# 1 x 1 12.1), and no cluster plan won by more than 3% on any shape (0.5B.down: 7 x 1 8.1 µs
+# vs 1 x 1 3.9), so clusters are priced out unless S = 1 would leave most SMs idle for a
+# long time. The plans this picks are within 0.2% of the best timed plan summed over the
+# sweep. ``tiles >= SMs`` shapes never use clusters.
+WAVE_COST_UNITS = 100
+CLUSTER_COST_UNITS = 400
 FEWER_CTAS_SLOWDOWN = 0.3
+
+
+# Units per loop body of the kernel's aligned loop (RESETFP4_GEMV_BODY in nvfp4_gemv.cu), used
+# when K % (64 * ALIGNED_BODY) == 0: then each cluster rank gets whole bodies of chunks.
+ALIGNED_BODY = 4
+
+
+def chunks_per_rank(k: int, s: int) -> int:
+    """64-wide K chunks per cluster rank for cluster size ``s`` (mirrors launch_gemv)."""
+    kc = math.ceil(k / CHUNK_K)
+    p = math.ceil(kc / s)
+    if k % (CHUNK_K * ALIGNED_BODY) == 0:
+        p = math.ceil(p / ALIGNED_BODY) * ALIGNED_BODY
+    return p
 
 
 def plan(n: int, k: int, sm_count: int, max_cluster: int, m_class: int) -> tuple[int, int]:
@@ -140,7 +155,7 @@ def plan(n: int, k: int, sm_count: int, max_cluster: int, m_class: int) -> tuple
     if tiles >= sm_count:
         max_cluster = 1
     for s in range(1, min(max_cluster, kc) + 1):
-        p = math.ceil(kc / s)
+        p = chunks_per_rank(k, s)
         if (s - 1) * p >= kc:  # the last rank would get no chunk
             continue
         cands = {1, tiles}

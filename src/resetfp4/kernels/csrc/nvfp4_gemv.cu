@@ -202,10 +202,9 @@ __global__ void __launch_bounds__(kThreads, Cfg<kR>::kMinBlocks) gemv_kernel(con
   extern __shared__ __align__(16) float red[];
   pdl_launch_dependents();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const int S = kGeneral ? a.S : 1, rank = kGeneral ? blockIdx.x % S : 0;
-  const int cl = kGeneral ? blockIdx.x / S : blockIdx.x;
+  const int S = a.S, rank = blockIdx.x % S, cl = blockIdx.x / S;
   const int tile0 = cl * a.R, nR = min(a.R, a.tiles - tile0);
-  const int ch0 = rank * a.P, Pn = kGeneral ? max(0, min(a.P, a.KC - ch0)) : a.KC;
+  const int ch0 = rank * a.P, Pn = max(0, min(a.P, a.KC - ch0));
   // Units per warp; the aligned path (!kGeneral) gives each warp whole bodies of kBody.
   const int total = nR * Pn;
   const int Q = kGeneral ? (total + kWarps - 1) / kWarps
@@ -224,8 +223,13 @@ __global__ void __launch_bounds__(kThreads, Cfg<kR>::kMinBlocks) gemv_kernel(con
     // bodies): a body is kBody consecutive chunks of one tile, its units sit at fixed
     // offsets from the body pointer and its x at fixed offsets from the x pointer
     // (immediate offsets), and a tile can only end at the end of a body.
-    const uint8_t* wp = a.w + (size_t)(tile0 * a.KC + b) * kUnitBytes + lane * 16;
+    int pt = b / Pn, pc = b % Pn;  // the body being processed: local tile, first chunk
+    const uint8_t* wp =
+        a.w + (size_t)((tile0 + pt) * a.KC + ch0 + pc) * kUnitBytes + lane * 16;
     const uint8_t* sp = wp + (kUnitCodeBytes - 14 * lane);  // the lane's 2 scale bytes
+    // Bytes from a body to the next: the next chunks, or (after the rank's last body of a
+    // tile) the rank's first chunk of the next tile.
+    const int step_in = kBody * kUnitBytes, step_wrap = (a.KC - Pn + kBody) * kUnitBytes;
     uint4 q[kBody];
     uint32_t sc[kBody];
 #pragma unroll
@@ -233,13 +237,36 @@ __global__ void __launch_bounds__(kThreads, Cfg<kR>::kMinBlocks) gemv_kernel(con
       q[d] = ld_stream128(wp + d * kUnitBytes);
       sc[d] = ld_stream16(sp + d * kUnitBytes);
     }
-    if (kPf > 0 && lane == 0 && n > kBody)  // L2 prefetch of what the first kPf refills load
-      prefetch_l2(wp - lane * 16 + kBody * kUnitBytes, (min(n, (kPf + 1) * kBody) - kBody) * kUnitBytes);
+    // L2 prefetch (lane 0, bulk copy unit) of the body kPf + 1 bodies ahead of the one
+    // being processed, i.e. kPf ahead of the end-of-body refill; `from`: that body's
+    // first chunk within the rank's range and its distance in bodies from the current one.
+    auto prefetch_ahead = [&](const uint8_t* body_ptr, int chunk, int bodies) {
+      const uint8_t* p = body_ptr - lane * 16;
+#pragma unroll
+      for (int j = 0; j < kPf + 1; ++j) {
+        const bool wrap = chunk + kBody == Pn;
+        p += wrap ? step_wrap : step_in;
+        chunk = wrap ? 0 : chunk + kBody;
+      }
+      if (lane == 0 && bodies + kPf + 1 < n / kBody) prefetch_l2(p, kBody * kUnitBytes);
+    };
+    if constexpr (kPf > 0) {  // the bodies the first kPf refills load
+      const uint8_t* p = wp;
+      int chunk = pc;
+#pragma unroll
+      for (int j = 0; j < kPf; ++j) {
+        const bool wrap = chunk + kBody == Pn;
+        p += wrap ? step_wrap : step_in;
+        chunk = wrap ? 0 : chunk + kBody;
+        if (lane == 0 && j + 1 < n / kBody) prefetch_l2(p - lane * 16, kBody * kUnitBytes);
+      }
+    }
     pdl_wait();  // x, y: only after the previous kernel finished
 
-    int pt = b / a.KC, pc = b % a.KC;  // the body being processed: local tile, first chunk
-    const T* x0 = reinterpret_cast<const T*>(a.x) + (size_t)min(g, a.M - 1) * a.K + 16 * t;
-    const T* x20 = reinterpret_cast<const T*>(a.x) + (size_t)min(g + 8, a.M - 1) * a.K + 16 * t;
+    const T* x0 =
+        reinterpret_cast<const T*>(a.x) + (size_t)min(g, a.M - 1) * a.K + ch0 * 64 + 16 * t;
+    const T* x20 =
+        reinterpret_cast<const T*>(a.x) + (size_t)min(g + 8, a.M - 1) * a.K + ch0 * 64 + 16 * t;
     const T* xp = x0 + pc * 64;
     const T* xp2 = x20 + pc * 64;
     uint4 xa[2], xb[2], xa2[2], xb2[2];
@@ -252,7 +279,9 @@ __global__ void __launch_bounds__(kThreads, Cfg<kR>::kMinBlocks) gemv_kernel(con
       xa2[0] = xb2[0] = xa2[1] = xb2[1] = make_uint4(0u, 0u, 0u, 0u);
     }
     auto body = [&](int i, bool refill) {
-      const bool tile_end = pc + kBody == a.KC;
+      const bool tile_end = pc + kBody == Pn;
+      const uint8_t* wn = wp + (tile_end ? step_wrap : step_in);  // the next body
+      const uint8_t* sn = sp + (tile_end ? step_wrap : step_in);
       const T* xn = tile_end ? x0 : xp + kBody * 64;  // x of the next body
       const T* xn2 = tile_end ? x20 : xp2 + kBody * 64;
 #pragma unroll
@@ -271,14 +300,13 @@ __global__ void __launch_bounds__(kThreads, Cfg<kR>::kMinBlocks) gemv_kernel(con
       if (refill) {  // the next body's units (ptxas issues these at the body's end anyway)
 #pragma unroll
         for (int d = 0; d < kBody; ++d) {
-          q[d] = ld_stream128(wp + (kBody + d) * kUnitBytes);
-          sc[d] = ld_stream16(sp + (kBody + d) * kUnitBytes);
+          q[d] = ld_stream128(wn + d * kUnitBytes);
+          sc[d] = ld_stream16(sn + d * kUnitBytes);
         }
-        if (kPf > 0 && lane == 0 && i + (kPf + 2) * kBody <= n)
-          prefetch_l2(wp - lane * 16 + (kPf + 1) * kBody * kUnitBytes, kBody * kUnitBytes);
+        if constexpr (kPf > 0) prefetch_ahead(wp, pc, i / kBody);
       }
-      wp += kBody * kUnitBytes;
-      sp += kBody * kUnitBytes;
+      wp = wn;
+      sp = sn;
       xp = xn;
       xp2 = xn2;
       pc += kBody;
@@ -413,8 +441,8 @@ static cudaError_t launch_kernel(const GemvArgs& a, cudaStream_t stream) {
 
 template <typename T, int kR>
 static cudaError_t launch_class(const GemvArgs& a, bool exact, cudaStream_t stream) {
-  // The aligned path needs S = 1 and whole bodies of 64-wide chunks (K % (64 kBody) == 0).
-  if (a.S > 1 || a.K % (kChunkK * kBody) != 0)
+  // The aligned loop needs whole bodies of 64-wide chunks (K % (64 kBody) == 0).
+  if (a.K % (kChunkK * kBody) != 0)
     return exact ? launch_kernel<T, kR, true, true>(a, stream)
                  : launch_kernel<T, kR, false, true>(a, stream);
   return exact ? launch_kernel<T, kR, true, false>(a, stream)
@@ -430,7 +458,9 @@ cudaError_t launch_gemv(const void* x, const void* w, const float* g_w,
   if (M < 1 || M > 16 || K % 16 != 0 || K < 16 || N < 1 || S < 1 || S > 8 || R < 1)
     return cudaErrorInvalidValue;
   const int tiles = (N + 15) / 16, KC = (K + 63) / 64;
-  const int P = (KC + S - 1) / S;
+  // Chunks per cluster rank; the aligned loop (K % (64 kBody) == 0) needs whole bodies.
+  const bool aligned = K % (kChunkK * kBody) == 0;
+  const int P = aligned ? ((KC + S - 1) / S + kBody - 1) / kBody * kBody : (KC + S - 1) / S;
   if (R > tiles || (long long)tiles * KC > (1ll << 30)) return cudaErrorInvalidValue;
   if (S > 1 && cc_major(current_device()) < 9) return cudaErrorInvalidValue;  // clusters: sm_90
   const GemvArgs a{x, (const uint8_t*)w, g_w, g_x, bias, y,
