@@ -166,13 +166,17 @@ def test_zero_scale_block_uses_exact_path():
     assert_rel_close(pw(x), _ref(x, w, "bf16"), rel_for_dtype(x.dtype), "zero scale")
 
 
-def test_act_quant_many_blocks_bitexact():
-    """More 16-element blocks than threads in the grid (the quantizer loops)."""
-    m, k = 300, 2048
+@pytest.mark.parametrize("static", [False, True])
+@pytest.mark.parametrize("m,k", [(300, 2048), (16, 8192), (17, 8192)])
+def test_act_quant_many_blocks_bitexact(m, k, static):
+    """Larger x: more element pairs than threads in the grid (the quantizer loops), and the
+    dynamic scale on both sides of the per-CTA amax limit (16 x 8192 elements: every CTA
+    recomputes the amax; 17 x 8192 and 300 x 2048: grid-wide amax)."""
     x = torch.randn(m, k, device=DEV).to(torch.bfloat16)
     ws = kg.ActWorkspace(m, k, x.dtype, torch.device(DEV))
-    ws.quantize(x, None)
-    ref = quantize(x)
+    gs = (x.float().abs().amax() / 2688).reshape(1) if static else None
+    ws.quantize(x, gs)
+    ref = quantize(x, global_scale=gs)
     assert_bitexact(ws.codes, ref.packed, "codes")
     assert_bitexact(ws.scales, ref.block_scale.view(torch.uint8), "scales")
     assert_bitexact(ws.gs.reshape(()), ref.global_scale, "global scale")

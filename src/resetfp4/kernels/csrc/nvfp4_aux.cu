@@ -26,7 +26,8 @@ __device__ __forceinline__ float e2m1_value(uint32_t code) {
 // CTAs of 1024 threads, all started before any dependent kernel may start). The last CTA to
 // leave resets sync[0..2] to zero for the next launch / graph replay.
 // sync: uint32 [4] = {amax bits, arrived, left, unused}, zero at rest.
-__device__ float grid_amax(float m, unsigned int* sync) {
+// cta_only: every CTA has seen all of x (small x, see launch_quant_act): no global sync.
+__device__ float grid_amax(float m, unsigned int* sync, bool cta_only) {
   __shared__ float wmax[32];
   __shared__ float result;
   for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
@@ -36,7 +37,7 @@ __device__ float grid_amax(float m, unsigned int* sync) {
     for (int w = 1; w < (int)(blockDim.x / 32); ++w) m = fmaxf(m, wmax[w]);
     result = m;
   }
-  if (gridDim.x == 1) {  // one CTA (decode sizes up to 16384 elements): no global sync
+  if (cta_only || gridDim.x == 1) {
     __syncthreads();
     return result;
   }
@@ -56,80 +57,83 @@ __device__ float grid_amax(float m, unsigned int* sync) {
   return result;
 }
 
-// Quantize 16-element block b of x like resetfp4.nvfp4.quantize (global scale gs).
+// Quantize element pair p (elements 2p, 2p+1) of x like resetfp4.nvfp4.quantize (global
+// scale gs). The 8 pairs of a 16-element block sit on 8 consecutive lanes aligned to 8
+// (the caller guarantees it), which share the block amax through 3 shuffles; every lane
+// of the warp must call this (shuffles), `active` says whether its pair exists (all 8
+// lanes of a block agree).
 template <typename T>
-__device__ __forceinline__ void quant_block(const T* __restrict__ x, size_t b, float gs,
-                                            T* __restrict__ xq, uint8_t* __restrict__ codes,
-                                            uint8_t* __restrict__ scales) {
-  float v[16];
-  const uint4* src = reinterpret_cast<const uint4*>(x + b * 16);
-  uint4 raw[2] = {src[0], src[1]};
-  const T* e = reinterpret_cast<const T*>(raw);
-  float bmax = 0.f;
-#pragma unroll
-  for (int i = 0; i < 16; ++i) {
-    v[i] = Traits<T>::to_float(e[i]);
-    bmax = fmaxf(bmax, fabsf(v[i]));
+__device__ __forceinline__ void quant_pair(const T* __restrict__ x, size_t p, bool active,
+                                           float gs, T* __restrict__ xq,
+                                           uint8_t* __restrict__ codes,
+                                           uint8_t* __restrict__ scales) {
+  float v0 = 0.f, v1 = 0.f;
+  if (active) {
+    const uint32_t raw = __ldg(reinterpret_cast<const unsigned int*>(x) + p);
+    const T* e = reinterpret_cast<const T*>(&raw);
+    v0 = Traits<T>::to_float(e[0]);
+    v1 = Traits<T>::to_float(e[1]);
   }
+  float bmax = fmaxf(fabsf(v0), fabsf(v1));
+#pragma unroll
+  for (int o = 1; o < 8; o <<= 1) bmax = fmaxf(bmax, __shfl_xor_sync(0xffffffffu, bmax, o));
   float bs32 = bmax / (6.0f * gs);
   if (bs32 == 0.f) bs32 = 1.0f;
   const __nv_fp8_storage_t s8 = __nv_cvt_float_to_fp8(bs32, __NV_SATFINITE, __NV_E4M3);
   const float bsf = e4m3_value(s8);
   const float d = bsf * gs;
-  uint4 outq[2];
-  T* oq = reinterpret_cast<T*>(outq);
-  uint32_t packed[2] = {0u, 0u};
-#pragma unroll
-  for (int i = 0; i < 16; ++i) {
-    const uint32_t c = e2m1_rne(v[i] / d);
-    packed[i / 8] |= c << (4 * (i % 8));
-    oq[i] = Traits<T>::from_float(e2m1_value(c) * bsf);
+  const uint32_t c0 = e2m1_rne(v0 / d), c1 = e2m1_rne(v1 / d);
+  if (active) {
+    T out[2] = {Traits<T>::from_float(e2m1_value(c0) * bsf),
+                Traits<T>::from_float(e2m1_value(c1) * bsf)};
+    reinterpret_cast<unsigned int*>(xq)[p] = *reinterpret_cast<const unsigned int*>(out);
+    codes[p] = (uint8_t)(c0 | (c1 << 4));
+    if (p % 8 == 0) scales[p / 8] = s8;
   }
-  uint4* dst = reinterpret_cast<uint4*>(xq + b * 16);
-  dst[0] = outq[0];
-  dst[1] = outq[1];
-  reinterpret_cast<uint2*>(codes)[b] = make_uint2(packed[0], packed[1]);
-  scales[b] = s8;
 }
 
-// One thread per 16-element block. xq gets e2m1(code) * fp32(bs) (exact in T); the
-// global scale goes to *gs_out for the GEMV epilogue. With programmatic dependent launch
-// it starts while the previous kernel drains, and the GEMV after it already streams its
-// weights meanwhile.
+// Dynamic scale: up to this many elements of x (256 KB of bf16), every CTA recomputes the
+// amax from all of x instead of a grid-wide reduction (atomics and a spin: ~2 µs).
+constexpr int kCtaAmaxMaxElems = 1 << 17;
+
+// One thread per element pair (a grid-stride loop beyond the grid). xq gets e2m1(code) *
+// fp32(bs) (exact in T); the global scale goes to *gs_out for the GEMV epilogue. With
+// programmatic dependent launch it starts while the previous kernel drains, and the GEMV
+// after it already streams its weights meanwhile.
 template <typename T>
 __global__ void __launch_bounds__(1024) quant_act_kernel(
     const T* __restrict__ x, size_t numel, const float* __restrict__ gs_static,
     unsigned int* __restrict__ sync, float* __restrict__ gs_out, T* __restrict__ xq,
-    uint8_t* __restrict__ codes, uint8_t* __restrict__ scales) {
+    uint8_t* __restrict__ codes, uint8_t* __restrict__ scales, bool cta_amax) {
   pdl_launch_dependents();
   pdl_wait();  // x is the previous kernel's output
-  const size_t n_blocks = numel / 16, stride = (size_t)gridDim.x * blockDim.x;
+  const size_t n_pairs = numel / 2, stride = (size_t)gridDim.x * blockDim.x;
   const size_t first = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
   float gs;
   if (gs_static) {
     gs = __ldg(gs_static);
   } else {
-    float m = 0.f;  // pass 1: this thread's blocks (one at decode sizes)
-    for (size_t b = first; b < n_blocks; b += stride) {
-      const uint4* src = reinterpret_cast<const uint4*>(x + b * 16);
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const uint4 raw = src[h];
-        const T* e = reinterpret_cast<const T*>(&raw);
-#pragma unroll
-        for (int i = 0; i < 8; ++i) m = fmaxf(m, fabsf(Traits<T>::to_float(e[i])));
-      }
+    // pass 1: this thread's pairs, or (cta_amax) a CTA-wide stride over all of x
+    float m = 0.f;
+    const size_t p0 = cta_amax ? threadIdx.x : first, pstride = cta_amax ? blockDim.x : stride;
+    for (size_t p = p0; p < n_pairs; p += pstride) {
+      const uint32_t raw = __ldg(reinterpret_cast<const unsigned int*>(x) + p);
+      const T* e = reinterpret_cast<const T*>(&raw);
+      m = fmaxf(m, fmaxf(fabsf(Traits<T>::to_float(e[0])), fabsf(Traits<T>::to_float(e[1]))));
     }
-    const float amax = grid_amax(m, sync);
+    const float amax = grid_amax(m, sync, cta_amax);
     // 2688 = 6 * 448. True IEEE division, as resetfp4.nvfp4.quantize computes it.
     gs = amax > 0.f ? __fdiv_rn(amax, 2688.0f) : 1.0f;
   }
   if (first == 0) *gs_out = gs;
-  for (size_t b = first; b < n_blocks; b += stride) {  // pass 2: quantize
-    quant_block<T>(x, b, gs, xq, codes, scales);
+  // pass 2: the same number of rounds for every thread (whole warps reach the shuffles);
+  // blockDim and stride are multiples of 32, so pair p sits on lane p % 32.
+  const size_t rounds = (n_pairs + stride - 1) / stride;
+  for (size_t r = 0; r < rounds; ++r) {
+    const size_t p = first + r * stride;
+    quant_pair<T>(x, p, p < n_pairs, gs, xq, codes, scales);
   }
 }
-
 
 // Code of register r (a0..a3), half h of a layout word (bit positions: nvfp4_common.cuh).
 __device__ __forceinline__ uint32_t code_at(uint32_t word, int r, int h) {
@@ -179,10 +183,20 @@ cudaError_t launch_quant_act(const void* x, size_t numel, const float* gs_static
                              unsigned int* sync, float* gs_out, void* xq, uint8_t* codes,
                              uint8_t* scales, cudaStream_t stream) {
   if (numel % 16 != 0 || numel == 0) return cudaErrorInvalidValue;
-  // At most 128 CTAs, and never more than can be resident at once on this device (the
-  // grid-wide amax spins until every CTA has arrived: a MIG slice or a small GPU holds
-  // fewer than 128 CTAs of 1024 threads): one 16-element block per thread, a loop beyond;
-  // a single CTA (and no global sync) up to 16384 elements.
+  const size_t pairs = numel / 2;
+  // Static scale, or a small x whose amax every CTA can afford to recompute (it reads x from
+  // L2; decode sizes): no grid-wide step, one pair per thread in 256-thread CTAs.
+  const bool cta_amax = !gs_static && numel <= (size_t)kCtaAmaxMaxElems;
+  if (gs_static || cta_amax) {
+    const size_t threads = 256;
+    const unsigned blocks = (unsigned)std::min<size_t>((pairs + threads - 1) / threads, 65535);
+    return launch_with_pdl(quant_act_kernel<T>, dim3(blocks), dim3((unsigned)threads), 0, stream,
+                           1u, (const T*)x, numel, gs_static, sync, gs_out, (T*)xq, codes, scales,
+                           cta_amax);
+  }
+  // Large x, dynamic scale: the grid-wide amax spins until every CTA has arrived, so the grid
+  // never exceeds what can be resident at once on this device (a MIG slice or a small GPU
+  // holds fewer CTAs) nor 128 CTAs.
   const size_t threads = 1024;
   int per_sm = 0;
   const int dev = current_device();
@@ -191,10 +205,10 @@ cudaError_t launch_quant_act(const void* x, size_t numel, const float* gs_static
     return cudaErrorInvalidValue;
   const size_t resident = (size_t)per_sm * device_attr(cudaDevAttrMultiProcessorCount, 2, dev);
   if (resident == 0) return cudaErrorInvalidValue;
-  const unsigned blocks = (unsigned)std::min<size_t>(
-      {(numel / 16 + threads - 1) / threads, (size_t)128, resident});
+  const unsigned blocks =
+      (unsigned)std::min<size_t>({(pairs + threads - 1) / threads, (size_t)128, resident});
   return launch_with_pdl(quant_act_kernel<T>, dim3(blocks), dim3((unsigned)threads), 0, stream, 1u,
-                         (const T*)x, numel, gs_static, sync, gs_out, (T*)xq, codes, scales);
+                         (const T*)x, numel, gs_static, sync, gs_out, (T*)xq, codes, scales, false);
 }
 
 template <typename T>
