@@ -96,7 +96,21 @@ def environment() -> dict:
         clocks = "unknown"
     return {"gpu": p.name, "sms": p.multi_processor_count, "clocks_sm_mem_driver": clocks,
             "torch": torch.__version__, "cuda": torch.version.cuda,
-            "python": platform.python_version(), "commit": commit}
+            "python": platform.python_version(), "commit": commit,
+            "kernel_sources_sha256": kernel_sources_sha256()}
+
+
+def kernel_sources_sha256() -> str:
+    """sha256 over the CUDA sources the extension is built from (identifies the benchmarked
+    kernel code even where a copied checkout's git metadata is stale)."""
+    import hashlib
+
+    from resetfp4.kernels import build
+
+    h = hashlib.sha256()
+    for f in (*build.SOURCES, *build.HEADERS):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def _bench_shape(name: str, n: int, k: int, ms: list[int], batches: int, copy_gbs: float,
