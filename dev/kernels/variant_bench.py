@@ -40,6 +40,9 @@ def _v(depth: int, body: int, pf: int, blocks: int) -> tuple:
 VARIANTS = {"base": ("base", {}, 3, 2)}
 VARIANTS.update({f"d{d}b{b}p{p}c{c}": _v(d, b, p, c) for d in (2, 4, 6, 8) for b in (2, 4, 8)
                  for p in (0, 1, 2, 4) for c in (2, 3, 4)})
+# the M <= 16 class with 2-unit bodies (the default since session 4) or 4
+VARIANTS["m16b2"] = ("pkg", {"RESETFP4_GEMV_BODY16": 2}, 3, 2)
+VARIANTS["m16b4"] = ("pkg", {"RESETFP4_GEMV_BODY16": 4}, 3, 2)
 SHAPES = ["8B.qkv", "8B.o", "8B.gate_up", "8B.down", "14B.o", "32B.gate_up"]
 
 
@@ -127,6 +130,9 @@ def main() -> None:
         ext = build_variant(v, args.src_base)
         kg._ext = lambda ext=ext: ext
         kg.CTAS_PER_SM[8], kg.CTAS_PER_SM[16] = VARIANTS[v][2], VARIANTS[v][3]
+        defines = VARIANTS[v][1]
+        b8 = defines.get("RESETFP4_GEMV_BODY", 4)
+        kg.ALIGNED_BODY[8], kg.ALIGNED_BODY[16] = b8, defines.get("RESETFP4_GEMV_BODY16", 2)
         worst = check(v)
         rows = {}
         for name in args.shapes:

@@ -61,6 +61,15 @@ def test_repack_matches_kernel_decode():
                 assert torch.equal(sb, want)
 
 
+def test_chunks_per_rank_whole_bodies():
+    """Cluster ranks get whole aligned-loop bodies when K allows it (mirrors launch_gemv)."""
+    assert kg.chunks_per_rank(4096, 1, 8) == 64
+    assert kg.chunks_per_rank(4096, 3, 8) == 24  # ceil(64 / 3) = 22 -> 4-unit bodies
+    assert kg.chunks_per_rank(4096, 3, 16) == 22  # 2-unit bodies for M <= 16
+    assert kg.chunks_per_rank(4160, 3, 8) == 22  # K % 256 != 0: the general loop, no rounding
+    assert kg.chunks_per_rank(4224, 3, 16) == 22  # K % 128 == 0 with KC = 66: 2-unit bodies
+
+
 def test_plan_balances_the_machine():
     """On the paper shapes the plan keeps the busiest SM within 25% of a perfect split,
     without clusters (there are more row tiles than SMs); clusters split K only where there

@@ -195,13 +195,14 @@ def _clusters() -> bool:
 
 
 @pytest.mark.parametrize("n,k", [(24, 192), (200, 80), (4104, 4096), (1000, 12288), (24, 256),
-                                 (300, 768)])
+                                 (300, 768), (300, 384)])
 def test_every_work_split_matches_reference(n, k):
     """Any (cluster size S, tiles per cluster R) gives the reference result, including
     clusters with ranks that get no K chunk (S > KC) and a last cluster with fewer tiles;
-    every run is deterministic (bit-identical when repeated). K % 256 == 0 with S = 1 takes
-    the aligned loop (K = 256: every body ends a tile; n = 24: most warps get no unit), the
-    other shapes and S > 1 the general one."""
+    every run is deterministic (bit-identical when repeated). K % 256 == 0 takes the
+    aligned loop (4-unit bodies; K = 256: every body ends a tile; n = 24: most warps get no
+    unit), and for M > 8 also K % 128 == 0 (2-unit bodies: K = 384 is aligned for M > 8,
+    general for M <= 8); the other shapes take the general loop."""
     w = quantize(torch.randn(n, k, device=DEV))
     pw = prepare_weight(w)
     tiles, kc = kg.grid_dims(n, k)

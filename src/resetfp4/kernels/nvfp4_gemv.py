@@ -123,17 +123,18 @@ CLUSTER_COST_UNITS = 400
 FEWER_CTAS_SLOWDOWN = 0.3
 
 
-# Units per loop body of the kernel's aligned loop (RESETFP4_GEMV_BODY in nvfp4_gemv.cu), used
-# when K % (64 * ALIGNED_BODY) == 0: then each cluster rank gets whole bodies of chunks.
-ALIGNED_BODY = 4
+# Units per loop body of the kernel's aligned loop per M class (Cfg<kR>::kBody in
+# nvfp4_gemv.cu), used when K % (64 * body) == 0: then each cluster rank gets whole bodies.
+ALIGNED_BODY = {8: 4, 16: 2}
 
 
-def chunks_per_rank(k: int, s: int) -> int:
+def chunks_per_rank(k: int, s: int, m_class: int = 8) -> int:
     """64-wide K chunks per cluster rank for cluster size ``s`` (mirrors launch_gemv)."""
     kc = math.ceil(k / CHUNK_K)
     p = math.ceil(kc / s)
-    if k % (CHUNK_K * ALIGNED_BODY) == 0:
-        p = math.ceil(p / ALIGNED_BODY) * ALIGNED_BODY
+    body = ALIGNED_BODY[m_class]
+    if k % (CHUNK_K * body) == 0:
+        p = math.ceil(p / body) * body
     return p
 
 
@@ -155,7 +156,7 @@ def plan(n: int, k: int, sm_count: int, max_cluster: int, m_class: int) -> tuple
     if tiles >= sm_count:
         max_cluster = 1
     for s in range(1, min(max_cluster, kc) + 1):
-        p = chunks_per_rank(k, s)
+        p = chunks_per_rank(k, s, m_class)
         if (s - 1) * p >= kc:  # the last rank would get no chunk
             continue
         cands = {1, tiles}

@@ -23,16 +23,17 @@
 // the result is deterministic.
 //
 // Two loop shapes (v8, dev/kernels/NOTES.md):
-// * aligned (S = 1 and K % 256 == 0: every shape of the models we serve): each warp range
-//   is whole bodies of kBody = 4 consecutive chunks of one tile, so the body's weight and x
-//   addresses are immediate offsets from two pointers, a tile can only end after a body,
-//   and no per-unit bookkeeping is left (~80 instructions per unit at M <= 8, was ~120).
-//   The next body's 4 units are loaded at the end of the body (ptxas puts them there
-//   whatever the source order: their consumers are in the next iteration), so lane 0 also
-//   bulk-prefetches the body after that into L2 (cp.async.bulk.prefetch, sm_90), and the
-//   end-of-body loads hit L2;
-// * general (clusters, or K % 256 != 0): a ring of kDepth units refilled one by one, the
-//   pointer jumping after the rank's Pn chunks, x offsets clamped to K - 16.
+// * aligned (K % (64 kBody) == 0, every shape of the models we serve; cluster ranks get
+//   whole bodies): each warp range is whole bodies of kBody consecutive chunks of one tile
+//   (kBody = 4 for M <= 8, 2 for M <= 16), so the body's weight and x addresses are
+//   immediate offsets from two pointers, a tile can only end after a body, and no per-unit
+//   bookkeeping is left (~80 instructions per unit at M <= 8, was ~120). The next body's
+//   units are loaded at the end of the body (ptxas puts them there whatever the source
+//   order: their consumers are in the next iteration), so lane 0 also bulk-prefetches the
+//   body after that into L2 (cp.async.bulk.prefetch, sm_90), and the end-of-body loads hit
+//   L2;
+// * general (other K): a ring of kDepth units refilled one by one, the pointer jumping
+//   after the rank's Pn chunks, x offsets clamped to K - 16.
 #include "nvfp4_common.cuh"
 
 #include <algorithm>
@@ -50,8 +51,9 @@ namespace resetfp4 {
 #ifndef RESETFP4_GEMV_MIN_BLOCKS
 #define RESETFP4_GEMV_MIN_BLOCKS 3
 #endif
-// RESETFP4_GEMV_BODY / _PREFETCH (aligned path): units per loop body (= weight units in
-// flight per warp), L2 bulk-prefetch distance in bodies (0: none); see gemv_kernel.
+// RESETFP4_GEMV_BODY / _BODY16 / _PREFETCH (aligned path): units per loop body (= weight
+// units in flight per warp) for M <= 8 / M <= 16, L2 bulk-prefetch distance in bodies (0:
+// none); see gemv_kernel.
 // RESETFP4_GEMV_DEPTH: units in flight per warp on the general path.
 #ifndef RESETFP4_GEMV_BODY
 #define RESETFP4_GEMV_BODY 4
@@ -60,9 +62,11 @@ namespace resetfp4 {
 #define RESETFP4_GEMV_PREFETCH 1
 #endif
 constexpr int kWarps = 8;
-constexpr int kBody = RESETFP4_GEMV_BODY;     // aligned path: units per loop body
+#ifndef RESETFP4_GEMV_BODY16
+#define RESETFP4_GEMV_BODY16 2  // H100: M=16 2.48x vs 2.41x BF16 with 4 (dev/kernels/NOTES.md)
+#endif
 constexpr int kPf = RESETFP4_GEMV_PREFETCH;   // aligned path: L2 prefetch, bodies ahead
-static_assert(kBody >= 2 && kBody % 2 == 0, "x buffers alternate per unit");
+
 constexpr int kThreads = kWarps * 32;
 constexpr int kDepth = RESETFP4_GEMV_DEPTH;  // weight units in flight per warp
 static_assert(kDepth >= 2 && kDepth % 2 == 0,
@@ -72,7 +76,11 @@ static_assert(kDepth >= 2 && kDepth % 2 == 0,
 template <int kR> struct Cfg {
   static constexpr bool kTwoHalves = kR > 8;
   static constexpr int kMinBlocks = kR > 8 ? 2 : RESETFP4_GEMV_MIN_BLOCKS;  // CTAs per SM
+  static constexpr int kBody = kR > 8 ? RESETFP4_GEMV_BODY16 : RESETFP4_GEMV_BODY;  // aligned
+  static_assert(kBody >= 2 && kBody % 2 == 0, "x buffers alternate per unit");
 };
+// Units per aligned-loop body for M rows (host side of Cfg<kR>::kBody).
+inline int body_for_m(int M) { return M > 8 ? Cfg<16>::kBody : Cfg<8>::kBody; }
 
 struct GemvArgs {
   const void* x;          // T [M, K]
@@ -199,6 +207,7 @@ __device__ __forceinline__ float ld_cluster(const float* p, int rank) {
 template <typename T, int kR, bool kExact, bool kGeneral>
 __global__ void __launch_bounds__(kThreads, Cfg<kR>::kMinBlocks) gemv_kernel(const GemvArgs a) {
   constexpr bool kTwo = Cfg<kR>::kTwoHalves;
+  constexpr int kBody = Cfg<kR>::kBody;
   extern __shared__ __align__(16) float red[];
   pdl_launch_dependents();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
@@ -442,7 +451,7 @@ static cudaError_t launch_kernel(const GemvArgs& a, cudaStream_t stream) {
 template <typename T, int kR>
 static cudaError_t launch_class(const GemvArgs& a, bool exact, cudaStream_t stream) {
   // The aligned loop needs whole bodies of 64-wide chunks (K % (64 kBody) == 0).
-  if (a.K % (kChunkK * kBody) != 0)
+  if (a.K % (kChunkK * Cfg<kR>::kBody) != 0)
     return exact ? launch_kernel<T, kR, true, true>(a, stream)
                  : launch_kernel<T, kR, false, true>(a, stream);
   return exact ? launch_kernel<T, kR, true, false>(a, stream)
@@ -459,8 +468,9 @@ cudaError_t launch_gemv(const void* x, const void* w, const float* g_w,
     return cudaErrorInvalidValue;
   const int tiles = (N + 15) / 16, KC = (K + 63) / 64;
   // Chunks per cluster rank; the aligned loop (K % (64 kBody) == 0) needs whole bodies.
-  const bool aligned = K % (kChunkK * kBody) == 0;
-  const int P = aligned ? ((KC + S - 1) / S + kBody - 1) / kBody * kBody : (KC + S - 1) / S;
+  const int body = body_for_m(M);
+  const bool aligned = K % (kChunkK * body) == 0;
+  const int P = aligned ? ((KC + S - 1) / S + body - 1) / body * body : (KC + S - 1) / S;
   if (R > tiles || (long long)tiles * KC > (1ll << 30)) return cudaErrorInvalidValue;
   if (S > 1 && cc_major(current_device()) < 9) return cudaErrorInvalidValue;  // clusters: sm_90
   const GemvArgs a{x, (const uint8_t*)w, g_w, g_x, bias, y,
