@@ -155,6 +155,9 @@ def _gemv_args(n=40, k=64, m=2):
     (lambda a: a.update(cluster=9), "cluster size must be in 1..8"),
     (lambda a: a.update(tiles_per_cluster=4), r"tiles_per_cluster=4; must be in 1..3"),
     (lambda a: a.update(x=torch.randn(17, 64).to(torch.bfloat16)), "1 <= M <= 16"),
+    # uninitialized: the pages of this 477 MB x are never touched
+    (lambda a: a.update(x=torch.empty(1, kg.MAX_K + 64, dtype=torch.bfloat16)),
+     "the NVFP4 GEMV takes K <= 238609280"),
 ])
 def test_gemv_entry_rejects_bad_arguments(change, match):
     """The raw GEMV entry checks every size, dtype and range the kernel relies on before it

@@ -35,6 +35,7 @@ TILE_ROWS = 16
 CHUNK_K = 64
 MAX_SMALL_M = 16
 MAX_CLUSTER = 8  # portable thread-block cluster size (sm_90)
+MAX_K = (2**31 - 1) // 576 * 64  # a tile's K range in bytes fits an int (launch_gemv checks too)
 UNIT_BYTES = 576  # one unit: 512 code bytes, then 64 scale bytes
 _DTYPES = (torch.bfloat16, torch.float16)
 # Bit positions (m, e0, e1, sign) of register r's low-half code in a 32-bit word; the
@@ -235,6 +236,10 @@ def check_gemv_args(x: torch.Tensor, packed: torch.Tensor, g_w: torch.Tensor,
     k = x.shape[1]
     if k < 16 or k % 16:
         raise ValueError(f"x has K={k}; the NVFP4 GEMV needs K a positive multiple of 16")
+    if k > MAX_K:
+        raise ValueError(f"x has K={k}; the NVFP4 GEMV takes K <= {MAX_K} (the byte offset of a "
+                         "tile's K range must fit 32 bits); use resetfp4.ops.nvfp4_linear with "
+                         "M > 16 (dequantize + matmul)")
     if n < 1:
         raise ValueError(f"the weight has N={n}; need N >= 1")
     tiles, kc = grid_dims(n, k)

@@ -1,4 +1,4 @@
-// NVFP4 small-M linear (M = 1..16) for sm_80 / sm_90, no FP4 hardware needed (v7;
+// NVFP4 small-M linear (M = 1..16) for sm_80 / sm_90, no FP4 hardware needed (v8;
 // history and measurements in dev/kernels/NOTES.md).
 //
 // y[m, n] = (sum_k x[m, k] * e2m1(c[n, k]) * fp32(s[n, k/16])) * g_w * g_x + bias[n]
@@ -228,8 +228,8 @@ __global__ void __launch_bounds__(kThreads, Cfg<kR>::kMinBlocks) gemv_kernel(con
 
   if constexpr (!kGeneral) {
    if (n > 0) {
-    // Aligned path (S = 1, K % 256 == 0, so KC % kBody == 0 and every warp range is whole
-    // bodies): a body is kBody consecutive chunks of one tile, its units sit at fixed
+    // Aligned path (K % (64 kBody) == 0, so KC, every rank's Pn and every warp range are
+    // whole bodies): a body is kBody consecutive chunks of one tile, its units sit at fixed
     // offsets from the body pointer and its x at fixed offsets from the x pointer
     // (immediate offsets), and a tile can only end at the end of a body.
     int pt = b / Pn, pc = b % Pn;  // the body being processed: local tile, first chunk
@@ -333,7 +333,7 @@ __global__ void __launch_bounds__(kThreads, Cfg<kR>::kMinBlocks) gemv_kernel(con
     pdl_wait();
    }
   } else if (n > 0) {
-    // General path (clusters split K, or K % 256 != 0): the pointer jumps after Pn chunks,
+    // General path (K not a multiple of 64 kBody): the pointer jumps after Pn chunks,
     // a tile can end after any unit, x offsets are clamped to K - 16.
     int lc = b % Pn;
     const uint8_t* wp =
@@ -471,7 +471,10 @@ cudaError_t launch_gemv(const void* x, const void* w, const float* g_w,
   const int body = body_for_m(M);
   const bool aligned = K % (kChunkK * body) == 0;
   const int P = aligned ? ((KC + S - 1) / S + body - 1) / body * body : (KC + S - 1) / S;
-  if (R > tiles || (long long)tiles * KC > (1ll << 30)) return cudaErrorInvalidValue;
+  // Unit counts and a tile's K range in bytes (step_wrap, jump) must fit an int.
+  if (R > tiles || (long long)tiles * KC > (1ll << 30) ||
+      (long long)KC * kUnitBytes > 0x7fffffffll)
+    return cudaErrorInvalidValue;
   if (S > 1 && cc_major(current_device()) < 9) return cudaErrorInvalidValue;  // clusters: sm_90
   const GemvArgs a{x, (const uint8_t*)w, g_w, g_x, bias, y,
                    M, N, K, KC, tiles, S, R, P};
