@@ -41,32 +41,29 @@
 
 namespace resetfp4 {
 
-// RESETFP4_GEMV_DEPTH / _MIN_BLOCKS: only for dev/kernels/variant_bench.py, which builds
-// variants of this file; the plan in nvfp4_gemv.py assumes the defaults. (An 8-deep
-// shared-memory ring filled by cp.async was measured and dropped: dev/kernels/NOTES.md, v7c;
-// source at commit a3afee4.)
+// Build knobs, overridden only by dev/kernels/variant_bench.py (the plan in nvfp4_gemv.py
+// assumes the defaults): RESETFP4_GEMV_MIN_BLOCKS, CTAs per SM for M <= 8; _DEPTH, units in
+// flight per warp on the general loop; _BODY / _BODY16, units per aligned-loop body (= units
+// in flight per warp) for M <= 8 / M <= 16; _PREFETCH, the aligned loop's L2 bulk-prefetch
+// distance in bodies (0: none). (An 8-deep shared-memory ring filled by cp.async was
+// measured and dropped: dev/kernels/NOTES.md, v7c; source at commit a3afee4.)
 #ifndef RESETFP4_GEMV_DEPTH
 #define RESETFP4_GEMV_DEPTH 4
 #endif
 #ifndef RESETFP4_GEMV_MIN_BLOCKS
 #define RESETFP4_GEMV_MIN_BLOCKS 3
 #endif
-// RESETFP4_GEMV_BODY / _BODY16 / _PREFETCH (aligned path): units per loop body (= weight
-// units in flight per warp) for M <= 8 / M <= 16, L2 bulk-prefetch distance in bodies (0:
-// none); see gemv_kernel.
-// RESETFP4_GEMV_DEPTH: units in flight per warp on the general path.
 #ifndef RESETFP4_GEMV_BODY
 #define RESETFP4_GEMV_BODY 4
+#endif
+#ifndef RESETFP4_GEMV_BODY16
+#define RESETFP4_GEMV_BODY16 2  // H100: M=16 2.48x vs 2.41x BF16 with 4 (dev/kernels/NOTES.md)
 #endif
 #ifndef RESETFP4_GEMV_PREFETCH
 #define RESETFP4_GEMV_PREFETCH 1
 #endif
 constexpr int kWarps = 8;
-#ifndef RESETFP4_GEMV_BODY16
-#define RESETFP4_GEMV_BODY16 2  // H100: M=16 2.48x vs 2.41x BF16 with 4 (dev/kernels/NOTES.md)
-#endif
-constexpr int kPf = RESETFP4_GEMV_PREFETCH;   // aligned path: L2 prefetch, bodies ahead
-
+constexpr int kPf = RESETFP4_GEMV_PREFETCH;  // aligned path: L2 prefetch, bodies ahead
 constexpr int kThreads = kWarps * 32;
 constexpr int kDepth = RESETFP4_GEMV_DEPTH;  // weight units in flight per warp
 static_assert(kDepth >= 2 && kDepth % 2 == 0,
@@ -247,27 +244,27 @@ __global__ void __launch_bounds__(kThreads, Cfg<kR>::kMinBlocks) gemv_kernel(con
       sc[d] = ld_stream16(sp + d * kUnitBytes);
     }
     // L2 prefetch (lane 0, bulk copy unit) of the body kPf + 1 bodies ahead of the one
-    // being processed, i.e. kPf ahead of the end-of-body refill; `from`: that body's
-    // first chunk within the rank's range and its distance in bodies from the current one.
+    // being processed, i.e. kPf ahead of the end-of-body refill. `body_ptr`, `chunk`: the
+    // current body's pointer and first chunk within the rank's range; `bodies`: its index
+    // among the warp's bodies (nothing past the warp's last body is prefetched).
+    auto next_body = [&](const uint8_t*& p, int& chunk) {  // the following body of the rank
+      const bool wrap = chunk + kBody == Pn;
+      p += wrap ? step_wrap : step_in;
+      chunk = wrap ? 0 : chunk + kBody;
+    };
     auto prefetch_ahead = [&](const uint8_t* body_ptr, int chunk, int bodies) {
       const uint8_t* p = body_ptr - lane * 16;
 #pragma unroll
-      for (int j = 0; j < kPf + 1; ++j) {
-        const bool wrap = chunk + kBody == Pn;
-        p += wrap ? step_wrap : step_in;
-        chunk = wrap ? 0 : chunk + kBody;
-      }
+      for (int j = 0; j < kPf + 1; ++j) next_body(p, chunk);
       if (lane == 0 && bodies + kPf + 1 < n / kBody) prefetch_l2(p, kBody * kUnitBytes);
     };
     if constexpr (kPf > 0) {  // the bodies the first kPf refills load
-      const uint8_t* p = wp;
+      const uint8_t* p = wp - lane * 16;
       int chunk = pc;
 #pragma unroll
       for (int j = 0; j < kPf; ++j) {
-        const bool wrap = chunk + kBody == Pn;
-        p += wrap ? step_wrap : step_in;
-        chunk = wrap ? 0 : chunk + kBody;
-        if (lane == 0 && j + 1 < n / kBody) prefetch_l2(p - lane * 16, kBody * kUnitBytes);
+        next_body(p, chunk);
+        if (lane == 0 && j + 1 < n / kBody) prefetch_l2(p, kBody * kUnitBytes);
       }
     }
     pdl_wait();  // x, y: only after the previous kernel finished
