@@ -39,6 +39,38 @@ for b, h_kv, rep, d, seq in cases:
     ref = A.decode_attention_ref(q, k, v, pos)
     err = (out - ref).abs().max().item()
     assert err < 1e-5, (b, h_kv, rep, d, seq, err)
+
+# The fused kernel (head preparation + cache write + attention) against the eager reference;
+# fp16 too (the interpreter has no bf16): its roundings are then the model's own.
+for dt in (torch.float32, torch.float16):
+    for b, h_kv, rep, d, seq, max_seq, norm in [(2, 2, 4, 64, 200, 260, True), (3, 1, 1, 32, 70, 70, False),
+                                                (3, 2, 3, 64, 128, 300, True)]:
+        q = torch.randn(b, h_kv * rep * d).to(dt)
+        kv = torch.randn(b, 2 * h_kv * d).to(dt)
+        k, v = kv[:, : h_kv * d], kv[:, h_kv * d :]
+        qw = (torch.rand(d) + 0.5).to(dt) if norm else None
+        kw = (torch.rand(d) + 0.5).to(dt) if norm else None
+        ang = torch.rand(b, d // 2) * 6
+        cos = torch.cat([ang.cos(), ang.cos()], -1).to(dt)
+        sin = torch.cat([-ang.sin(), ang.sin()], -1).to(dt)
+        kc, vc = torch.randn(b + 1, h_kv, max_seq, d).to(dt), torch.randn(b + 1, h_kv, max_seq, d).to(dt)
+        pos = torch.randint(0, seq, (b,))
+        pos[0] = seq - 1
+        if b > 2:
+            pos[2] = max_seq - 1  # an idle slot: past the view when seq < max_seq
+        kc2, vc2 = kc.clone(), vc.clone()
+        ref = A.decode_attention_fused_ref(q, k, v, qw, kw, 1e-6, cos, sin, kc2, vc2, pos, seq)
+        splits, chunk = A.num_splits(b * h_kv, seq, 4)
+        rows = max(A.MIN_ROWS, 1 << (rep - 1).bit_length())
+        acc = torch.full((b * h_kv, splits, rows, d), float("nan"))
+        ml = torch.full((b * h_kv, splits, 2, rows), float("nan"))
+        out = torch.full((b, h_kv, rep, d), float("nan"), dtype=dt)
+        ak.launch_fused(q, k, v, qw, kw, 1e-6, cos, sin, kc, vc, pos, seq, acc, ml, out, splits, chunk,
+                        rows, A.BLOCK_N, d ** -0.5)
+        err = (out.float() - ref.float()).abs().max().item()
+        assert err < (1e-5 if dt == torch.float32 else 2e-3), (dt, b, h_kv, rep, d, seq, err)
+        assert torch.equal(vc, vc2), "value cache write"
+        assert (kc.float() - kc2.float()).abs().max().item() < (1e-5 if dt == torch.float32 else 1e-2)
 print("interpreter ok")
 """)
 
@@ -79,3 +111,36 @@ def test_bad_input_is_named():
         A.decode_attention(q, k.half(), k, pos)
     with pytest.raises(ValueError, match="last dim"):
         A.decode_attention(q, k.transpose(2, 3).contiguous().transpose(2, 3), k, pos)
+
+
+def test_fused_bad_input_is_named():
+    """decode_attention_fused checks shapes, dtypes and strides before any kernel (CPU tensors)."""
+    b, h_kv, rep, d = 2, 2, 3, 64
+    q = torch.randn(b, h_kv * rep * d, dtype=torch.bfloat16)
+    k = v = torch.randn(b, h_kv * d, dtype=torch.bfloat16)
+    cos = sin = torch.randn(b, d, dtype=torch.bfloat16)
+    kc = torch.zeros(b, h_kv, 32, d, dtype=torch.bfloat16)
+    pos = torch.tensor([3, 15])
+
+    def call(**kw):
+        a = dict(q=q, k=k, v=v, q_w=None, k_w=None, eps=1e-6, cos=cos, sin=sin, k_cache=kc,
+                 v_cache=kc.clone(), pos=pos, attn_len=16)
+        a.update(kw)
+        return A.decode_attention_fused(**a)
+
+    with pytest.raises(ValueError, match="k, v"):
+        call(k=k[:, :d])
+    with pytest.raises(ValueError, match="attn_len"):
+        call(attn_len=33)
+    with pytest.raises(ValueError, match="must fit the cache"):
+        call(k_cache=kc[:1], v_cache=kc[:1].clone())
+    with pytest.raises(ValueError, match="cos, sin"):
+        call(cos=cos[:, :32])
+    with pytest.raises(ValueError, match="q_w and k_w"):
+        call(q_w=torch.ones(d, dtype=torch.bfloat16))
+    with pytest.raises(ValueError, match="share a dtype"):
+        call(v=v.half())
+    with pytest.raises(ValueError, match="pos must be int64"):
+        call(pos=pos.int())
+    with pytest.raises(ValueError, match="contiguous"):
+        call(cos=torch.randn(d, b, dtype=torch.bfloat16).T)

@@ -87,3 +87,87 @@ def test_broadcast_positions_are_read_per_row():
     assert pos.stride() == (0,)
     got = A.decode_attention(q, k, v, pos)
     assert_rel_close(got.float(), A.decode_attention_ref(q, k, v, pos).float(), REL, "stride-0 pos")
+
+
+# ---- decode_attention_fused: head preparation + cache write + attention in one kernel ----
+
+
+def _fused_case(b, h_kv, rep, d, seq, max_seq, norm, dtype, seed):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+
+    def rnd(*shape):
+        return torch.randn(*shape, device="cuda", generator=g).to(dtype)
+
+    qkv = rnd(b, (h_kv * rep + 2 * h_kv) * d)  # the fused projection's output: strided slices
+    q, k, v = qkv.split([h_kv * rep * d, h_kv * d, h_kv * d], dim=-1)
+    qw = (torch.rand(d, device="cuda", generator=g) + 0.5).to(dtype) if norm else None
+    kw = (torch.rand(d, device="cuda", generator=g) + 0.5).to(dtype) if norm else None
+    ang = torch.rand(b, d // 2, device="cuda", generator=g) * 100
+    cos = torch.cat([ang.cos(), ang.cos()], -1).to(dtype)
+    sin = torch.cat([-ang.sin(), ang.sin()], -1).to(dtype)
+    kc, vc = rnd(b + 2, h_kv, max_seq, d), rnd(b + 2, h_kv, max_seq, d)
+    pos = torch.randint(0, seq, (b,), device="cuda", generator=g)
+    pos[0] = seq - 1
+    if b > 1:
+        pos[1] = 0
+    if b > 2:
+        pos[2] = max_seq - 1  # an idle slot (clamped to the last cache position)
+    return q, k, v, qw, kw, cos, sin, kc, vc, pos
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize(
+    "b,h_kv,rep,d,seq,max_seq,norm",
+    [(1, 8, 4, 128, 1024, 1536, True), (1, 2, 7, 64, 256, 256, False), (3, 1, 1, 64, 300, 333, True),
+     (8, 8, 4, 128, 2048, 2048, True), (5, 3, 2, 32, 1000, 1100, False), (64, 2, 7, 64, 512, 600, True)],
+)
+def test_fused_matches_reference(b, h_kv, rep, d, seq, max_seq, norm, dtype):
+    q, k, v, qw, kw, cos, sin, kc, vc, pos = _fused_case(b, h_kv, rep, d, seq, max_seq, norm, dtype, b + seq)
+    assert A.fused_available(q, d)
+    kc_ref, vc_ref = kc.clone(), vc.clone()
+    want = A.decode_attention_fused_ref(q, k, v, qw, kw, 1e-6, cos, sin, kc_ref, vc_ref, pos, seq)
+    got = A.decode_attention_fused(q, k, v, qw, kw, 1e-6, cos, sin, kc, vc, pos, seq)
+    torch.cuda.synchronize()
+    assert got.shape == want.shape and got.dtype == dtype and torch.isfinite(got).all()
+    assert_rel_close(got.float(), want.float(), REL, f"fused b{b} h{h_kv} rep{rep} d{d} S{seq}")
+    # The cache: the new rows match the eager preparation (RMSNorm's rsqrt may round one
+    # ulp differently, so a relative floor, not equality), every other position is untouched.
+    written = torch.zeros(kc.shape[:3], dtype=torch.bool, device="cuda")
+    for r in range(b):
+        written[r, :, int(pos[r])] = True
+    assert torch.equal(kc[~written], kc_ref[~written]) and torch.equal(vc[~written], vc_ref[~written])
+    assert torch.equal(vc[written], vc_ref[written])  # values are copied as they are
+    assert_rel_close(kc[written].float(), kc_ref[written].float(), 1e-2, "written keys")
+
+
+def test_fused_graph_replay_and_compile_write_the_cache():
+    """Captured, then replayed at new positions; and under torch.compile (the cache is a
+    mutated input: the writes must reach the caller's tensors, with no functional copy)."""
+    q, k, v, qw, kw, cos, sin, kc, vc, pos = _fused_case(4, 8, 4, 128, 1024, 1024, True, torch.bfloat16, 11)
+    out = torch.full((4, 8, 4, 128), float("nan"), dtype=torch.bfloat16, device="cuda")
+    A.decode_attention_fused(q, k, v, qw, kw, 1e-6, cos, sin, kc, vc, pos, 1024)  # compile outside capture
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        out.copy_(A.decode_attention_fused(q, k, v, qw, kw, 1e-6, cos, sin, kc, vc, pos, 1024))
+    for step in range(3):
+        pos.copy_(torch.tensor([1023, 5 + step, 512, 100 * step], device="cuda"))
+        q.copy_(torch.randn_like(q))
+        k.copy_(torch.randn_like(k))
+        kc_ref, vc_ref = kc.clone(), vc.clone()
+        want = A.decode_attention_fused_ref(q, k, v, qw, kw, 1e-6, cos, sin, kc_ref, vc_ref, pos, 1024)
+        g.replay()
+        torch.cuda.synchronize()
+        assert_rel_close(out.float(), want.float(), REL, f"replay {step}")
+        assert_rel_close(kc.float(), kc_ref.float(), 1e-2, f"replay {step} cache")
+
+    f = torch.compile(lambda *a: A.decode_attention_fused(*a) * 2, dynamic=False)
+    pos.copy_(torch.tensor([7, 700, 1, 1000], device="cuda"))
+    kc_ref, vc_ref = kc.clone(), vc.clone()
+    want = A.decode_attention_fused_ref(q, k, v, qw, kw, 1e-6, cos, sin, kc_ref, vc_ref, pos, 1024)
+    want = 2 * want.float()
+    got = f(q, k, v, qw, kw, 1e-6, cos, sin, kc, vc, pos, 1024)
+    torch.cuda.synchronize()
+    assert_rel_close(got.float(), want, REL, "compiled")
+    assert torch.equal(vc, vc_ref), "compiled: the value cache write did not reach the caller's tensor"
+    assert_rel_close(kc.float(), kc_ref.float(), 1e-2, "compiled cache")

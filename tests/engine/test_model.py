@@ -187,3 +187,24 @@ def test_nvfp4_parts_with_different_global_scales_stay_unfused():
     attn.k_proj.set_nvfp4(rescaled, "bf16", None)
     assert model.fuse_projections() == 2 * model.args.n_layers - 1
     assert attn.qkv_fused is None
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3"])
+def test_deferred_residual_chain_equals_forward(arch):
+    """The compiled decode step chains Block.forward_deferred (each block's last residual
+    add left to the next block): in eager mode the chain is bitwise the plain forward."""
+    model, _ = ours(arch)
+    ids = torch.randint(0, 49152, (3, 5), generator=torch.Generator().manual_seed(4))
+    pos = torch.arange(5).expand(3, 5)
+    with torch.no_grad():
+        model.setup_cache(3, 8)
+        want = model.fill_cache(ids, pos, 5)
+        want_cache = [blk.self_attn.k_cache.clone() for blk in model.model.layers]
+        model.setup_cache(3, 8)
+        x, cos, sin, mask = model.prologue(ids, pos, 5)
+        h, d = x, torch.zeros_like(x)
+        for blk in model.model.layers:
+            h, d = blk.forward_deferred(h, d, pos, cos, sin, mask, 5)
+    assert_bitexact(h + d, want, "deferred chain")
+    for blk, kc in zip(model.model.layers, want_cache, strict=True):
+        assert_bitexact(blk.self_attn.k_cache, kc, "deferred chain KV cache")

@@ -16,6 +16,13 @@ two programs per SM run ("flash decoding"):
    one program per (row, KV head) that looped over the splits and all 16 padded rows:
    6.3 µs per layer at batch 1 on an H100, more than the split kernel; now 1.8 µs.)
 
+:func:`decode_attention_fused` (what the engine's decode step runs) takes the raw q/k/v
+projections instead: the split kernel also applies the per-head RMSNorm (Qwen3) and RoPE,
+and the split that owns position ``pos[b]`` writes the new key and value into the cache.
+That replaces the two small elementwise kernels (query heads; key heads + cache write)
+that Inductor generated around attention in every layer (~1.8 µs each at batch 1 on an
+H100, plus a launch gap; session-4 profile in docs/bench_decode.md).
+
 Semantics = SDPA over keys ``0..pos[b]`` (inclusive) with scale ``1/sqrt(head_dim)``;
 ``p`` is rounded to the activation dtype before ``p @ V`` (as flash attention does),
 everything else is fp32. Static shapes and no host sync: CUDA-graph capturable.
@@ -114,3 +121,115 @@ def _decode_attention_op(q: Tensor, k: Tensor, v: Tensor, pos: Tensor) -> Tensor
 @_decode_attention_op.register_fake
 def _(q: Tensor, k: Tensor, v: Tensor, pos: Tensor) -> Tensor:
     return torch.empty_like(q, memory_format=torch.contiguous_format)
+
+
+def fused_available(q: Tensor, head_dim: int) -> bool:
+    """Whether :func:`decode_attention_fused` serves raw projections like ``q`` ``[B, H*D]``."""
+    return (q.is_cuda and q.dtype in (torch.bfloat16, torch.float16) and _HAS_TRITON
+            and 16 <= head_dim <= 256 and head_dim & (head_dim - 1) == 0)
+
+
+def prep_heads_ref(raw: Tensor, heads: int, w: Tensor | None, eps: float, cos: Tensor, sin: Tensor) -> Tensor:
+    """The eager model's head preparation: ``raw`` ``[B, heads*D]`` -> ``[B, heads, D]``,
+    per-head RMSNorm with weight ``w`` (if given), then rotate-half RoPE with ``cos`` /
+    signed ``sin`` ``[B, D]`` (same ops, same dtype roundings as ``model.Attention``)."""
+    b = raw.shape[0]
+    x = raw.reshape(b, heads, -1)
+    if w is not None:
+        x = w * torch.nn.functional.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
+    half = x.shape[-1] // 2
+    return x * cos[:, None] + torch.cat((x[..., half:], x[..., :half]), dim=-1) * sin[:, None]
+
+
+def decode_attention_fused_ref(q: Tensor, k: Tensor, v: Tensor, q_w: Tensor | None, k_w: Tensor | None,
+                               eps: float, cos: Tensor, sin: Tensor, k_cache: Tensor, v_cache: Tensor,
+                               pos: Tensor, attn_len: int) -> Tensor:
+    """Reference of :func:`decode_attention_fused` (eager head preparation, cache write,
+    float64 attention); mutates the caches the same way."""
+    b, h_kv, d = q.shape[0], k_cache.shape[1], k_cache.shape[3]
+    qh = prep_heads_ref(q, q.shape[1] // d, q_w, eps, cos, sin)
+    kh = prep_heads_ref(k, h_kv, k_w, eps, cos, sin)
+    vh = v.reshape(b, h_kv, d)
+    for r in range(b):
+        p = int(pos[r])
+        if p < k_cache.shape[2]:
+            k_cache[r, :, p] = kh[r].to(k_cache.dtype)
+            v_cache[r, :, p] = vh[r].to(v_cache.dtype)
+    q4 = qh.reshape(b, h_kv, -1, d)
+    return decode_attention_ref(q4, k_cache[:b, :, :attn_len], v_cache[:b, :, :attn_len], pos)
+
+
+def decode_attention_fused(q: Tensor, k: Tensor, v: Tensor, q_w: Tensor | None, k_w: Tensor | None,
+                           eps: float, cos: Tensor, sin: Tensor, k_cache: Tensor, v_cache: Tensor,
+                           pos: Tensor, attn_len: int) -> Tensor:
+    """Decode attention from the raw projections of one token per row.
+
+    Args:
+        q: ``[B, H*D]`` query projection (rows may be strided, e.g. a slice of the fused
+            qkv output; the last dim contiguous); ``k``, ``v``: ``[B, H_kv*D]`` likewise.
+        q_w, k_w: the per-head RMSNorm weights ``[D]`` (Qwen3) or both ``None``.
+        eps: that norm's epsilon.
+        cos, sin: ``[B, D]`` RoPE rows at each row's position (``sin`` signed, see
+            ``model.rope_tables``), activation dtype.
+        k_cache, v_cache: ``[max_batch, H_kv, max_seq, D]``; rows ``0..B-1`` are used. The
+            new key/value of row ``b`` is written at ``pos[b]`` (when ``< max_seq``).
+        pos: int64 ``[B]``; row ``b`` attends keys ``0..min(pos[b], attn_len - 1)``.
+        attn_len: cache positions attended (the decode step's KV bucket).
+    Returns:
+        ``[B, H_kv, rep, D]`` in the activation dtype, as :func:`decode_attention`.
+    """
+    return torch.ops.resetfp4_engine.decode_attention_fused(
+        q, k, v, q_w, k_w, eps, cos, sin, k_cache, v_cache, pos, attn_len)
+
+
+@torch.library.custom_op("resetfp4_engine::decode_attention_fused", mutates_args=("k_cache", "v_cache"))
+def _decode_attention_fused_op(q: Tensor, k: Tensor, v: Tensor, q_w: Tensor | None, k_w: Tensor | None,
+                               eps: float, cos: Tensor, sin: Tensor, k_cache: Tensor, v_cache: Tensor,
+                               pos: Tensor, attn_len: int) -> Tensor:
+    b = q.shape[0]
+    if k_cache.dim() != 4 or k_cache.shape != v_cache.shape:
+        raise ValueError(f"decode_attention_fused: k_cache, v_cache must be one shape "
+                         f"[max_batch, H_kv, max_seq, D], got {tuple(k_cache.shape)}, {tuple(v_cache.shape)}")
+    _, h_kv, max_seq, d = k_cache.shape
+    if q.dim() != 2 or k.shape != (b, h_kv * d) or v.shape != (b, h_kv * d) or q.shape[1] % (h_kv * d):
+        raise ValueError(f"decode_attention_fused: q [B, H*D] with H a multiple of H_kv={h_kv} and "
+                         f"k, v [B, {h_kv * d}] needed; got q {tuple(q.shape)}, k {tuple(k.shape)}, "
+                         f"v {tuple(v.shape)}")
+    if not 1 <= b <= k_cache.shape[0] or not 1 <= attn_len <= max_seq:
+        raise ValueError(f"decode_attention_fused: batch {b} must fit the cache's {k_cache.shape[0]} rows "
+                         f"and attn_len {attn_len} its {max_seq} positions")
+    if any(t.stride(-1) != 1 for t in (q, k, v, cos, sin, k_cache, v_cache)):
+        raise ValueError("decode_attention_fused: the last dim of every tensor must be contiguous")
+    if cos.shape != (b, d) or sin.shape != (b, d):
+        raise ValueError(f"decode_attention_fused: cos, sin must be [{b}, {d}], got "
+                         f"{tuple(cos.shape)}, {tuple(sin.shape)}")
+    if (q_w is None) != (k_w is None) or (q_w is not None and (q_w.shape != (d,) or k_w.shape != (d,))):
+        raise ValueError(f"decode_attention_fused: q_w and k_w must both be [{d}] or both None")
+    dts = {t.dtype for t in (q, k, v, cos, sin, k_cache, v_cache)}
+    if len(dts) != 1:
+        raise ValueError(f"decode_attention_fused: q, k, v, cos, sin and the caches must share a dtype, "
+                         f"got {sorted(str(t) for t in dts)}")
+    if pos.shape != (b,) or pos.dtype != torch.int64:
+        raise ValueError(
+            f"decode_attention_fused: pos must be int64 [{b}], got {pos.dtype} {tuple(pos.shape)}")
+    pos = pos.contiguous()
+    from resetfp4.engine import attention_kernels as ak
+
+    rep = q.shape[1] // (h_kv * d)
+    sms = torch.cuda.get_device_properties(q.device).multi_processor_count if q.is_cuda else 132
+    splits, chunk = num_splits(b * h_kv, attn_len, sms)
+    rows = max(MIN_ROWS, 1 << (rep - 1).bit_length())
+    acc = torch.empty(b * h_kv, splits, rows, d, dtype=torch.float32, device=q.device)
+    ml = torch.empty(b * h_kv, splits, 2, rows, dtype=torch.float32, device=q.device)
+    out = torch.empty(b, h_kv, rep, d, dtype=q.dtype, device=q.device)
+    q_w = q_w.contiguous() if q_w is not None else None
+    k_w = k_w.contiguous() if k_w is not None else None
+    ak.launch_fused(q, k, v, q_w, k_w, float(eps), cos, sin, k_cache, v_cache, pos, attn_len,
+                    acc, ml, out, splits, chunk, rows, BLOCK_N, 1.0 / math.sqrt(d))
+    return out
+
+
+@_decode_attention_fused_op.register_fake
+def _(q, k, v, q_w, k_w, eps, cos, sin, k_cache, v_cache, pos, attn_len):
+    b, h_kv, d = q.shape[0], k_cache.shape[1], k_cache.shape[3]
+    return q.new_empty(b, h_kv, q.shape[1] // (h_kv * d), d)

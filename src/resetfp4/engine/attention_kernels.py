@@ -96,3 +96,112 @@ def launch(q: Tensor, k: Tensor, v: Tensor, pos: Tensor, acc: Tensor, ml: Tensor
         acc, ml, out, out.stride(0), out.stride(1), out.stride(2), h_kv, splits,
         SP=triton.next_power_of_2(splits), ROWS=rows, D=d, num_warps=4,
     )
+
+
+@triton.jit
+def _prep_heads(raw_ptr, w_ptr, cos_ptr, sin_ptr, offs_r, offs_d, rmask, eps,
+                D: tl.constexpr, HAS_NORM: tl.constexpr):
+    """Rows ``offs_r`` of a raw projection (``raw_ptr`` at the row's first head): per-head
+    RMSNorm (``HAS_NORM``) then rotate-half RoPE, rounding to the activation dtype after
+    each op exactly where the eager model does (``attention.prep_heads_ref``)."""
+    dt = raw_ptr.dtype.element_ty
+    half: tl.constexpr = D // 2
+    offs_p = (offs_d + half) % D  # rotate-half partner of each dim
+    ptr = raw_ptr + offs_r[:, None] * D
+    x = tl.load(ptr + offs_d[None, :], mask=rmask[:, None], other=0.0).to(tl.float32)
+    xp = tl.load(ptr + offs_p[None, :], mask=rmask[:, None], other=0.0).to(tl.float32)
+    if HAS_NORM:
+        r = 1.0 / tl.sqrt_rn(tl.sum(x * x, 1) / D + eps)  # fp32, as F.rms_norm
+        w = tl.load(w_ptr + offs_d).to(tl.float32)
+        wp = tl.load(w_ptr + offs_p).to(tl.float32)
+        x = (w[None, :] * (x * r[:, None]).to(dt).to(tl.float32)).to(dt).to(tl.float32)
+        xp = (wp[None, :] * (xp * r[:, None]).to(dt).to(tl.float32)).to(dt).to(tl.float32)
+    c = tl.load(cos_ptr + offs_d).to(tl.float32)
+    s = tl.load(sin_ptr + offs_d).to(tl.float32)  # signed: [-sin, sin] over the halves
+    a = (x * c[None, :]).to(dt).to(tl.float32)
+    b = (xp * s[None, :]).to(dt).to(tl.float32)
+    return (a + b).to(dt)
+
+
+@triton.jit
+def _attn_fused_split_kernel(qr_ptr, kr_ptr, vr_ptr, sq, sk, sv, qw_ptr, kw_ptr, eps,
+                             cos_ptr, sin_ptr, scs, kc_ptr, vc_ptr, skb, skh, sks, svb, svh, svs,
+                             pos_ptr, acc_ptr, ml_ptr, H_KV, REP, SPLITS, chunk, SEQ, CACHE_LEN,
+                             sm_scale, ROWS: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr,
+                             TILES: tl.constexpr, HAS_NORM: tl.constexpr):
+    """``_attn_split_kernel`` with the head preparation folded in: the query heads of KV
+    head ``h`` and this token's key are normed and rotated here from the raw projections,
+    and the split that owns position ``pos[b]`` writes the new key/value into the cache
+    (before it reads its keys: one barrier orders the CTA's store before its loads)."""
+    bh = tl.program_id(0)
+    s = tl.program_id(1)
+    b = (bh // H_KV).to(tl.int64)
+    h = (bh % H_KV).to(tl.int64)
+    last = tl.load(pos_ptr + b)
+    start = s * chunk
+    end = tl.minimum(tl.minimum(start + chunk, last + 1), SEQ)
+    offs_r = tl.arange(0, ROWS)
+    offs_d = tl.arange(0, D)
+    offs_n = tl.arange(0, BLOCK_N)
+    q = _prep_heads(qr_ptr + b * sq + h * REP * D, qw_ptr, cos_ptr + b * scs, sin_ptr + b * scs,
+                    offs_r, offs_d, offs_r < REP, eps, D, HAS_NORM)
+    # The new key/value: written by the split whose range holds pos[b] (split 0 for an idle
+    # slot past the attended view; nobody past the cache).
+    owner = tl.where(last < SEQ, last // chunk, 0)
+    own = (s == owner) & (last < CACHE_LEN)
+    one = tl.arange(0, 1)
+    kn = _prep_heads(kr_ptr + b * sk + h * D, kw_ptr, cos_ptr + b * scs, sin_ptr + b * scs,
+                     one, offs_d, one < 1, eps, D, HAS_NORM)
+    vn = tl.load(vr_ptr + b * sv + h * D + one[:, None] * D + offs_d[None, :])
+    wmask = own & (offs_d[None, :] < D)
+    tl.store(kc_ptr + b * skb + h * skh + last * sks + one[:, None] * 0 + offs_d[None, :],
+             kn.to(kc_ptr.dtype.element_ty), mask=wmask)
+    tl.store(vc_ptr + b * svb + h * svh + last * svs + one[:, None] * 0 + offs_d[None, :],
+             vn.to(vc_ptr.dtype.element_ty), mask=wmask)
+    tl.debug_barrier()
+    k_base = kc_ptr + b * skb + h * skh
+    v_base = vc_ptr + b * svb + h * svh
+    m_i = tl.full([ROWS], -1e30, tl.float32)
+    l_i = tl.zeros([ROWS], tl.float32)
+    acc = tl.zeros([ROWS, D], tl.float32)
+    for t in range(0, TILES):
+        keys = start + t * BLOCK_N + offs_n
+        kmask = keys < end
+        k = tl.load(k_base + keys[:, None] * sks + offs_d[None, :], mask=kmask[:, None], other=0.0)
+        sc = tl.dot(q, tl.trans(k)) * sm_scale
+        sc = tl.where(kmask[None, :], sc, -1e30)
+        m_new = tl.maximum(m_i, tl.max(sc, 1))
+        alpha = tl.exp(m_i - m_new)
+        p = tl.exp(sc - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(v_base + keys[:, None] * svs + offs_d[None, :], mask=kmask[:, None], other=0.0)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        m_i = m_new
+    part = bh * SPLITS + s
+    real = offs_r < REP
+    tl.store(acc_ptr + part * ROWS * D + offs_r[:, None] * D + offs_d[None, :], acc,
+             mask=real[:, None])
+    tl.store(ml_ptr + part * 2 * ROWS + offs_r, m_i, mask=real)
+    tl.store(ml_ptr + part * 2 * ROWS + ROWS + offs_r, l_i, mask=real)
+
+
+def launch_fused(q: Tensor, k: Tensor, v: Tensor, q_w: Tensor | None, k_w: Tensor | None, eps: float,
+                 cos: Tensor, sin: Tensor, k_cache: Tensor, v_cache: Tensor, pos: Tensor, attn_len: int,
+                 acc: Tensor, ml: Tensor, out: Tensor, splits: int, chunk: int, rows: int, block_n: int,
+                 sm_scale: float) -> None:
+    """Both kernels of :func:`resetfp4.engine.attention.decode_attention_fused`."""
+    b, h_kv, rep, d = out.shape
+    has_norm = q_w is not None
+    _attn_fused_split_kernel[(b * h_kv, splits)](
+        q, k, v, q.stride(0), k.stride(0), v.stride(0),
+        q_w if has_norm else q, k_w if has_norm else k, eps,
+        cos, sin, cos.stride(0), k_cache, v_cache,
+        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
+        pos, acc, ml, h_kv, rep, splits, chunk, attn_len, k_cache.shape[2], sm_scale,
+        ROWS=rows, D=d, BLOCK_N=block_n, TILES=chunk // block_n, HAS_NORM=has_norm, num_warps=4,
+    )
+    _attn_combine_kernel[(b * h_kv, rep)](
+        acc, ml, out, out.stride(0), out.stride(1), out.stride(2), h_kv, splits,
+        SP=triton.next_power_of_2(splits), ROWS=rows, D=d, num_warps=4,
+    )

@@ -102,9 +102,19 @@ def _compile_errors() -> tuple[type[BaseException], ...]:
 
 
 def _block_call(
-    blk: torch.nn.Module, x: Tensor, pos: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, attn_len: int
-) -> Tensor:
-    return blk(x, pos, cos, sin, mask, attn_len, 0)
+    blk: torch.nn.Module, h: Tensor, d: Tensor, pos: Tensor, cos: Tensor, sin: Tensor, mask: Tensor,
+    attn_len: int,
+) -> tuple[Tensor, Tensor]:
+    return blk.forward_deferred(h, d, pos, cos, sin, mask, attn_len)
+
+
+def _prologue_call(model: Transformer, tokens: Tensor, pos: Tensor, attn_len: int):
+    x, cos, sin, mask = model.prologue(tokens, pos, attn_len)
+    return x, torch.zeros_like(x), cos, sin, mask  # x + 0 == x: the first block's deferred add
+
+
+def _epilogue_call(model: Transformer, h: Tensor, d: Tensor) -> Tensor:
+    return model.epilogue(h + d)
 
 
 class CompiledForward:
@@ -114,8 +124,11 @@ class CompiledForward:
     (final norm, lm_head) are compiled separately with static shapes. Every layer runs the
     same compiled block (its weights and KV cache are graph inputs, not constants), so
     compile time does not grow with depth; one specialisation per (batch, KV bucket).
-    Inside a block Inductor fuses the norms, RoPE, KV-cache write, SiLU-mul and residuals
-    into a few kernels around the GEMMs / NVFP4 kernels / SDPA.
+    Inside a block Inductor fuses the norms, SiLU-mul and residuals into a few kernels
+    around the GEMMs / NVFP4 kernels / attention (on CUDA the attention kernel also
+    prepares the heads and writes the KV cache: ``attention.decode_attention_fused``).
+    Blocks chain through ``Block.forward_deferred``: a block's last residual add runs in
+    the next block (fused into its first RMSNorm kernel), the last one in the epilogue.
     """
 
     def __init__(self, model: Transformer):
@@ -131,15 +144,15 @@ class CompiledForward:
             if hasattr(dynamo.config, name):
                 setattr(dynamo.config, name, max(value, getattr(dynamo.config, name)))
         self.model = model
-        self.prologue = torch.compile(model.prologue, dynamic=False)
+        self.prologue = torch.compile(_prologue_call, dynamic=False)
         self.block = torch.compile(_block_call, dynamic=False)
-        self.epilogue = torch.compile(model.epilogue, dynamic=False)
+        self.epilogue = torch.compile(_epilogue_call, dynamic=False)
 
     def __call__(self, tokens: Tensor, pos: Tensor, attn_len: int) -> Tensor:
-        x, cos, sin, mask = self.prologue(tokens, pos, attn_len)
+        h, d, cos, sin, mask = self.prologue(self.model, tokens, pos, attn_len)
         for blk in self.model.model.layers:
-            x = self.block(blk, x, pos, cos, sin, mask, attn_len)
-        return self.epilogue(x)
+            h, d = self.block(blk, h, d, pos, cos, sin, mask, attn_len)
+        return self.epilogue(self.model, h, d)
 
 
 def _compiled(model: Transformer) -> CompiledForward:

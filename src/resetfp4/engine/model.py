@@ -188,8 +188,21 @@ class Attention(nn.Module):
         the batch uses cache rows ``[row0, row0 + B)``, or ``rows`` (int64 ``[B]``, any
         distinct cache-row indices, e.g. the freed slots of a continuous batch) when given."""
         b, L, _ = x.shape
+        nq, nkv = self.n_heads * self.hd, self.n_kv * self.hd
+        if L == 1 and row0 == 0 and rows is None and attention.fused_available(x, self.hd):
+            # Decode on CUDA: one kernel normalises and rotates the heads, writes the new
+            # key/value into the cache and attends (attention.decode_attention_fused).
+            if self.qkv_fused is not None:
+                q, k, v = self.qkv_fused(x).view(b, -1).split([nq, nkv, nkv], dim=-1)
+            else:
+                q, k, v = (p(x).view(b, -1) for p in (self.q_proj, self.k_proj, self.v_proj))
+            norm = self.q_norm is not None
+            o = attention.decode_attention_fused(
+                q, k, v, self.q_norm.weight if norm else None, self.k_norm.weight if norm else None,
+                self.q_norm.eps if norm else 0.0, cos.reshape(b, self.hd), sin.reshape(b, self.hd),
+                self.k_cache, self.v_cache, pos[:, 0], attn_len)
+            return self.o_proj(o.reshape(b, 1, nq))
         if self.qkv_fused is not None:
-            nq, nkv = self.n_heads * self.hd, self.n_kv * self.hd
             q, k, v = self.qkv_fused(x).split([nq, nkv, nkv], dim=-1)
         else:
             q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
@@ -262,6 +275,18 @@ class Block(nn.Module):
     ) -> Tensor:
         x = x + self.self_attn(self.input_layernorm(x), pos, cos, sin, mask, attn_len, row0, rows)
         return x + self.mlp(self.post_attention_layernorm(x))
+
+    def forward_deferred(
+        self, h: Tensor, d: Tensor, pos: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, attn_len: int
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`forward` of ``x = h + d`` with its last residual add left to the caller:
+        returns ``(h', d')`` with ``h' + d'`` equal to ``forward(h + d)`` (the same bf16 adds
+        in the same order). The compiled decode step chains blocks this way, so each
+        block's final add is fused into the next block's first RMSNorm kernel (a compiled
+        region ends at the block, and Inductor cannot fuse across it)."""
+        x = h + d
+        x = x + self.self_attn(self.input_layernorm(x), pos, cos, sin, mask, attn_len, 0)
+        return x, self.mlp(self.post_attention_layernorm(x))
 
 
 class Decoder(nn.Module):
