@@ -59,16 +59,20 @@ for dt in (torch.float32, torch.float16):
         if b > 2:
             pos[2] = max_seq - 1  # an idle slot: past the view when seq < max_seq
         kc2, vc2 = kc.clone(), vc.clone()
-        ref = A.decode_attention_fused_ref(q, k, v, qw, kw, 1e-6, cos, sin, kc2, vc2, pos, seq)
+        osc = torch.tensor([0.003]) if norm else None  # W4A4 o_proj input: quantized output
+        ref = A.decode_attention_fused_ref(q, k, v, qw, kw, 1e-6, cos, sin, kc2, vc2, pos, seq, osc)
         splits, chunk = A.num_splits(b * h_kv, seq, 4)
         rows = max(A.MIN_ROWS, 1 << (rep - 1).bit_length())
         acc = torch.full((b * h_kv, splits, rows, d), float("nan"))
         ml = torch.full((b * h_kv, splits, 2, rows), float("nan"))
         out = torch.full((b, h_kv, rep, d), float("nan"), dtype=dt)
         ak.launch_fused(q, k, v, qw, kw, 1e-6, cos, sin, kc, vc, pos, seq, acc, ml, out, splits, chunk,
-                        rows, A.BLOCK_N, d ** -0.5)
-        err = (out.float() - ref.float()).abs().max().item()
-        assert err < (1e-5 if dt == torch.float32 else 2e-3), (dt, b, h_kv, rep, d, seq, err)
+                        rows, A.BLOCK_N, d ** -0.5, osc)
+        if osc is None:
+            err = (out.float() - ref.float()).abs().max().item()
+            assert err < (1e-5 if dt == torch.float32 else 2e-3), (dt, b, h_kv, rep, d, seq, err)
+        else:  # quantized: equal codes except where the float64 reference sits an ulp away
+            assert (out == ref).float().mean() > 0.99, (dt, b, h_kv, rep, d, seq)
         assert torch.equal(vc, vc2), "value cache write"
         assert (kc.float() - kc2.float()).abs().max().item() < (1e-5 if dt == torch.float32 else 1e-2)
 print("interpreter ok")

@@ -143,9 +143,10 @@ def prep_heads_ref(raw: Tensor, heads: int, w: Tensor | None, eps: float, cos: T
 
 def decode_attention_fused_ref(q: Tensor, k: Tensor, v: Tensor, q_w: Tensor | None, k_w: Tensor | None,
                                eps: float, cos: Tensor, sin: Tensor, k_cache: Tensor, v_cache: Tensor,
-                               pos: Tensor, attn_len: int) -> Tensor:
+                               pos: Tensor, attn_len: int, out_scale: Tensor | None = None) -> Tensor:
     """Reference of :func:`decode_attention_fused` (eager head preparation, cache write,
-    float64 attention); mutates the caches the same way."""
+    float64 attention, then ``act_quant.fake_quant_ref`` with ``out_scale``); mutates the
+    caches the same way."""
     b, h_kv, d = q.shape[0], k_cache.shape[1], k_cache.shape[3]
     qh = prep_heads_ref(q, q.shape[1] // d, q_w, eps, cos, sin)
     kh = prep_heads_ref(k, h_kv, k_w, eps, cos, sin)
@@ -156,12 +157,17 @@ def decode_attention_fused_ref(q: Tensor, k: Tensor, v: Tensor, q_w: Tensor | No
             k_cache[r, :, p] = kh[r].to(k_cache.dtype)
             v_cache[r, :, p] = vh[r].to(v_cache.dtype)
     q4 = qh.reshape(b, h_kv, -1, d)
-    return decode_attention_ref(q4, k_cache[:b, :, :attn_len], v_cache[:b, :, :attn_len], pos)
+    o = decode_attention_ref(q4, k_cache[:b, :, :attn_len], v_cache[:b, :, :attn_len], pos)
+    if out_scale is not None:
+        from resetfp4.engine.act_quant import fake_quant_ref
+
+        o = fake_quant_ref(o, out_scale)
+    return o
 
 
 def decode_attention_fused(q: Tensor, k: Tensor, v: Tensor, q_w: Tensor | None, k_w: Tensor | None,
                            eps: float, cos: Tensor, sin: Tensor, k_cache: Tensor, v_cache: Tensor,
-                           pos: Tensor, attn_len: int) -> Tensor:
+                           pos: Tensor, attn_len: int, out_scale: Tensor | None = None) -> Tensor:
     """Decode attention from the raw projections of one token per row.
 
     Args:
@@ -175,17 +181,19 @@ def decode_attention_fused(q: Tensor, k: Tensor, v: Tensor, q_w: Tensor | None, 
             new key/value of row ``b`` is written at ``pos[b]`` (when ``< max_seq``).
         pos: int64 ``[B]``; row ``b`` attends keys ``0..min(pos[b], attn_len - 1)``.
         attn_len: cache positions attended (the decode step's KV bucket).
+        out_scale: fp32 [1], the W4A4 o_proj's ``input_scale``: the output is then its
+            NVFP4 round trip without the global scale (``act_quant``), what that GEMV reads.
     Returns:
         ``[B, H_kv, rep, D]`` in the activation dtype, as :func:`decode_attention`.
     """
     return torch.ops.resetfp4_engine.decode_attention_fused(
-        q, k, v, q_w, k_w, eps, cos, sin, k_cache, v_cache, pos, attn_len)
+        q, k, v, q_w, k_w, eps, cos, sin, k_cache, v_cache, pos, attn_len, out_scale)
 
 
 @torch.library.custom_op("resetfp4_engine::decode_attention_fused", mutates_args=("k_cache", "v_cache"))
 def _decode_attention_fused_op(q: Tensor, k: Tensor, v: Tensor, q_w: Tensor | None, k_w: Tensor | None,
                                eps: float, cos: Tensor, sin: Tensor, k_cache: Tensor, v_cache: Tensor,
-                               pos: Tensor, attn_len: int) -> Tensor:
+                               pos: Tensor, attn_len: int, out_scale: Tensor | None = None) -> Tensor:
     b = q.shape[0]
     if k_cache.dim() != 4 or k_cache.shape != v_cache.shape:
         raise ValueError(f"decode_attention_fused: k_cache, v_cache must be one shape "
@@ -213,6 +221,10 @@ def _decode_attention_fused_op(q: Tensor, k: Tensor, v: Tensor, q_w: Tensor | No
         raise ValueError(
             f"decode_attention_fused: pos must be int64 [{b}], got {pos.dtype} {tuple(pos.shape)}")
     pos = pos.contiguous()
+    if out_scale is not None and (out_scale.dtype != torch.float32 or out_scale.numel() != 1
+                                  or out_scale.device != q.device or d % 16):
+        raise ValueError(f"decode_attention_fused: out_scale must be one fp32 value on {q.device} "
+                         f"(and head_dim a multiple of 16), got {out_scale.dtype} {tuple(out_scale.shape)}")
     from resetfp4.engine import attention_kernels as ak
 
     rep = q.shape[1] // (h_kv * d)
@@ -225,11 +237,12 @@ def _decode_attention_fused_op(q: Tensor, k: Tensor, v: Tensor, q_w: Tensor | No
     q_w = q_w.contiguous() if q_w is not None else None
     k_w = k_w.contiguous() if k_w is not None else None
     ak.launch_fused(q, k, v, q_w, k_w, float(eps), cos, sin, k_cache, v_cache, pos, attn_len,
-                    acc, ml, out, splits, chunk, rows, BLOCK_N, 1.0 / math.sqrt(d))
+                    acc, ml, out, splits, chunk, rows, BLOCK_N, 1.0 / math.sqrt(d),
+                    out_scale.reshape(1) if out_scale is not None else None)
     return out
 
 
 @_decode_attention_fused_op.register_fake
-def _(q, k, v, q_w, k_w, eps, cos, sin, k_cache, v_cache, pos, attn_len):
+def _(q, k, v, q_w, k_w, eps, cos, sin, k_cache, v_cache, pos, attn_len, out_scale=None):
     b, h_kv, d = q.shape[0], k_cache.shape[1], k_cache.shape[3]
     return q.new_empty(b, h_kv, q.shape[1] // (h_kv * d), d)

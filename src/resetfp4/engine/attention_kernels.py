@@ -9,6 +9,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from resetfp4.engine.act_quant_kernels import fake_quant_blocks
+
 
 @triton.jit
 def _attn_split_kernel(q_ptr, k_ptr, v_ptr, pos_ptr, acc_ptr, ml_ptr,
@@ -58,8 +60,9 @@ def _attn_split_kernel(q_ptr, k_ptr, v_ptr, pos_ptr, acc_ptr, ml_ptr,
 
 
 @triton.jit
-def _attn_combine_kernel(acc_ptr, ml_ptr, out_ptr, sob, soh, sor, H_KV, SPLITS,
-                         SP: tl.constexpr, ROWS: tl.constexpr, D: tl.constexpr):
+def _attn_combine_kernel(acc_ptr, ml_ptr, out_ptr, sob, soh, sor, H_KV, SPLITS, gs_ptr,
+                         SP: tl.constexpr, ROWS: tl.constexpr, D: tl.constexpr,
+                         QUANT: tl.constexpr = False):
     # One program per (row b, KV head h, query row r): all SPLITS partials in one 2-D load
     # (SP = next power of two >= SPLITS; the extra lanes are masked and weigh 0).
     bh = tl.program_id(0)
@@ -77,8 +80,11 @@ def _attn_combine_kernel(acc_ptr, ml_ptr, out_ptr, sob, soh, sor, H_KV, SPLITS,
     den = tl.sum(w * l_s, 0)
     a = tl.load(acc_ptr + (part[:, None] * ROWS + r) * D + offs_d[None, :],
                 mask=smask[:, None], other=0.0)
-    o = tl.sum(w[:, None] * a, 0) / den
-    tl.store(out_ptr + b * sob + h * soh + r * sor + offs_d, o.to(out_ptr.dtype.element_ty))
+    o = (tl.sum(w[:, None] * a, 0) / den).to(out_ptr.dtype.element_ty)
+    if QUANT:  # W4A4 o_proj: its input's NVFP4 round trip (blocks of 16 within the head)
+        o = tl.reshape(fake_quant_blocks(tl.reshape(o.to(tl.float32), (1, D)), tl.load(gs_ptr), 1, D),
+                       (D,)).to(out_ptr.dtype.element_ty)
+    tl.store(out_ptr + b * sob + h * soh + r * sor + offs_d, o)
 
 
 def launch(q: Tensor, k: Tensor, v: Tensor, pos: Tensor, acc: Tensor, ml: Tensor, out: Tensor,
@@ -93,7 +99,7 @@ def launch(q: Tensor, k: Tensor, v: Tensor, pos: Tensor, acc: Tensor, ml: Tensor
         ROWS=rows, D=d, BLOCK_N=block_n, TILES=chunk // block_n, num_warps=4,
     )
     _attn_combine_kernel[(b * h_kv, rep)](
-        acc, ml, out, out.stride(0), out.stride(1), out.stride(2), h_kv, splits,
+        acc, ml, out, out.stride(0), out.stride(1), out.stride(2), h_kv, splits, acc,
         SP=triton.next_power_of_2(splits), ROWS=rows, D=d, num_warps=4,
     )
 
@@ -188,8 +194,9 @@ def _attn_fused_split_kernel(qr_ptr, kr_ptr, vr_ptr, sq, sk, sv, qw_ptr, kw_ptr,
 def launch_fused(q: Tensor, k: Tensor, v: Tensor, q_w: Tensor | None, k_w: Tensor | None, eps: float,
                  cos: Tensor, sin: Tensor, k_cache: Tensor, v_cache: Tensor, pos: Tensor, attn_len: int,
                  acc: Tensor, ml: Tensor, out: Tensor, splits: int, chunk: int, rows: int, block_n: int,
-                 sm_scale: float) -> None:
-    """Both kernels of :func:`resetfp4.engine.attention.decode_attention_fused`."""
+                 sm_scale: float, out_scale: Tensor | None = None) -> None:
+    """Both kernels of :func:`resetfp4.engine.attention.decode_attention_fused`; with
+    ``out_scale`` (fp32 [1]) the output is NVFP4-round-tripped (``act_quant``)."""
     b, h_kv, rep, d = out.shape
     has_norm = q_w is not None
     _attn_fused_split_kernel[(b * h_kv, splits)](
@@ -203,5 +210,6 @@ def launch_fused(q: Tensor, k: Tensor, v: Tensor, q_w: Tensor | None, k_w: Tenso
     )
     _attn_combine_kernel[(b * h_kv, rep)](
         acc, ml, out, out.stride(0), out.stride(1), out.stride(2), h_kv, splits,
-        SP=triton.next_power_of_2(splits), ROWS=rows, D=d, num_warps=4,
+        out_scale if out_scale is not None else acc,
+        SP=triton.next_power_of_2(splits), ROWS=rows, D=d, QUANT=out_scale is not None, num_warps=4,
     )

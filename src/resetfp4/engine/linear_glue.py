@@ -135,9 +135,13 @@ def nvfp4_linear(
 ) -> Tensor:
     """``x`` ``[..., K]`` (bf16/fp32) times NVFP4 ``[N, K]`` -> ``[..., N]`` in ``x.dtype``.
 
-    ``act``: ``"bf16"`` (W4A16, activations as given) or ``"fp4"`` (W4A4: activations
-    quantized to NVFP4 with the static ``input_scale``).
+    ``act``: ``"bf16"`` (W4A16, activations as given), ``"fp4"`` (W4A4: activations
+    quantized to NVFP4 with the static ``input_scale``) or ``"fp4_pre"`` (W4A4 whose
+    producer already quantized ``x``: ``x`` holds ``e2m1(code) * block_scale`` values,
+    see :mod:`resetfp4.engine.act_quant`, and ``input_scale`` is their global scale).
     """
+    if act == "fp4_pre":
+        return _prequantized(x, pw, input_scale, bias)
     if pw.kernel is not None:
         # The kernels take a contiguous [M, K] x and a bias of x's dtype.
         x2 = x.reshape(-1, x.shape[-1]).contiguous()
@@ -199,3 +203,30 @@ def _large_m_cached(x: Tensor, pw: PreparedWeight, act: str, input_scale: Tensor
     elif act != "bf16":
         raise ValueError(f"act must be 'bf16' (W4A16) or 'fp4' (W4A4), got {act!r}")
     return torch.nn.functional.linear(x, pw.large_m, bias)
+
+
+def _prequantized(x: Tensor, pw: PreparedWeight, input_scale: Tensor | None, bias: Tensor | None) -> Tensor:
+    """W4A4 on an already quantized ``x`` (act ``"fp4_pre"``): the GEMV with the activation
+    global scale in its epilogue (what the ``"fp4"`` path runs after its own quantizer),
+    or, above the GEMV's rows, ``x * input_scale`` through the large-M / reference path."""
+    if input_scale is None:
+        raise ValueError("act 'fp4_pre' needs the input_scale the activations were quantized with")
+    x2 = x.reshape(-1, x.shape[-1]).contiguous()
+    b = bias.to(x.dtype) if bias is not None else None
+    gs = input_scale.to(device=x.device, dtype=torch.float32).reshape(1)
+    if pw.kernel is not None and x2.shape[0] <= SMALL_M:
+        k = pw.kernel
+        if x2.data_ptr() % 16:
+            x2 = x2.clone()
+        s, r = k.plans[8 if x2.shape[0] <= 8 else 16]
+        y = _kg().nvfp4_gemv(x2, k.packed, k.global_scale, gs, b, s, r, k.n, k.exact_scales)
+    elif pw.kernel is not None:  # > SMALL_M rows: as the "fp4" large-M path
+        xs = (x2.float() * gs).to(x.dtype)
+        if pw.large_m is not None and pw.large_m.dtype == x.dtype:
+            y = torch.nn.functional.linear(xs, pw.large_m, b)
+        else:
+            y = nvfp4_linear(xs, pw, act="bf16", input_scale=None, bias=bias)
+    else:  # reference linears: fp32, as the "fp4" reference path
+        y = (x2.float() * gs) @ pw.dense.T
+        y = (y + bias.float() if bias is not None else y).to(x.dtype)
+    return y.reshape(*x.shape[:-1], y.shape[-1])

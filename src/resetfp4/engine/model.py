@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from resetfp4.engine import attention, linear_glue
+from resetfp4.engine import act_quant, attention, linear_glue
 from resetfp4.engine.config import ModelArgs
 from resetfp4.format.nvfp4 import NVFP4Tensor
 
@@ -88,6 +88,14 @@ class Linear(nn.Module):
             return F.linear(x, self.weight, self.bias)
         return linear_glue.nvfp4_linear_op(
             x, self.qkey, self.act, self.input_scale, self.bias, self.out_features
+        )
+
+    def forward_prequant(self, xq: Tensor) -> Tensor:
+        """W4A4 on activations its producer already quantized with this linear's
+        ``input_scale`` (:mod:`resetfp4.engine.act_quant`): same result as :meth:`forward`
+        on the unquantized activations, one quantizer launch fewer."""
+        return linear_glue.nvfp4_linear_op(
+            xq, self.qkey, "fp4_pre", self.input_scale, self.bias, self.out_features
         )
 
 
@@ -284,9 +292,46 @@ class Block(nn.Module):
         in the same order). The compiled decode step chains blocks this way, so each
         block's final add is fused into the next block's first RMSNorm kernel (a compiled
         region ends at the block, and Inductor cannot fuse across it)."""
+        if self._w4a4_fusable(h):
+            return self._deferred_w4a4(h, d, pos, cos, sin, attn_len)
         x = h + d
         x = x + self.self_attn(self.input_layernorm(x), pos, cos, sin, mask, attn_len, 0)
         return x, self.mlp(self.post_attention_layernorm(x))
+
+    def _w4a4_fusable(self, h: Tensor) -> bool:
+        """Decode (one token per row) on CUDA with every linear of the block W4A4 on fused
+        projections: the producers then quantize the activations (act_quant)."""
+        at, mlp = self.self_attn, self.mlp
+        lins = (at.qkv_fused, at.o_proj, mlp.gate_up_fused, mlp.down_proj)
+        return (h.shape[1] == 1 and act_quant.available(h) and attention.fused_available(h, at.hd)
+                and at.hd % 16 == 0 and all(p is not None and p.nvfp4 and p.act == "fp4" for p in lins))
+
+    def _deferred_w4a4(
+        self, h: Tensor, d: Tensor, pos: Tensor, cos: Tensor, sin: Tensor, attn_len: int
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`forward_deferred` for W4A4: the residual-add + RMSNorm kernels, the
+        attention combine and the SiLU-mul kernel emit the NVFP4 activations of the next
+        linear themselves (4 quantizer launches fewer per block; same codes)."""
+        b, dim = h.shape[0], h.shape[-1]
+        at, mlp = self.self_attn, self.mlp
+        n1, n2 = self.input_layernorm, self.post_attention_layernorm
+        nq, nkv = at.n_heads * at.hd, at.n_kv * at.hd
+
+        def scale(lin: Linear) -> Tensor:
+            return lin.input_scale.reshape(1).float()
+
+        x, xq = act_quant.add_rmsnorm_quant(h.view(b, dim), d.view(b, dim), n1.weight, n1.eps,
+                                            scale(at.qkv_fused))
+        q, k, v = at.qkv_fused.forward_prequant(xq).split([nq, nkv, nkv], dim=-1)
+        norm = at.q_norm is not None
+        o = attention.decode_attention_fused(
+            q, k, v, at.q_norm.weight if norm else None, at.k_norm.weight if norm else None,
+            at.q_norm.eps if norm else 0.0, cos.reshape(b, at.hd), sin.reshape(b, at.hd),
+            at.k_cache, at.v_cache, pos[:, 0], attn_len, out_scale=scale(at.o_proj))
+        o = at.o_proj.forward_prequant(o.reshape(b, nq))
+        x, xq = act_quant.add_rmsnorm_quant(x, o, n2.weight, n2.eps, scale(mlp.gate_up_fused))
+        xq = act_quant.silu_mul_quant(mlp.gate_up_fused.forward_prequant(xq), scale(mlp.down_proj))
+        return x.view(b, 1, dim), mlp.down_proj.forward_prequant(xq).view(b, 1, dim)
 
 
 class Decoder(nn.Module):

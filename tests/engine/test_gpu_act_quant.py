@@ -1,0 +1,118 @@
+"""GPU: the fused W4A4 activation producers (resetfp4.engine.act_quant) against the
+reference quantizer (fresh random inputs, poisoned outputs, odd widths, bf16 and fp16,
+torch.compile and CUDA-graph replay), and the compiled W4A4 decode step using them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_models import tiny_args
+
+from resetfp4.engine import act_quant as Q
+from resetfp4.testing.tolerances import assert_rel_close
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+DTYPES = [torch.bfloat16, torch.float16]
+
+
+def _crafted(m: int, k: int, dtype: torch.dtype, seed: int) -> torch.Tensor:
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    x = torch.randn(m, k, device="cuda", generator=g) * torch.logspace(-4, 3, m, device="cuda")[:, None]
+    x[0, :16] = 0  # all-zero block
+    x[1, :16] = torch.tensor([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0, 6.0], device="cuda").repeat(2) / 4
+    x[1, 8:16] *= -1  # with gs = 0.25 / 6 these are the E2M1 midpoints exactly: ties
+    x[2, 16:32] = 1e-30  # fp8 block scale underflows
+    x[3, :16] = 1e4  # block scale clamps at 448
+    x[4, :16] = torch.linspace(-1e-3, 1e-3, 16, device="cuda")  # subnormal fp8 block scales
+    return x.to(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m,k", [(5, 16), (6, 48), (7, 4096), (16, 12288), (9, 5136)])
+def test_fake_quant_is_bit_exact(m, k, dtype):
+    gs = torch.tensor([0.25 / 6], device="cuda")
+    x = _crafted(max(m, 5), k, dtype, seed=m * k)
+    got = Q.fake_quant(x, gs)
+    assert torch.equal(got, Q.fake_quant_ref(x, gs))
+    x = torch.randn(m, k, device="cuda").to(dtype) * 3
+    gs = x.float().abs().amax().reshape(1) / 2688 / 1.7  # block scales clamp at 448: codes saturate
+    assert torch.equal(Q.fake_quant(x, gs), Q.fake_quant_ref(x, gs))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m,k", [(1, 4096), (8, 5120), (16, 1040), (3, 48)])
+def test_add_rmsnorm_quant(m, k, dtype):
+    g = torch.Generator(device="cuda").manual_seed(m + k)
+    h = torch.randn(m, k, device="cuda", generator=g).to(dtype)
+    d = torch.randn(m, k, device="cuda", generator=g).to(dtype)
+    w = (torch.rand(k, device="cuda", generator=g) + 0.5).to(dtype)
+    gs = torch.tensor([0.004], device="cuda")
+    x, xq = Q.add_rmsnorm_quant(h, d, w, 1e-6, gs)
+    rx, rxq = Q.add_rmsnorm_quant_ref(h, d, w, 1e-6, gs)
+    assert torch.equal(x, rx)
+    # The norm's fp32 sum (and rsqrt) differ from torch's in order: where y moved by one
+    # ulp a code may flip; all other elements are bit-equal.
+    assert (xq == rxq).float().mean() > 0.999
+    assert_rel_close(xq.float(), rxq.float(), 1e-2, "add_rmsnorm_quant")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m,n", [(1, 12288), (8, 17408), (16, 48), (2, 1040)])
+def test_silu_mul_quant(m, n, dtype):
+    g = torch.Generator(device="cuda").manual_seed(m + n)
+    gu_wide = torch.randn(m, 2 * n + 32, device="cuda", generator=g).to(dtype)
+    gu = gu_wide[:, : 2 * n]  # rows strided like a view
+    gs = torch.tensor([0.004], device="cuda")
+    xq = Q.silu_mul_quant(gu, gs)
+    want = Q.silu_mul_quant_ref(gu, gs)
+    assert xq.shape == (m, n) and (xq == want).float().mean() > 0.999
+    assert_rel_close(xq.float(), want.float(), 1e-2, "silu_mul_quant")
+
+
+def test_compile_and_graph_replay():
+    h = torch.randn(4, 4096, device="cuda", dtype=torch.bfloat16)
+    d = torch.randn_like(h)
+    w = torch.rand(4096, device="cuda", dtype=torch.bfloat16) + 0.5
+    gs = torch.tensor([0.004], device="cuda")
+    f = torch.compile(lambda h, d: Q.add_rmsnorm_quant(h, d, w, 1e-6, gs)[1] * 1, dynamic=False)
+    assert (f(h, d) == Q.add_rmsnorm_quant_ref(h, d, w, 1e-6, gs)[1]).float().mean() > 0.999
+    out = torch.full_like(h, float("nan"))  # poisoned
+    Q.silu_mul_quant(torch.cat([h, d], 1), gs)  # compile the kernel outside capture
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out.copy_(Q.silu_mul_quant(torch.cat([h, d], 1), gs))
+    for _ in range(2):
+        h.copy_(torch.randn_like(h))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert (out == Q.silu_mul_quant_ref(torch.cat([h, d], 1), gs)).float().mean() > 0.999
+
+
+def test_compiled_w4a4_decode_uses_the_fused_producers():
+    """The compiled W4A4 decode step launches no separate activation quantizer, and its
+    logits stay close to the eager W4A4 forward (which quantizes in each linear)."""
+    from resetfp4.engine.build import random_model
+    from resetfp4.engine.decode import _compiled
+
+    model = random_model(tiny_args("qwen3", vocab_size=4096), "nvfp4-w4a4", torch.device("cuda"))
+    model.setup_cache(2, 64)
+    model.fuse_projections()
+    tok = torch.tensor([[3], [4]], device="cuda")
+    pos = torch.tensor([[5], [9]], device="cuda")
+    with torch.no_grad():
+        want = model(tok, pos, 64)
+        cf = _compiled(model)
+        cf(tok, pos, 64)  # compile
+        torch.cuda.synchronize()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            got = cf(tok, pos, 64)
+            torch.cuda.synchronize()
+    names = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    assert not any("quant_act" in n for n in names), "a separate quantizer ran in the compiled step"
+    assert any("add_rmsnorm_quant" in n for n in names) and any("silu_mul_quant" in n for n in names)
+    rel = ((got - want).norm() / want.norm()).item()
+    assert rel < 2e-2, f"compiled W4A4 decode logits differ from eager by {rel:.3g} (relative L2)"
