@@ -56,6 +56,11 @@ for dt in (torch.float32, torch.float16):
         xq = torch.full((3, k), float("nan"), dtype=dt)
         kq.launch_silu_mul_quant(gu, g2, xq)
         assert (xq == Q.silu_mul_quant_ref(gu, g2)).float().mean() > 0.999 and torch.isfinite(xq).all()
+        # gs None: the same producers unquantized (the W4A16 decode step)
+        kq.launch_silu_mul_quant(gu, None, xq)
+        assert (xq - Q.silu_mul_quant_ref(gu, None)).abs().max() <= 2e-3 * gu.abs().max() ** 2
+        kq.launch_add_rmsnorm_quant(h, d, w, 1e-6, None, x, xq)
+        assert (xq - Q.add_rmsnorm_quant_ref(h, d, w, 1e-6, None)[1]).abs().max() < 2e-2
 print("interpreter ok")
 """)
 

@@ -72,6 +72,22 @@ def test_silu_mul_quant(m, n, dtype):
     assert_rel_close(xq.float(), want.float(), 1e-2, "silu_mul_quant")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_unquantized_producers(dtype):
+    """gs None (the W4A16 decode step): the producers' y itself, to the model's roundings."""
+    g = torch.Generator(device="cuda").manual_seed(5)
+    h, d = (torch.randn(3, 5120, device="cuda", generator=g).to(dtype) for _ in range(2))
+    w = (torch.rand(5120, device="cuda", generator=g) + 0.5).to(dtype)
+    x, y = Q.add_rmsnorm_quant(h, d, w, 1e-6, None)
+    rx, ry = Q.add_rmsnorm_quant_ref(h, d, w, 1e-6, None)
+    assert torch.equal(x, rx)
+    assert (y == ry).float().mean() > 0.99  # bf16: a few elements one ulp off (summation order)
+    assert_rel_close(y.float(), ry.float(), 1e-2, "add_rmsnorm")
+    gu = torch.randn(3, 2 * 1040, device="cuda", generator=g).to(dtype)
+    a = Q.silu_mul_quant(gu, None)
+    assert_rel_close(a.float(), Q.silu_mul_quant_ref(gu, None).float(), 1e-2, "silu_mul")
+
+
 def test_compile_and_graph_replay():
     h = torch.randn(4, 4096, device="cuda", dtype=torch.bfloat16)
     d = torch.randn_like(h)
@@ -92,13 +108,15 @@ def test_compile_and_graph_replay():
         assert (out == Q.silu_mul_quant_ref(torch.cat([h, d], 1), gs)).float().mean() > 0.999
 
 
-def test_compiled_w4a4_decode_uses_the_fused_producers():
-    """The compiled W4A4 decode step launches no separate activation quantizer, and its
-    logits stay close to the eager W4A4 forward (which quantizes in each linear)."""
+@pytest.mark.parametrize("precision", ["nvfp4-w4a4", "nvfp4-w4a16"])
+def test_compiled_decode_uses_the_fused_producers(precision):
+    """The compiled NVFP4 decode step runs the act_quant producers (W4A4: and no separate
+    activation quantizer), and its logits stay close to the eager forward (which
+    quantizes W4A4 activations in each linear)."""
     from resetfp4.engine.build import random_model
     from resetfp4.engine.decode import _compiled
 
-    model = random_model(tiny_args("qwen3", vocab_size=4096), "nvfp4-w4a4", torch.device("cuda"))
+    model = random_model(tiny_args("qwen3", vocab_size=4096), precision, torch.device("cuda"))
     model.setup_cache(2, 64)
     model.fuse_projections()
     tok = torch.tensor([[3], [4]], device="cuda")
@@ -115,4 +133,4 @@ def test_compiled_w4a4_decode_uses_the_fused_producers():
     assert not any("quant_act" in n for n in names), "a separate quantizer ran in the compiled step"
     assert any("add_rmsnorm_quant" in n for n in names) and any("silu_mul_quant" in n for n in names)
     rel = ((got - want).norm() / want.norm()).item()
-    assert rel < 2e-2, f"compiled W4A4 decode logits differ from eager by {rel:.3g} (relative L2)"
+    assert rel < 2e-2, f"compiled {precision} decode logits differ from eager by {rel:.3g} (relative L2)"

@@ -24,6 +24,7 @@ to the fp32 summation order of the RMSNorm and the exp of SiLU, as Inductor's ke
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import torch
 from torch import Tensor
@@ -31,6 +32,9 @@ from torch import Tensor
 from resetfp4.format.nvfp4 import e2m1_decode, quantize, unpack_codes
 
 _HAS_TRITON = importlib.util.find_spec("triton") is not None
+# The W4A16 decode step runs these producers unquantized too (for the early GEMV start);
+# RESETFP4_TRITON_PRODUCERS=0 keeps Inductor's kernels there (an A/B switch, read once).
+TRITON_PRODUCERS_W4A16 = os.environ.get("RESETFP4_TRITON_PRODUCERS", "1") != "0"
 
 
 def available(x: Tensor) -> bool:
@@ -79,18 +83,23 @@ def _(x, gs):
 
 
 @torch.library.custom_op("resetfp4_engine::add_rmsnorm_quant", mutates_args=())
-def add_rmsnorm_quant(h: Tensor, d: Tensor, w: Tensor, eps: float, gs: Tensor) -> tuple[Tensor, Tensor]:
-    """``x = h + d`` and the NVFP4 round trip of ``w * rms_norm(x)``: returns ``(x, xq)``.
+def add_rmsnorm_quant(
+    h: Tensor, d: Tensor, w: Tensor, eps: float, gs: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """``x = h + d`` and the NVFP4 round trip of ``y = w * rms_norm(x)``: returns ``(x, xq)``.
 
     ``h``, ``d``: ``[M, K]`` contiguous, one dtype; ``w``: ``[K]``; ``gs``: fp32 [1] (the
-    consuming linear's ``input_scale``)."""
+    consuming linear's ``input_scale``), or None for ``xq = y`` unquantized (the W4A16
+    decode step uses it too: on sm_90 these kernels let the NVFP4 GEMV that follows start
+    streaming its weights early, see ``act_quant_kernels.pdl_launch_dependents``)."""
     _check("h", h)
     if d.shape != h.shape or d.dtype != h.dtype or not h.is_contiguous() or not d.is_contiguous():
         raise ValueError(f"h and d must be contiguous and alike, got {h.dtype} {tuple(h.shape)} and "
                          f"{d.dtype} {tuple(d.shape)}")
     if w.shape != (h.shape[1],):
         raise ValueError(f"the norm weight must be [{h.shape[1]}], got {tuple(w.shape)}")
-    _check_gs(gs, h.device)
+    if gs is not None:
+        _check_gs(gs, h.device)
     from resetfp4.engine import act_quant_kernels as kq
 
     x, xq = torch.empty_like(h), torch.empty_like(h)
@@ -103,20 +112,23 @@ def _(h, d, w, eps, gs):
     return torch.empty_like(h), torch.empty_like(h)
 
 
-def add_rmsnorm_quant_ref(h: Tensor, d: Tensor, w: Tensor, eps: float, gs: Tensor) -> tuple[Tensor, Tensor]:
-    """Eager reference (the model's ops, then :func:`fake_quant_ref`)."""
+def add_rmsnorm_quant_ref(h: Tensor, d: Tensor, w: Tensor, eps: float,
+                          gs: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Eager reference (the model's ops, then :func:`fake_quant_ref` unless ``gs`` is None)."""
     x = h + d
     y = w * torch.nn.functional.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
-    return x, fake_quant_ref(y, gs)
+    return x, (fake_quant_ref(y, gs) if gs is not None else y)
 
 
 @torch.library.custom_op("resetfp4_engine::silu_mul_quant", mutates_args=())
-def silu_mul_quant(gu: Tensor, gs: Tensor) -> Tensor:
-    """``gu`` ``[M, 2N]`` = ``[gate | up]`` -> NVFP4 round trip of ``silu(gate) * up`` ``[M, N]``."""
+def silu_mul_quant(gu: Tensor, gs: Tensor | None) -> Tensor:
+    """``gu`` ``[M, 2N]`` = ``[gate | up]`` -> NVFP4 round trip of ``silu(gate) * up`` ``[M, N]``
+    (unquantized when ``gs`` is None, as :func:`add_rmsnorm_quant`)."""
     _check("gu", gu, gu.shape[1] // 2 if gu.dim() == 2 else None)
     if gu.shape[1] % 2:
         raise ValueError(f"gu must be [M, 2N] (gate then up), got {tuple(gu.shape)}")
-    _check_gs(gs, gu.device)
+    if gs is not None:
+        _check_gs(gs, gu.device)
     from resetfp4.engine import act_quant_kernels as kq
 
     xq = torch.empty(gu.shape[0], gu.shape[1] // 2, dtype=gu.dtype, device=gu.device)
@@ -129,6 +141,7 @@ def _(gu, gs):
     return gu.new_empty(gu.shape[0], gu.shape[1] // 2)
 
 
-def silu_mul_quant_ref(gu: Tensor, gs: Tensor) -> Tensor:
+def silu_mul_quant_ref(gu: Tensor, gs: Tensor | None) -> Tensor:
     g, u = gu.chunk(2, dim=-1)
-    return fake_quant_ref(torch.nn.functional.silu(g) * u, gs)
+    y = torch.nn.functional.silu(g) * u
+    return fake_quant_ref(y, gs) if gs is not None else y

@@ -3,9 +3,24 @@ happens only here (and in ``attention_kernels``)."""
 
 from __future__ import annotations
 
+import functools
+import os
+
+import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+
+
+@triton.jit
+def pdl_launch_dependents(PDL: tl.constexpr):
+    """Let the next kernel of the stream start now if it was launched with programmatic
+    dependent launch (the NVFP4 GEMV: it streams its first weights, then waits for this
+    grid's results with ``griddepcontrol.wait``). sm_90+ only: ``PDL`` is False elsewhere
+    and under the interpreter."""
+    if PDL:
+        tl.inline_asm_elementwise("griddepcontrol.launch_dependents; // $0", "=r", [], dtype=tl.int32,
+                                  is_pure=False, pack=1)
 
 
 @triton.jit
@@ -55,12 +70,14 @@ def _fake_quant_kernel(x_ptr, out_ptr, gs_ptr, K, sx, so, BLOCK: tl.constexpr):
 
 @triton.jit
 def _add_rmsnorm_quant_kernel(h_ptr, d_ptr, w_ptr, x_ptr, xq_ptr, gs_ptr, K, eps,
-                              BLOCK: tl.constexpr, FULL: tl.constexpr):
+                              BLOCK: tl.constexpr, FULL: tl.constexpr, QUANT: tl.constexpr,
+                              PDL: tl.constexpr):
     """Row ``r``, columns ``[c*BLOCK, c*BLOCK + BLOCK)``: ``x = h + d``; ``y = w * rms_norm(x)``
     (the model's roundings); ``xq`` = the NVFP4 round trip of ``y`` without the global
-    scale. Every program of a row sums the squares of the whole row itself (``FULL`` =
-    K rounded up to a power of two; the row is a few KB, read from L2), so the columns of
-    one row spread over several SMs without a second pass."""
+    scale (``QUANT``; else ``xq = y``). Every program of a row sums the squares of the
+    whole row itself (``FULL`` = K rounded up to a power of two; the row is a few KB, read
+    from L2), so the columns of one row spread over several SMs without a second pass."""
+    pdl_launch_dependents(PDL)
     row = tl.program_id(0).to(tl.int64)
     c = tl.program_id(1)
     dt = x_ptr.dtype.element_ty
@@ -78,15 +95,18 @@ def _add_rmsnorm_quant_kernel(h_ptr, d_ptr, w_ptr, x_ptr, xq_ptr, gs_ptr, K, eps
     tl.store(x_ptr + row * K + offs, x, mask=m)
     w = tl.load(w_ptr + offs, mask=m, other=0.0).to(tl.float32)
     y = (w * (x.to(tl.float32) * r).to(dt).to(tl.float32)).to(dt).to(tl.float32)
-    q = fake_quant_blocks(tl.reshape(y, (1, BLOCK)), tl.load(gs_ptr), 1, BLOCK)
-    tl.store(xq_ptr + row * K + offs, tl.reshape(q, (BLOCK,)).to(dt), mask=m)
+    if QUANT:
+        y = tl.reshape(fake_quant_blocks(tl.reshape(y, (1, BLOCK)), tl.load(gs_ptr), 1, BLOCK), (BLOCK,))
+    tl.store(xq_ptr + row * K + offs, y.to(dt), mask=m)
 
 
 @triton.jit
-def _silu_mul_quant_kernel(gu_ptr, xq_ptr, gs_ptr, N, sg, BLOCK: tl.constexpr):
+def _silu_mul_quant_kernel(gu_ptr, xq_ptr, gs_ptr, N, sg, BLOCK: tl.constexpr, QUANT: tl.constexpr,
+                           PDL: tl.constexpr):
     """Row ``r``, columns ``[c*BLOCK, c*BLOCK + BLOCK)`` of ``gu = [gate | up]`` (``[M, 2N]``):
     ``y = silu(gate) * up`` with the model's roundings (silu rounded to the activation
-    dtype, then the product), then the NVFP4 round trip without the global scale."""
+    dtype, then the product), then (``QUANT``) the NVFP4 round trip without the global scale."""
+    pdl_launch_dependents(PDL)
     row = tl.program_id(0).to(tl.int64)
     c = tl.program_id(1)
     dt = xq_ptr.dtype.element_ty
@@ -96,8 +116,9 @@ def _silu_mul_quant_kernel(gu_ptr, xq_ptr, gs_ptr, N, sg, BLOCK: tl.constexpr):
     u = tl.load(gu_ptr + row * sg + N + offs, mask=m, other=0.0).to(tl.float32)
     s = tl.math.div_rn(g, 1.0 + tl.exp(-g)).to(dt).to(tl.float32)
     y = (s * u).to(dt).to(tl.float32)
-    q = fake_quant_blocks(tl.reshape(y, (1, BLOCK)), tl.load(gs_ptr), 1, BLOCK)
-    tl.store(xq_ptr + row * N + offs, tl.reshape(q, (BLOCK,)).to(dt), mask=m)
+    if QUANT:
+        y = tl.reshape(fake_quant_blocks(tl.reshape(y, (1, BLOCK)), tl.load(gs_ptr), 1, BLOCK), (BLOCK,))
+    tl.store(xq_ptr + row * N + offs, y.to(dt), mask=m)
 
 
 BLOCK = 512  # columns per program (a multiple of 16: quantization blocks never straddle two)
@@ -109,14 +130,33 @@ def launch_fake_quant(x: Tensor, gs: Tensor, out: Tensor) -> None:
                                       BLOCK=max(16, triton.next_power_of_2(k)))
 
 
-def launch_add_rmsnorm_quant(h: Tensor, d: Tensor, w: Tensor, eps: float, gs: Tensor, x: Tensor,
+_PDL_OFF = os.environ.get("RESETFP4_NO_PDL") == "1"
+
+
+@functools.cache
+def _cc_major(index: int) -> int:
+    return torch.cuda.get_device_capability(index)[0]
+
+
+def pdl(t: Tensor) -> bool:
+    """Whether kernels on ``t``'s device may trigger programmatic dependent launch (sm_90+,
+    not the interpreter, not turned off by ``RESETFP4_NO_PDL=1`` as for the CUDA kernels)."""
+    return (t.is_cuda and not _PDL_OFF and os.environ.get("TRITON_INTERPRET") != "1"
+            and _cc_major(t.device.index if t.device.index is not None else torch.cuda.current_device()) >= 9)
+
+
+def launch_add_rmsnorm_quant(h: Tensor, d: Tensor, w: Tensor, eps: float, gs: Tensor | None, x: Tensor,
                              xq: Tensor) -> None:
+    """``gs`` None: ``xq`` receives the normalized activations unquantized (W4A16)."""
     k = h.shape[1]
     _add_rmsnorm_quant_kernel[(h.shape[0], triton.cdiv(k, BLOCK))](
-        h, d, w, x, xq, gs, k, eps, BLOCK=BLOCK, FULL=max(16, triton.next_power_of_2(k)), num_warps=4)
+        h, d, w, x, xq, gs if gs is not None else w, k, eps, BLOCK=BLOCK,
+        FULL=max(16, triton.next_power_of_2(k)), QUANT=gs is not None, PDL=pdl(h), num_warps=4)
 
 
-def launch_silu_mul_quant(gu: Tensor, gs: Tensor, xq: Tensor) -> None:
+def launch_silu_mul_quant(gu: Tensor, gs: Tensor | None, xq: Tensor) -> None:
+    """``gs`` None: ``xq`` receives ``silu(gate) * up`` unquantized (W4A16)."""
     n = xq.shape[1]
-    _silu_mul_quant_kernel[(gu.shape[0], triton.cdiv(n, BLOCK))](gu, xq, gs, n, gu.stride(0),
-                                                                 BLOCK=BLOCK, num_warps=4)
+    _silu_mul_quant_kernel[(gu.shape[0], triton.cdiv(n, BLOCK))](
+        gu, xq, gs if gs is not None else gu, n, gu.stride(0), BLOCK=BLOCK, QUANT=gs is not None,
+        PDL=pdl(gu), num_warps=4)

@@ -9,7 +9,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from resetfp4.engine.act_quant_kernels import fake_quant_blocks
+from resetfp4.engine.act_quant_kernels import fake_quant_blocks, pdl, pdl_launch_dependents
 
 
 @triton.jit
@@ -62,9 +62,10 @@ def _attn_split_kernel(q_ptr, k_ptr, v_ptr, pos_ptr, acc_ptr, ml_ptr,
 @triton.jit
 def _attn_combine_kernel(acc_ptr, ml_ptr, out_ptr, sob, soh, sor, H_KV, SPLITS, gs_ptr,
                          SP: tl.constexpr, ROWS: tl.constexpr, D: tl.constexpr,
-                         QUANT: tl.constexpr = False):
+                         QUANT: tl.constexpr = False, PDL: tl.constexpr = False):
     # One program per (row b, KV head h, query row r): all SPLITS partials in one 2-D load
     # (SP = next power of two >= SPLITS; the extra lanes are masked and weigh 0).
+    pdl_launch_dependents(PDL)  # the next kernel (o_proj's NVFP4 GEMV) may start streaming
     bh = tl.program_id(0)
     r = tl.program_id(1)
     b = bh // H_KV
@@ -211,5 +212,6 @@ def launch_fused(q: Tensor, k: Tensor, v: Tensor, q_w: Tensor | None, k_w: Tenso
     _attn_combine_kernel[(b * h_kv, rep)](
         acc, ml, out, out.stride(0), out.stride(1), out.stride(2), h_kv, splits,
         out_scale if out_scale is not None else acc,
-        SP=triton.next_power_of_2(splits), ROWS=rows, D=d, QUANT=out_scale is not None, num_warps=4,
+        SP=triton.next_power_of_2(splits), ROWS=rows, D=d, QUANT=out_scale is not None, PDL=pdl(q),
+        num_warps=4,
     )

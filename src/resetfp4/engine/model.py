@@ -292,46 +292,59 @@ class Block(nn.Module):
         in the same order). The compiled decode step chains blocks this way, so each
         block's final add is fused into the next block's first RMSNorm kernel (a compiled
         region ends at the block, and Inductor cannot fuse across it)."""
-        if self._w4a4_fusable(h):
-            return self._deferred_w4a4(h, d, pos, cos, sin, attn_len)
+        act = self._fused_producers(h)
+        if act is not None:
+            return self._deferred_fused(h, d, pos, cos, sin, attn_len, quant=act == "fp4")
         x = h + d
         x = x + self.self_attn(self.input_layernorm(x), pos, cos, sin, mask, attn_len, 0)
         return x, self.mlp(self.post_attention_layernorm(x))
 
-    def _w4a4_fusable(self, h: Tensor) -> bool:
-        """Decode (one token per row) on CUDA with every linear of the block W4A4 on fused
-        projections: the producers then quantize the activations (act_quant)."""
+    def _fused_producers(self, h: Tensor) -> str | None:
+        """The linears' act ("fp4" or "bf16") when this decode step (one token per row, on
+        CUDA, every linear of the block NVFP4 with one act, on fused projections) runs the
+        act_quant producers instead of Inductor's norm / SiLU kernels; else None."""
         at, mlp = self.self_attn, self.mlp
         lins = (at.qkv_fused, at.o_proj, mlp.gate_up_fused, mlp.down_proj)
-        return (h.shape[1] == 1 and act_quant.available(h) and attention.fused_available(h, at.hd)
-                and at.hd % 16 == 0 and all(p is not None and p.nvfp4 and p.act == "fp4" for p in lins))
+        if not (h.shape[1] == 1 and act_quant.available(h) and attention.fused_available(h, at.hd)
+                and all(p is not None and p.nvfp4 for p in lins)):
+            return None
+        acts = {p.act for p in lins}
+        act = acts.pop() if len(acts) == 1 else None
+        if act == "fp4" and at.hd % 16 == 0:
+            return act
+        return act if act == "bf16" and act_quant.TRITON_PRODUCERS_W4A16 else None
 
-    def _deferred_w4a4(
-        self, h: Tensor, d: Tensor, pos: Tensor, cos: Tensor, sin: Tensor, attn_len: int
+    def _deferred_fused(
+        self, h: Tensor, d: Tensor, pos: Tensor, cos: Tensor, sin: Tensor, attn_len: int, quant: bool
     ) -> tuple[Tensor, Tensor]:
-        """:meth:`forward_deferred` for W4A4: the residual-add + RMSNorm kernels, the
-        attention combine and the SiLU-mul kernel emit the NVFP4 activations of the next
-        linear themselves (4 quantizer launches fewer per block; same codes)."""
+        """:meth:`forward_deferred` on the act_quant producers. W4A4 (``quant``): the
+        residual-add + RMSNorm kernels, the attention combine and the SiLU-mul kernel emit
+        the NVFP4 activations of the next linear themselves (4 quantizer launches fewer
+        per block; same codes). W4A16: the same kernels unquantized; on sm_90 each lets the
+        GEMV after it start streaming weights while it runs (Inductor's kernels cannot)."""
         b, dim = h.shape[0], h.shape[-1]
         at, mlp = self.self_attn, self.mlp
         n1, n2 = self.input_layernorm, self.post_attention_layernorm
         nq, nkv = at.n_heads * at.hd, at.n_kv * at.hd
 
-        def scale(lin: Linear) -> Tensor:
-            return lin.input_scale.reshape(1).float()
+        def scale(lin: Linear) -> Tensor | None:
+            return lin.input_scale.reshape(1).float() if quant else None
+
+        def linear(lin: Linear, xq: Tensor) -> Tensor:
+            return lin.forward_prequant(xq) if quant else lin(xq)
 
         x, xq = act_quant.add_rmsnorm_quant(h.view(b, dim), d.view(b, dim), n1.weight, n1.eps,
                                             scale(at.qkv_fused))
-        q, k, v = at.qkv_fused.forward_prequant(xq).split([nq, nkv, nkv], dim=-1)
+        q, k, v = linear(at.qkv_fused, xq).split([nq, nkv, nkv], dim=-1)
         norm = at.q_norm is not None
         o = attention.decode_attention_fused(
             q, k, v, at.q_norm.weight if norm else None, at.k_norm.weight if norm else None,
             at.q_norm.eps if norm else 0.0, cos.reshape(b, at.hd), sin.reshape(b, at.hd),
             at.k_cache, at.v_cache, pos[:, 0], attn_len, out_scale=scale(at.o_proj))
-        o = at.o_proj.forward_prequant(o.reshape(b, nq))
+        o = linear(at.o_proj, o.reshape(b, nq))
         x, xq = act_quant.add_rmsnorm_quant(x, o, n2.weight, n2.eps, scale(mlp.gate_up_fused))
-        xq = act_quant.silu_mul_quant(mlp.gate_up_fused.forward_prequant(xq), scale(mlp.down_proj))
-        return x.view(b, 1, dim), mlp.down_proj.forward_prequant(xq).view(b, 1, dim)
+        xq = act_quant.silu_mul_quant(linear(mlp.gate_up_fused, xq), scale(mlp.down_proj))
+        return x.view(b, 1, dim), linear(mlp.down_proj, xq).view(b, 1, dim)
 
 
 class Decoder(nn.Module):
