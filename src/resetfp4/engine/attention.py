@@ -40,6 +40,7 @@ from torch import Tensor
 _HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 BLOCK_N = 64  # keys per inner tile
+PROGRAMS_PER_SM = 2  # split-KV programs per SM the split count aims at (dev/engine/attn_sweep.py)
 MIN_ROWS = 16  # tl.dot needs >= 16 rows: the rep query heads are padded to this
 
 
@@ -53,10 +54,10 @@ def available(q: Tensor) -> bool:
 
 
 def num_splits(rows: int, attn_len: int, sm_count: int) -> tuple[int, int]:
-    """``(splits, chunk)``: about ``2 * sm_count`` programs in all; ``chunk`` keys per split, a
-    multiple of :data:`BLOCK_N`; ``splits * chunk >= attn_len``."""
+    """``(splits, chunk)``: about ``PROGRAMS_PER_SM * sm_count`` programs in all; ``chunk``
+    keys per split, a multiple of :data:`BLOCK_N`; ``splits * chunk >= attn_len``."""
     tiles = -(-attn_len // BLOCK_N)
-    want = max(1, min(tiles, -(-2 * sm_count // max(rows, 1))))
+    want = max(1, min(tiles, -(-PROGRAMS_PER_SM * sm_count // max(rows, 1))))
     chunk = -(-tiles // want) * BLOCK_N
     return -(-attn_len // chunk), chunk
 

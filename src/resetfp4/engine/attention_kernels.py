@@ -192,6 +192,9 @@ def _attn_fused_split_kernel(qr_ptr, kr_ptr, vr_ptr, sq, sk, sv, qw_ptr, kw_ptr,
     tl.store(ml_ptr + part * 2 * ROWS + ROWS + offs_r, l_i, mask=real)
 
 
+SPLIT_STAGES: int | None = None  # num_stages of the fused split kernel (None: Triton's default)
+
+
 def launch_fused(q: Tensor, k: Tensor, v: Tensor, q_w: Tensor | None, k_w: Tensor | None, eps: float,
                  cos: Tensor, sin: Tensor, k_cache: Tensor, v_cache: Tensor, pos: Tensor, attn_len: int,
                  acc: Tensor, ml: Tensor, out: Tensor, splits: int, chunk: int, rows: int, block_n: int,
@@ -208,6 +211,7 @@ def launch_fused(q: Tensor, k: Tensor, v: Tensor, q_w: Tensor | None, k_w: Tenso
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
         pos, acc, ml, h_kv, rep, splits, chunk, attn_len, k_cache.shape[2], sm_scale,
         ROWS=rows, D=d, BLOCK_N=block_n, TILES=chunk // block_n, HAS_NORM=has_norm, num_warps=4,
+        **({"num_stages": SPLIT_STAGES} if SPLIT_STAGES is not None else {}),
     )
     _attn_combine_kernel[(b * h_kv, rep)](
         acc, ml, out, out.stride(0), out.stride(1), out.stride(2), h_kv, splits,
