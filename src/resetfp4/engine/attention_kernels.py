@@ -138,15 +138,17 @@ def _attn_fused_split_kernel(qr_ptr, kr_ptr, vr_ptr, sq, sk, sv, qw_ptr, kw_ptr,
                              TILES: tl.constexpr, HAS_NORM: tl.constexpr):
     """``_attn_split_kernel`` with the head preparation folded in: the query heads of KV
     head ``h`` and this token's key are normed and rotated here from the raw projections,
-    and the split that owns position ``pos[b]`` writes the new key/value into the cache
-    (before it reads its keys: one barrier orders the CTA's store before its loads)."""
+    and the split that owns position ``pos[b]`` writes the new key/value into the cache.
+    No program reads that position back in this launch: the cache loop stops before
+    ``pos[b]`` and the owner adds the new key from registers (one more online-softmax
+    step), so there is no read-after-write hazard on the cache within the kernel."""
     bh = tl.program_id(0)
     s = tl.program_id(1)
     b = (bh // H_KV).to(tl.int64)
     h = (bh % H_KV).to(tl.int64)
     last = tl.load(pos_ptr + b)
     start = s * chunk
-    end = tl.minimum(tl.minimum(start + chunk, last + 1), SEQ)
+    end = tl.minimum(tl.minimum(start + chunk, last), SEQ)  # cached keys; pos[b] itself: below
     offs_r = tl.arange(0, ROWS)
     offs_d = tl.arange(0, D)
     offs_n = tl.arange(0, BLOCK_N)
@@ -165,7 +167,6 @@ def _attn_fused_split_kernel(qr_ptr, kr_ptr, vr_ptr, sq, sk, sv, qw_ptr, kw_ptr,
              kn.to(kc_ptr.dtype.element_ty), mask=wmask)
     tl.store(vc_ptr + b * svb + h * svh + last * svs + one[:, None] * 0 + offs_d[None, :],
              vn.to(vc_ptr.dtype.element_ty), mask=wmask)
-    tl.debug_barrier()
     k_base = kc_ptr + b * skb + h * skh
     v_base = vc_ptr + b * svb + h * svh
     m_i = tl.full([ROWS], -1e30, tl.float32)
@@ -184,6 +185,19 @@ def _attn_fused_split_kernel(qr_ptr, kr_ptr, vr_ptr, sq, sk, sv, qw_ptr, kw_ptr,
         v = tl.load(v_base + keys[:, None] * svs + offs_d[None, :], mask=kmask[:, None], other=0.0)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
+    # The new key/value (the owner, when pos[b] is attended): one online-softmax step from
+    # registers, with the values the cache now holds (k in the cache dtype, p rounded to
+    # the value dtype before p * v, as in the loop).
+    attend = own & (last < SEQ)
+    kf = tl.reshape(kn.to(kc_ptr.dtype.element_ty), (D,)).to(tl.float32)
+    vf = tl.reshape(vn.to(vc_ptr.dtype.element_ty), (D,))
+    sn = tl.sum(q.to(tl.float32) * kf[None, :], 1) * sm_scale
+    m_new = tl.where(attend, tl.maximum(m_i, sn), m_i)
+    alpha = tl.exp(m_i - m_new)
+    pn = tl.exp(tl.where(attend, sn - m_new, -1e30))  # 0 when not attended
+    l_i = l_i * alpha + pn
+    acc = acc * alpha[:, None] + pn.to(vf.dtype).to(tl.float32)[:, None] * vf.to(tl.float32)[None, :]
+    m_i = m_new
     part = bh * SPLITS + s
     real = offs_r < REP
     tl.store(acc_ptr + part * ROWS * D + offs_r[:, None] * D + offs_d[None, :], acc,
