@@ -105,3 +105,23 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="multiple of 16"):
         Q.silu_mul_quant(torch.randn(2, 48, dtype=torch.bfloat16), gs)
     assert not Q.available(x)  # CPU tensors: the model keeps the unfused W4A4 path
+
+
+def test_prequantized_linear_equals_quantizing_linear():
+    """linear_glue act "fp4_pre" (x already quantized by its producer, global scale in the
+    epilogue) gives the W4A4 result of act "fp4" on the unquantized x (reference linears)."""
+    from resetfp4.engine import linear_glue
+    from resetfp4.format.nvfp4 import quantize
+
+    g = torch.Generator().manual_seed(3)
+    w = quantize(torch.randn(24, 64, generator=g))
+    pw = linear_glue.prepare(w)
+    x = torch.randn(5, 64, generator=g).to(torch.bfloat16)
+    gs = torch.tensor([0.003])
+    bias = torch.randn(24, generator=g).to(torch.bfloat16)
+    want = linear_glue.nvfp4_linear(x, pw, act="fp4", input_scale=gs, bias=bias)
+    got = linear_glue.nvfp4_linear(Q.fake_quant_ref(x, gs), pw, act="fp4_pre", input_scale=gs, bias=bias)
+    # e2m1 * (s * gs) vs (e2m1 * s) * gs: one fp32 rounding apart before the bf16 output
+    assert torch.allclose(got.float(), want.float(), rtol=2**-7, atol=1e-3)
+    with pytest.raises(ValueError, match="needs the input_scale"):
+        linear_glue.nvfp4_linear(x, pw, act="fp4_pre", input_scale=None, bias=None)
