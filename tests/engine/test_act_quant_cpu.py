@@ -26,7 +26,7 @@ torch.manual_seed(0)
 def crafted(m, k, dt):
     x = torch.randn(m, k) * torch.logspace(-4, 3, m)[:, None]
     x[0, :16] = 0  # an all-zero block: scale 1
-    # the E2M1 midpoints exactly (6 * gs = 0.25: the block scale is 1, y / (s gs) = 4 y): ties
+    # the E2M1 midpoints exactly (amax 1.5, gs = 0.25 / 6: s = 6, s gs = 0.25, y / (s gs) = 4 y): ties
     x[1, :16] = torch.tensor([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0, 6.0]).repeat(2) / 4
     x[1, 8:16] *= -1
     x[2, 16:32] = 1e-30  # the fp8 block scale underflows to 0
@@ -102,6 +102,8 @@ def test_bad_input_is_named():
         Q.add_rmsnorm_quant(x, x.half(), torch.ones(64, dtype=torch.bfloat16), 1e-6, gs)
     with pytest.raises(ValueError, match=r"norm weight must be \[64\]"):
         Q.add_rmsnorm_quant(x, x, torch.ones(32, dtype=torch.bfloat16), 1e-6, gs)
+    with pytest.raises(ValueError, match="norm weight must be"):
+        Q.add_rmsnorm_quant(x, x, torch.ones(64), 1e-6, gs)  # fp32 weight, bf16 activations
     with pytest.raises(ValueError, match="multiple of 16"):
         Q.silu_mul_quant(torch.randn(2, 48, dtype=torch.bfloat16), gs)
     assert not Q.available(x)  # CPU tensors: the model keeps the unfused W4A4 path

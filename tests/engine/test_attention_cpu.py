@@ -52,10 +52,12 @@ for dt in (torch.float32, torch.float16):
         kw = (torch.rand(d) + 0.5).to(dt) if norm else None
         ang = torch.rand(b, d // 2) * 6
         cos = torch.cat([ang.cos(), ang.cos()], -1).to(dt)
-        sin = torch.cat([-ang.sin(), ang.sin()], -1).to(dt)
+        # sin as a column slice of a wider tensor: its own row stride
+        sin = torch.cat([-ang.sin(), ang.sin(), torch.ones(b, d)], -1).to(dt)[:, :d]
         kc, vc = torch.randn(b + 1, h_kv, max_seq, d).to(dt), torch.randn(b + 1, h_kv, max_seq, d).to(dt)
         pos = torch.randint(0, seq, (b,))
         pos[0] = seq - 1
+        pos[1] = 0  # only the new key: an empty cache loop, then the step from registers
         if b > 2:
             pos[2] = max_seq - 1  # an idle slot: past the view when seq < max_seq
         kc2, vc2 = kc.clone(), vc.clone()
@@ -144,6 +146,8 @@ def test_fused_bad_input_is_named():
         call(q_w=torch.ones(d, dtype=torch.bfloat16))
     with pytest.raises(ValueError, match="share a dtype"):
         call(v=v.half())
+    with pytest.raises(ValueError, match="share a dtype"):
+        call(q_w=torch.ones(d), k_w=torch.ones(d))  # fp32 norm weights, bf16 activations
     with pytest.raises(ValueError, match="pos must be int64"):
         call(pos=pos.int())
     with pytest.raises(ValueError, match="contiguous"):

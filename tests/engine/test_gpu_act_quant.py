@@ -23,7 +23,7 @@ def _crafted(m: int, k: int, dtype: torch.dtype, seed: int) -> torch.Tensor:
     x = torch.randn(m, k, device="cuda", generator=g) * torch.logspace(-4, 3, m, device="cuda")[:, None]
     x[0, :16] = 0  # all-zero block
     x[1, :16] = torch.tensor([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0, 6.0], device="cuda").repeat(2) / 4
-    x[1, 8:16] *= -1  # with gs = 0.25 / 6 these are the E2M1 midpoints exactly: ties
+    x[1, 8:16] *= -1  # gs = 0.25 / 6: s = 6, s gs = 0.25, y / (s gs) = 4 y hits the midpoints: ties
     x[2, 16:32] = 1e-30  # fp8 block scale underflows
     x[3, :16] = 1e4  # block scale clamps at 448
     x[4, :16] = torch.linspace(-1e-3, 1e-3, 16, device="cuda")  # subnormal fp8 block scales

@@ -142,7 +142,7 @@ def test_fused_matches_reference(b, h_kv, rep, d, seq, max_seq, norm, dtype):
 
 def test_fused_graph_replay_and_compile_write_the_cache():
     """Captured, then replayed at new positions; and under torch.compile (the cache is a
-    mutated input: the writes must reach the caller's tensors, with no functional copy)."""
+    mutated input: the writes must reach the caller's tensors)."""
     q, k, v, qw, kw, cos, sin, kc, vc, pos = _fused_case(4, 8, 4, 128, 1024, 1024, True, torch.bfloat16, 11)
     out = torch.full((4, 8, 4, 128), float("nan"), dtype=torch.bfloat16, device="cuda")
     A.decode_attention_fused(q, k, v, qw, kw, 1e-6, cos, sin, kc, vc, pos, 1024)  # compile outside capture

@@ -114,8 +114,8 @@ def _sampler(model: Transformer, batch: int, mode: str, dev: torch.device) -> Ba
 KERNEL_CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("nvfp4 gemv", ("gemv_kernel",)),
     ("nvfp4 act-quant", ("quant_act",)),
-    # W4A4: residual add + RMSNorm or SiLU-mul, quantizing their output (engine.act_quant)
-    ("norm/silu + act-quant", ("rmsnorm_quant", "silu_mul_quant")),
+    # residual add + RMSNorm / SiLU-mul (engine.act_quant; W4A4: they also quantize)
+    ("norm/silu producers", ("rmsnorm_quant", "silu_mul_quant")),
     ("nvfp4 dequant", ("dequant_kernel",)),
     ("attention", ("flash", "fmha", "attention", "attn", "efficient")),
     ("gemm (cuBLAS)", ("gemm", "nvjet", "xmma", "cutlass", "splitk")),

@@ -18,7 +18,10 @@ which is what the W4A4 GEMV reads; the global scale goes to the GEMV epilogue
 ``resetfp4.nvfp4.quantize(y, global_scale=input_scale)`` for the producer's output ``y``
 (bit-exact: :func:`fake_quant` is tested against it; all kernels share its Triton body).
 ``y`` itself is computed with the model's roundings (activation dtype after each op), up
-to the fp32 summation order of the RMSNorm and the exp of SiLU, as Inductor's kernels are.
+to the RMSNorm's fp32 summation order and reciprocal square root and SiLU's exp, as
+Inductor's kernels differ from eager. Triton flushes fp32 subnormals to zero in its
+divisions: that changes nothing but the sign of a zero for amax or activations below
+2^-126 (they quantize to zero either way).
 """
 
 from __future__ import annotations
@@ -93,11 +96,13 @@ def add_rmsnorm_quant(
     decode step uses it too: on sm_90 these kernels let the NVFP4 GEMV that follows start
     streaming its weights early, see ``act_quant_kernels.pdl_launch_dependents``)."""
     _check("h", h)
-    if d.shape != h.shape or d.dtype != h.dtype or not h.is_contiguous() or not d.is_contiguous():
+    if (d.shape != h.shape or d.dtype != h.dtype or d.device != h.device or not h.is_contiguous()
+            or not d.is_contiguous()):
         raise ValueError(f"h and d must be contiguous and alike, got {h.dtype} {tuple(h.shape)} and "
                          f"{d.dtype} {tuple(d.shape)}")
-    if w.shape != (h.shape[1],):
-        raise ValueError(f"the norm weight must be [{h.shape[1]}], got {tuple(w.shape)}")
+    if w.shape != (h.shape[1],) or w.dtype != h.dtype or w.device != h.device:
+        raise ValueError(f"the norm weight must be [{h.shape[1]}] {h.dtype} on {h.device}, got "
+                         f"{tuple(w.shape)} {w.dtype} on {w.device}")
     if gs is not None:
         _check_gs(gs, h.device)
     from resetfp4.engine import act_quant_kernels as kq

@@ -41,7 +41,8 @@ def fake_quant_blocks(y, gs, R: tl.constexpr, C: tl.constexpr):
     16 along C, ``s = e4m3(amax / (6 gs))`` (1 for an all-zero block), codes = E2M1 of
     ``y / (s gs)`` with round-half-to-even, saturating at 6. Returns ``e2m1(code) * s``
     (fp32, exact in bf16/fp16: what the GEMV's W4A4 path reads, ``gs`` going to its
-    epilogue). True (IEEE) divisions, as the reference."""
+    epilogue). Round-to-nearest divisions, as the reference's true division (Triton
+    flushes fp32 subnormals: only the sign of a zero can differ, see act_quant)."""
     yb = tl.reshape(y, (R, C // 16, 16))
     amax = tl.max(tl.abs(yb), axis=2)
     bs = tl.math.div_rn(amax, 6.0 * gs)

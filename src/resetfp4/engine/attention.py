@@ -180,7 +180,7 @@ def decode_attention_fused(q: Tensor, k: Tensor, v: Tensor, q_w: Tensor | None, 
             ``model.rope_tables``), activation dtype.
         k_cache, v_cache: ``[max_batch, H_kv, max_seq, D]``; rows ``0..B-1`` are used. The
             new key/value of row ``b`` is written at ``pos[b]`` (when ``< max_seq``).
-        pos: int64 ``[B]``; row ``b`` attends keys ``0..min(pos[b], attn_len - 1)``.
+        pos: int64 ``[B]``, ``pos[b] >= 0``; row ``b`` attends keys ``0..min(pos[b], attn_len - 1)``.
         attn_len: cache positions attended (the decode step's KV bucket).
         out_scale: fp32 [1], the W4A4 o_proj's ``input_scale``: the output is then its
             NVFP4 round trip without the global scale (``act_quant``), what that GEMV reads.
@@ -214,9 +214,14 @@ def _decode_attention_fused_op(q: Tensor, k: Tensor, v: Tensor, q_w: Tensor | No
                          f"{tuple(cos.shape)}, {tuple(sin.shape)}")
     if (q_w is None) != (k_w is None) or (q_w is not None and (q_w.shape != (d,) or k_w.shape != (d,))):
         raise ValueError(f"decode_attention_fused: q_w and k_w must both be [{d}] or both None")
-    dts = {t.dtype for t in (q, k, v, cos, sin, k_cache, v_cache)}
+    tensors = [q, k, v, cos, sin, k_cache, v_cache, pos] + ([q_w, k_w] if q_w is not None else [])
+    if len({t.device for t in tensors}) != 1:
+        raise ValueError("decode_attention_fused: every tensor must be on one device, got "
+                         f"{sorted({str(t.device) for t in tensors})}")
+    dts = {t.dtype for t in (q, k, v, cos, sin, k_cache, v_cache) + ((q_w, k_w) if q_w is not None else ())}
     if len(dts) != 1:
-        raise ValueError(f"decode_attention_fused: q, k, v, cos, sin and the caches must share a dtype, "
+        raise ValueError(f"decode_attention_fused: q, k, v, cos, sin, the caches and norm weights must "
+                         f"share a dtype, "
                          f"got {sorted(str(t) for t in dts)}")
     if pos.shape != (b,) or pos.dtype != torch.int64:
         raise ValueError(

@@ -132,7 +132,7 @@ def _prep_heads(raw_ptr, w_ptr, cos_ptr, sin_ptr, offs_r, offs_d, rmask, eps,
 
 @triton.jit
 def _attn_fused_split_kernel(qr_ptr, kr_ptr, vr_ptr, sq, sk, sv, qw_ptr, kw_ptr, eps,
-                             cos_ptr, sin_ptr, scs, kc_ptr, vc_ptr, skb, skh, sks, svb, svh, svs,
+                             cos_ptr, sin_ptr, scs, sss, kc_ptr, vc_ptr, skb, skh, sks, svb, svh, svs,
                              pos_ptr, acc_ptr, ml_ptr, H_KV, REP, SPLITS, chunk, SEQ, CACHE_LEN,
                              sm_scale, ROWS: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr,
                              TILES: tl.constexpr, HAS_NORM: tl.constexpr):
@@ -152,14 +152,14 @@ def _attn_fused_split_kernel(qr_ptr, kr_ptr, vr_ptr, sq, sk, sv, qw_ptr, kw_ptr,
     offs_r = tl.arange(0, ROWS)
     offs_d = tl.arange(0, D)
     offs_n = tl.arange(0, BLOCK_N)
-    q = _prep_heads(qr_ptr + b * sq + h * REP * D, qw_ptr, cos_ptr + b * scs, sin_ptr + b * scs,
+    q = _prep_heads(qr_ptr + b * sq + h * REP * D, qw_ptr, cos_ptr + b * scs, sin_ptr + b * sss,
                     offs_r, offs_d, offs_r < REP, eps, D, HAS_NORM)
     # The new key/value: written by the split whose range holds pos[b] (split 0 for an idle
     # slot past the attended view; nobody past the cache).
     owner = tl.where(last < SEQ, last // chunk, 0)
-    own = (s == owner) & (last < CACHE_LEN)
+    own = (s == owner) & (last >= 0) & (last < CACHE_LEN)
     one = tl.arange(0, 1)
-    kn = _prep_heads(kr_ptr + b * sk + h * D, kw_ptr, cos_ptr + b * scs, sin_ptr + b * scs,
+    kn = _prep_heads(kr_ptr + b * sk + h * D, kw_ptr, cos_ptr + b * scs, sin_ptr + b * sss,
                      one, offs_d, one < 1, eps, D, HAS_NORM)
     vn = tl.load(vr_ptr + b * sv + h * D + one[:, None] * D + offs_d[None, :])
     wmask = own & (offs_d[None, :] < D)
@@ -220,7 +220,7 @@ def launch_fused(q: Tensor, k: Tensor, v: Tensor, q_w: Tensor | None, k_w: Tenso
     _attn_fused_split_kernel[(b * h_kv, splits)](
         q, k, v, q.stride(0), k.stride(0), v.stride(0),
         q_w if has_norm else q, k_w if has_norm else k, eps,
-        cos, sin, cos.stride(0), k_cache, v_cache,
+        cos, sin, cos.stride(0), sin.stride(0), k_cache, v_cache,
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
         pos, acc, ml, h_kv, rep, splits, chunk, attn_len, k_cache.shape[2], sm_scale,

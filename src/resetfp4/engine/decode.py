@@ -125,8 +125,9 @@ class CompiledForward:
     same compiled block (its weights and KV cache are graph inputs, not constants), so
     compile time does not grow with depth; one specialisation per (batch, KV bucket).
     Inside a block Inductor fuses the norms, SiLU-mul and residuals into a few kernels
-    around the GEMMs / NVFP4 kernels / attention (on CUDA the attention kernel also
-    prepares the heads and writes the KV cache: ``attention.decode_attention_fused``).
+    around the GEMMs / attention (on CUDA the attention kernel also prepares the heads and
+    writes the KV cache: ``attention.decode_attention_fused``; with NVFP4 linears the
+    Triton producers of ``act_quant`` replace Inductor's norm and SiLU-mul kernels).
     Blocks chain through ``Block.forward_deferred``: a block's last residual add runs in
     the next block (fused into its first RMSNorm kernel), the last one in the epilogue.
     """

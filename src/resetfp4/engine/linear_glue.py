@@ -226,7 +226,7 @@ def _prequantized(x: Tensor, pw: PreparedWeight, input_scale: Tensor | None, bia
             y = torch.nn.functional.linear(xs, pw.large_m, b)
         else:
             y = nvfp4_linear(xs, pw, act="bf16", input_scale=None, bias=bias)
-    else:  # reference linears: fp32, as the "fp4" reference path
+    else:  # reference linears, fp32: (e2m1 s) gs where "fp4" has e2m1 (s gs), one rounding apart
         y = (x2.float() * gs) @ pw.dense.T
         y = (y + bias.float() if bias is not None else y).to(x.dtype)
     return y.reshape(*x.shape[:-1], y.shape[-1])

@@ -180,6 +180,12 @@ class Attention(nn.Module):
         self.register_buffer("k_cache", None, persistent=False)
         self.register_buffer("v_cache", None, persistent=False)
 
+    def fused_attention(self, x: Tensor) -> bool:
+        """Whether decode steps run ``attention.decode_attention_fused`` (CUDA, and one
+        epsilon for the q and k norms: the kernel takes one)."""
+        return attention.fused_available(x, self.hd) and (
+            self.q_norm is None or self.q_norm.eps == self.k_norm.eps)
+
     def forward(
         self,
         x: Tensor,
@@ -197,7 +203,7 @@ class Attention(nn.Module):
         distinct cache-row indices, e.g. the freed slots of a continuous batch) when given."""
         b, L, _ = x.shape
         nq, nkv = self.n_heads * self.hd, self.n_kv * self.hd
-        if L == 1 and row0 == 0 and rows is None and attention.fused_available(x, self.hd):
+        if L == 1 and row0 == 0 and rows is None and self.fused_attention(x):
             # Decode on CUDA: one kernel normalises and rotates the heads, writes the new
             # key/value into the cache and attends (attention.decode_attention_fused).
             if self.qkv_fused is not None:
@@ -289,9 +295,12 @@ class Block(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """:meth:`forward` of ``x = h + d`` with its last residual add left to the caller:
         returns ``(h', d')`` with ``h' + d'`` equal to ``forward(h + d)`` (the same bf16 adds
-        in the same order). The compiled decode step chains blocks this way, so each
-        block's final add is fused into the next block's first RMSNorm kernel (a compiled
-        region ends at the block, and Inductor cannot fuse across it)."""
+        in the same order; bitwise in eager mode off the producer path). The compiled
+        decode step chains blocks this way, so each block's final add is fused into the
+        next block's first RMSNorm kernel (a compiled region ends at the block, and Inductor
+        cannot fuse across it). On CUDA with NVFP4 linears the block runs the act_quant
+        producers instead (:meth:`_deferred_fused`): the same ops, with their own fp32
+        summation order in RMSNorm and SiLU's exp, as Inductor's kernels have theirs."""
         act = self._fused_producers(h)
         if act is not None:
             return self._deferred_fused(h, d, pos, cos, sin, attn_len, quant=act == "fp4")
@@ -305,7 +314,7 @@ class Block(nn.Module):
         act_quant producers instead of Inductor's norm / SiLU kernels; else None."""
         at, mlp = self.self_attn, self.mlp
         lins = (at.qkv_fused, at.o_proj, mlp.gate_up_fused, mlp.down_proj)
-        if not (h.shape[1] == 1 and act_quant.available(h) and attention.fused_available(h, at.hd)
+        if not (h.shape[1] == 1 and act_quant.available(h) and at.fused_attention(h)
                 and all(p is not None and p.nvfp4 for p in lins)):
             return None
         acts = {p.act for p in lins}
