@@ -208,3 +208,12 @@ def test_deferred_residual_chain_equals_forward(arch):
     assert_bitexact(h + d, want, "deferred chain")
     for blk, kc in zip(model.model.layers, want_cache, strict=True):
         assert_bitexact(blk.self_attn.k_cache, kc, "deferred chain KV cache")
+    # A decode step (one token per row, the shape the compiled step chains) as well.
+    tok, p1 = torch.tensor([[7], [8], [9]]), torch.tensor([[5], [5], [5]])
+    with torch.no_grad():
+        want = model.fill_cache(tok, p1, 6)
+        x, cos, sin, mask = model.prologue(tok, p1, 6)
+        h, d = x, torch.zeros_like(x)
+        for blk in model.model.layers:
+            h, d = blk.forward_deferred(h, d, p1, cos, sin, mask, 6)
+    assert_bitexact(h + d, want, "deferred chain, decode step")
