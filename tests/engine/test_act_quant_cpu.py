@@ -106,6 +106,8 @@ def test_bad_input_is_named():
         Q.add_rmsnorm_quant(x, x, torch.ones(64), 1e-6, gs)  # fp32 weight, bf16 activations
     with pytest.raises(ValueError, match="multiple of 16"):
         Q.silu_mul_quant(torch.randn(2, 48, dtype=torch.bfloat16), gs)
+    with pytest.raises(ValueError, match=r"gu must be \[M, 2N\]"):
+        Q.silu_mul_quant(torch.randn(2, 33, dtype=torch.bfloat16), gs)
     assert not Q.available(x)  # CPU tensors: the model keeps the unfused W4A4 path
 
 

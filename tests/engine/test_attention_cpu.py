@@ -152,3 +152,7 @@ def test_fused_bad_input_is_named():
         call(pos=pos.int())
     with pytest.raises(ValueError, match="contiguous"):
         call(cos=torch.randn(d, b, dtype=torch.bfloat16).T)
+    with pytest.raises(ValueError, match="out_scale must be one fp32 value"):
+        call(out_scale=torch.tensor([0.1, 0.2]))
+    with pytest.raises(ValueError, match="out_scale must be one fp32 value"):
+        call(out_scale=torch.tensor([0.1], dtype=torch.float64))

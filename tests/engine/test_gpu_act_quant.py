@@ -134,3 +134,23 @@ def test_compiled_decode_uses_the_fused_producers(precision):
     assert any("add_rmsnorm_quant" in n for n in names) and any("silu_mul_quant" in n for n in names)
     rel = ((got - want).norm() / want.norm()).item()
     assert rel < 2e-2, f"compiled {precision} decode logits differ from eager by {rel:.3g} (relative L2)"
+
+
+def test_mixed_devices_are_named():
+    """A tensor left on the CPU is named before any kernel runs (the checks CPU tests
+    cannot reach: a CPU-only machine has one device)."""
+    from resetfp4.engine import attention as A
+
+    h = torch.randn(2, 64, device="cuda", dtype=torch.bfloat16)
+    gs = torch.tensor([0.1], device="cuda")
+    with pytest.raises(ValueError, match="alike"):
+        Q.add_rmsnorm_quant(h, h.cpu(), torch.ones(64, device="cuda", dtype=torch.bfloat16), 1e-6, gs)
+    with pytest.raises(ValueError, match="norm weight must be"):
+        Q.add_rmsnorm_quant(h, h, torch.ones(64, dtype=torch.bfloat16), 1e-6, gs)
+    b, h_kv, rep, d = 2, 2, 3, 64
+    q = torch.randn(b, h_kv * rep * d, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(b, h_kv * d, device="cuda", dtype=torch.bfloat16)
+    cs = torch.randn(b, d, device="cuda", dtype=torch.bfloat16)
+    kc = torch.zeros(b, h_kv, 32, d, device="cuda", dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="one device"):
+        A.decode_attention_fused(q, k, k, None, None, 1e-6, cs, cs, kc, kc.clone(), torch.tensor([3, 5]), 16)

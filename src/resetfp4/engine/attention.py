@@ -108,15 +108,22 @@ def _decode_attention_op(q: Tensor, k: Tensor, v: Tensor, pos: Tensor) -> Tensor
     pos = pos.contiguous()
     from resetfp4.engine import attention_kernels as ak
 
-    seq = k.shape[2]
+    splits, chunk, rows, acc, ml, out = _workspace(q, b, h_kv, rep, d, k.shape[2])
+    ak.launch(q, k, v, pos, acc, ml, out, splits, chunk, rows, BLOCK_N, 1.0 / math.sqrt(d))
+    return out
+
+
+def _workspace(q: Tensor, b: int, h_kv: int, rep: int, d: int, attn_len: int):
+    """Split sizing and buffers of both ops: ``(splits, chunk, rows, acc, ml, out)`` with the
+    fp32 per-split partials ``acc`` ``[B*H_kv, splits, rows, D]``, ``ml`` (row max, row sum)
+    ``[B*H_kv, splits, 2, rows]`` and the output ``[B, H_kv, rep, D]`` in ``q.dtype``."""
     sms = torch.cuda.get_device_properties(q.device).multi_processor_count if q.is_cuda else 132
-    splits, chunk = num_splits(b * h_kv, seq, sms)
+    splits, chunk = num_splits(b * h_kv, attn_len, sms)
     rows = max(MIN_ROWS, 1 << (rep - 1).bit_length())
     acc = torch.empty(b * h_kv, splits, rows, d, dtype=torch.float32, device=q.device)
     ml = torch.empty(b * h_kv, splits, 2, rows, dtype=torch.float32, device=q.device)
     out = torch.empty(b, h_kv, rep, d, dtype=q.dtype, device=q.device)
-    ak.launch(q, k, v, pos, acc, ml, out, splits, chunk, rows, BLOCK_N, 1.0 / math.sqrt(d))
-    return out
+    return splits, chunk, rows, acc, ml, out
 
 
 @_decode_attention_op.register_fake
@@ -233,13 +240,7 @@ def _decode_attention_fused_op(q: Tensor, k: Tensor, v: Tensor, q_w: Tensor | No
                          f"(and head_dim a multiple of 16), got {out_scale.dtype} {tuple(out_scale.shape)}")
     from resetfp4.engine import attention_kernels as ak
 
-    rep = q.shape[1] // (h_kv * d)
-    sms = torch.cuda.get_device_properties(q.device).multi_processor_count if q.is_cuda else 132
-    splits, chunk = num_splits(b * h_kv, attn_len, sms)
-    rows = max(MIN_ROWS, 1 << (rep - 1).bit_length())
-    acc = torch.empty(b * h_kv, splits, rows, d, dtype=torch.float32, device=q.device)
-    ml = torch.empty(b * h_kv, splits, 2, rows, dtype=torch.float32, device=q.device)
-    out = torch.empty(b, h_kv, rep, d, dtype=q.dtype, device=q.device)
+    splits, chunk, rows, acc, ml, out = _workspace(q, b, h_kv, q.shape[1] // (h_kv * d), d, attn_len)
     q_w = q_w.contiguous() if q_w is not None else None
     k_w = k_w.contiguous() if k_w is not None else None
     ak.launch_fused(q, k, v, q_w, k_w, float(eps), cos, sin, k_cache, v_cache, pos, attn_len,

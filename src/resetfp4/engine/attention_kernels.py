@@ -169,6 +169,9 @@ def _attn_fused_split_kernel(qr_ptr, kr_ptr, vr_ptr, sq, sk, sv, qw_ptr, kw_ptr,
              vn.to(vc_ptr.dtype.element_ty), mask=wmask)
     k_base = kc_ptr + b * skb + h * skh
     v_base = vc_ptr + b * svb + h * svh
+    # The cached keys: the loop and the partial stores are _attn_split_kernel's, written out
+    # again on purpose. A shared @triton.jit helper compiled to different PTX for this
+    # measured kernel (sm_90, Triton 3.7: 13 more lines); keep both in step when editing.
     m_i = tl.full([ROWS], -1e30, tl.float32)
     l_i = tl.zeros([ROWS], tl.float32)
     acc = tl.zeros([ROWS, D], tl.float32)
