@@ -94,7 +94,7 @@ def add_rmsnorm_quant(
     ``h``, ``d``: ``[M, K]`` contiguous, one dtype; ``w``: ``[K]``; ``gs``: fp32 [1] (the
     consuming linear's ``input_scale``), or None for ``xq = y`` unquantized (the W4A16
     decode step uses it too: on sm_90 these kernels let the NVFP4 GEMV that follows start
-    streaming its weights early, see ``act_quant_kernels.pdl_launch_dependents``)."""
+    streaming its weights early, see ``act_quant_kernels.pdl_start``)."""
     _check("h", h)
     if (d.shape != h.shape or d.dtype != h.dtype or d.device != h.device or not h.is_contiguous()
             or not d.is_contiguous()):

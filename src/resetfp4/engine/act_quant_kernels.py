@@ -13,13 +13,19 @@ from torch import Tensor
 
 
 @triton.jit
-def pdl_launch_dependents(PDL: tl.constexpr):
-    """Let the next kernel of the stream start now if it was launched with programmatic
-    dependent launch (the NVFP4 GEMV: it streams its first weights, then waits for this
-    grid's results with ``griddepcontrol.wait``). sm_90+ only: ``PDL`` is False elsewhere
-    and under the interpreter."""
+def pdl_start(PDL: tl.constexpr):
+    """First statement of a kernel launched with ``launch_pdl=PDL`` (:func:`launch_opts`):
+    let the next kernel of the stream launch now (the NVFP4 GEMV streams its first weights
+    before its own ``griddepcontrol.wait``; sm_90+ only, ``PDL`` is False elsewhere and
+    under the interpreter), then wait until the previous grid has finished and its
+    writes are visible (``griddepcontrol.wait``). The kernel touches no global memory
+    before the wait, so it can start while the previous grid still runs (its launch and
+    scheduling overlap that grid's tail) without any race; the previous grid finishing
+    implies its own predecessor finished, so the ordering is transitive along the stream."""
     if PDL:
         tl.inline_asm_elementwise("griddepcontrol.launch_dependents; // $0", "=r", [], dtype=tl.int32,
+                                  is_pure=False, pack=1)
+        tl.inline_asm_elementwise("griddepcontrol.wait; // $0", "=r", [], dtype=tl.int32,
                                   is_pure=False, pack=1)
 
 
@@ -78,7 +84,7 @@ def _add_rmsnorm_quant_kernel(h_ptr, d_ptr, w_ptr, x_ptr, xq_ptr, gs_ptr, K, eps
     scale (``QUANT``; else ``xq = y``). Every program of a row sums the squares of the
     whole row itself (``FULL`` = K rounded up to a power of two; the row is a few KB, read
     from L2), so the columns of one row spread over several SMs without a second pass."""
-    pdl_launch_dependents(PDL)
+    pdl_start(PDL)
     row = tl.program_id(0).to(tl.int64)
     c = tl.program_id(1)
     dt = x_ptr.dtype.element_ty
@@ -107,7 +113,7 @@ def _silu_mul_quant_kernel(gu_ptr, xq_ptr, gs_ptr, N, sg, BLOCK: tl.constexpr, Q
     """Row ``r``, columns ``[c*BLOCK, c*BLOCK + BLOCK)`` of ``gu = [gate | up]`` (``[M, 2N]``):
     ``y = silu(gate) * up`` with the model's roundings (silu rounded to the activation
     dtype, then the product), then (``QUANT``) the NVFP4 round trip without the global scale."""
-    pdl_launch_dependents(PDL)
+    pdl_start(PDL)
     row = tl.program_id(0).to(tl.int64)
     c = tl.program_id(1)
     dt = xq_ptr.dtype.element_ty
@@ -132,6 +138,7 @@ def launch_fake_quant(x: Tensor, gs: Tensor, out: Tensor) -> None:
 
 
 _PDL_OFF = os.environ.get("RESETFP4_NO_PDL") == "1"
+_PDL_LAUNCH = os.environ.get("RESETFP4_TRITON_PDL_LAUNCH", "1") != "0"
 
 
 @functools.cache
@@ -146,13 +153,22 @@ def pdl(t: Tensor) -> bool:
             and _cc_major(t.device.index if t.device.index is not None else torch.cuda.current_device()) >= 9)
 
 
+def launch_opts(t: Tensor) -> dict:
+    """Keyword arguments of a Triton launch on ``t``'s device for a kernel that starts with
+    :func:`pdl_start`: with PDL (:func:`pdl`) it is launched with programmatic dependent
+    launch and signals its own dependents; ``RESETFP4_TRITON_PDL_LAUNCH=0`` keeps the
+    trigger but launches the kernel plainly (session-5 behaviour, for an A/B)."""
+    on = pdl(t)
+    return {"PDL": on, "launch_pdl": on and _PDL_LAUNCH}
+
+
 def launch_add_rmsnorm_quant(h: Tensor, d: Tensor, w: Tensor, eps: float, gs: Tensor | None, x: Tensor,
                              xq: Tensor) -> None:
     """``gs`` None: ``xq`` receives the normalized activations unquantized (W4A16)."""
     k = h.shape[1]
     _add_rmsnorm_quant_kernel[(h.shape[0], triton.cdiv(k, BLOCK))](
         h, d, w, x, xq, gs if gs is not None else w, k, eps, BLOCK=BLOCK,
-        FULL=max(16, triton.next_power_of_2(k)), QUANT=gs is not None, PDL=pdl(h), num_warps=4)
+        FULL=max(16, triton.next_power_of_2(k)), QUANT=gs is not None, num_warps=4, **launch_opts(h))
 
 
 def launch_silu_mul_quant(gu: Tensor, gs: Tensor | None, xq: Tensor) -> None:
@@ -160,4 +176,4 @@ def launch_silu_mul_quant(gu: Tensor, gs: Tensor | None, xq: Tensor) -> None:
     n = xq.shape[1]
     _silu_mul_quant_kernel[(gu.shape[0], triton.cdiv(n, BLOCK))](
         gu, xq, gs if gs is not None else gu, n, gu.stride(0), BLOCK=BLOCK, QUANT=gs is not None,
-        PDL=pdl(gu), num_warps=4)
+        num_warps=4, **launch_opts(gu))

@@ -9,7 +9,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from resetfp4.engine.act_quant_kernels import fake_quant_blocks, pdl, pdl_launch_dependents
+from resetfp4.engine.act_quant_kernels import fake_quant_blocks, launch_opts, pdl_start
 
 
 @triton.jit
@@ -65,7 +65,7 @@ def _attn_combine_kernel(acc_ptr, ml_ptr, out_ptr, sob, soh, sor, H_KV, SPLITS, 
                          QUANT: tl.constexpr = False, PDL: tl.constexpr = False):
     # One program per (row b, KV head h, query row r): all SPLITS partials in one 2-D load
     # (SP = next power of two >= SPLITS; the extra lanes are masked and weigh 0).
-    pdl_launch_dependents(PDL)  # the next kernel (o_proj's NVFP4 GEMV) may start streaming
+    pdl_start(PDL)  # the next kernel (o_proj's NVFP4 GEMV) may start streaming its weights
     bh = tl.program_id(0)
     r = tl.program_id(1)
     b = bh // H_KV
@@ -135,13 +135,14 @@ def _attn_fused_split_kernel(qr_ptr, kr_ptr, vr_ptr, sq, sk, sv, qw_ptr, kw_ptr,
                              cos_ptr, sin_ptr, scs, sss, kc_ptr, vc_ptr, skb, skh, sks, svb, svh, svs,
                              pos_ptr, acc_ptr, ml_ptr, H_KV, REP, SPLITS, chunk, SEQ, CACHE_LEN,
                              sm_scale, ROWS: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr,
-                             TILES: tl.constexpr, HAS_NORM: tl.constexpr):
+                             TILES: tl.constexpr, HAS_NORM: tl.constexpr, PDL: tl.constexpr = False):
     """``_attn_split_kernel`` with the head preparation folded in: the query heads of KV
     head ``h`` and this token's key are normed and rotated here from the raw projections,
     and the split that owns position ``pos[b]`` writes the new key/value into the cache.
     No program reads that position back in this launch: the cache loop stops before
     ``pos[b]`` and the owner adds the new key from registers (one more online-softmax
     step), so there is no read-after-write hazard on the cache within the kernel."""
+    pdl_start(PDL)  # launched while the q/k/v projection runs, waits for it here
     bh = tl.program_id(0)
     s = tl.program_id(1)
     b = (bh // H_KV).to(tl.int64)
@@ -228,11 +229,11 @@ def launch_fused(q: Tensor, k: Tensor, v: Tensor, q_w: Tensor | None, k_w: Tenso
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
         pos, acc, ml, h_kv, rep, splits, chunk, attn_len, k_cache.shape[2], sm_scale,
         ROWS=rows, D=d, BLOCK_N=block_n, TILES=chunk // block_n, HAS_NORM=has_norm, num_warps=4,
-        **({"num_stages": SPLIT_STAGES} if SPLIT_STAGES is not None else {}),
+        **({"num_stages": SPLIT_STAGES} if SPLIT_STAGES is not None else {}), **launch_opts(q),
     )
     _attn_combine_kernel[(b * h_kv, rep)](
         acc, ml, out, out.stride(0), out.stride(1), out.stride(2), h_kv, splits,
         out_scale if out_scale is not None else acc,
-        SP=triton.next_power_of_2(splits), ROWS=rows, D=d, QUANT=out_scale is not None, PDL=pdl(q),
-        num_warps=4,
+        SP=triton.next_power_of_2(splits), ROWS=rows, D=d, QUANT=out_scale is not None, num_warps=4,
+        **launch_opts(q),
     )
