@@ -45,3 +45,18 @@ def test_bench_decode_needs_random_weights(capsys):
     argv = ["bench", "decode", "--random-weights", "--model", "smollm2-135m-instruct"]
     assert main(argv) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_critical_path_charges_only_exposed_time():
+    from resetfp4.bench.decode import critical_path
+
+    # A GEMV launched early (PDL) at 2 while the producer runs 0..5; it ends at 12. Then a
+    # 1 µs gap and attention 13..17, fully inside it a second attention kernel 14..16.
+    spans = [(0.0, 5.0, "prod"), (2.0, 12.0, "gemv"), (13.0, 17.0, "attn"), (14.0, 16.0, "attn")]
+    got = critical_path(spans)
+    assert got == {"gemv": 7.0, "prod": 5.0, "attn": 4.0, "idle (gaps)": 1.0}
+    assert sum(got.values()) == 17.0  # the charges add up to the span
+    # Per call: two identical calls shifted by 20 µs, averaged (the 3 µs between them is idle).
+    two = spans + [(a + 20, b + 20, c) for a, b, c in spans]
+    assert critical_path(two, reps=2) == {"gemv": 7.0, "prod": 5.0, "attn": 4.0, "idle (gaps)": 2.5}
+    assert critical_path([]) == {}

@@ -126,6 +126,11 @@ def test_fused_matches_reference(b, h_kv, rep, d, seq, max_seq, norm, dtype):
     assert A.fused_available(q, d)
     kc_ref, vc_ref = kc.clone(), vc.clone()
     want = A.decode_attention_fused_ref(q, k, v, qw, kw, 1e-6, cos, sin, kc_ref, vc_ref, pos, seq)
+    for r in range(b):  # the kernel reads its first tile before it knows pos: garbage past pos
+        kc[r, :, int(pos[r]) + 1 :] = float("nan")
+        vc[r, :, int(pos[r]) + 1 :] = float("inf")
+        kc_ref[r, :, int(pos[r]) + 1 :] = float("nan")
+        vc_ref[r, :, int(pos[r]) + 1 :] = float("inf")
     got = A.decode_attention_fused(q, k, v, qw, kw, 1e-6, cos, sin, kc, vc, pos, seq)
     torch.cuda.synchronize()
     assert got.shape == want.shape and got.dtype == dtype and torch.isfinite(got).all()
@@ -135,7 +140,8 @@ def test_fused_matches_reference(b, h_kv, rep, d, seq, max_seq, norm, dtype):
     written = torch.zeros(kc.shape[:3], dtype=torch.bool, device="cuda")
     for r in range(b):
         written[r, :, int(pos[r])] = True
-    assert torch.equal(kc[~written], kc_ref[~written]) and torch.equal(vc[~written], vc_ref[~written])
+    assert torch.equal(kc[~written].nan_to_num(), kc_ref[~written].nan_to_num())
+    assert torch.equal(vc[~written], vc_ref[~written])
     assert torch.equal(vc[written], vc_ref[written])  # values are copied as they are
     assert_rel_close(kc[written].float(), kc_ref[written].float(), 1e-2, "written keys")
 

@@ -147,11 +147,15 @@ def profile_step(fn: Any, dev: torch.device, reps: int = 3) -> dict[str, Any] | 
         _sync(dev)
     cats: dict[str, float] = {}
     per_kernel: dict[str, list[float]] = {}
+    spans: list[tuple[float, float, str]] = []
     n = 0
     for e in prof.events():
         if e.device_type != torch.autograd.DeviceType.CUDA:
             continue
         n += 1
+        tr = getattr(e, "time_range", None)
+        if tr is not None:
+            spans.append((tr.start, tr.end, kernel_category(e.name)))
         us = e.device_time_total if hasattr(e, "device_time_total") else e.cuda_time_total
         cat = kernel_category(e.name)
         cats[cat] = cats.get(cat, 0.0) + us / reps
@@ -159,14 +163,35 @@ def profile_step(fn: Any, dev: torch.device, reps: int = 3) -> dict[str, Any] | 
         per_kernel[e.name][0] += us / reps
         per_kernel[e.name][1] += 1
     top = sorted(per_kernel.items(), key=lambda kv: -kv[1][0])[:10]
+    exposed = critical_path(spans, reps)
     return {
         "activities_per_step": n / reps,
         "gpu_us_per_step": sum(cats.values()),
         "by_category_us": dict(sorted(cats.items(), key=lambda kv: -kv[1])),
+        "exposed_by_category_us": exposed,
         "top_kernels": [
             {"name": k[:120], "us_per_step": v[0], "calls_per_step": v[1] / reps} for k, v in top
         ],
     }
+
+
+def critical_path(spans: list[tuple[float, float, str]], reps: int = 1) -> dict[str, float]:
+    """Exposed GPU time per category (µs per call) from ``(start, end, category)`` spans.
+
+    With programmatic dependent launch a kernel starts (and is timed from) while the one
+    before it still runs, so summed durations overcount. Here each kernel, in start order,
+    is charged only the time its end adds past every earlier kernel's end; time when no
+    kernel runs is charged to "idle (gaps)". The charges add up to the span of the calls."""
+    out: dict[str, float] = {}
+    horizon: float | None = None
+    for start, end, cat in sorted(spans):
+        if horizon is not None and start > horizon:
+            out["idle (gaps)"] = out.get("idle (gaps)", 0.0) + (start - horizon) / reps
+        lo = start if horizon is None else max(start, horizon)
+        if end > lo:
+            out[cat] = out.get(cat, 0.0) + (end - lo) / reps
+        horizon = end if horizon is None else max(horizon, end)
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def count_kernels(fn: Any, dev: torch.device) -> int | None:
@@ -353,4 +378,11 @@ def _breakdown(rows: list[dict[str, Any]]) -> str:
             f"  {r['precision']} {r['sampler']} B={r['batch']}: kernels {p['gpu_us_per_step']:.0f} of "
             f"{r['ms_per_step'] * 1e3:.0f} wall; {cats}"
         )
+    exp = [r for r in rows if (r.get("profile_graph_step") or {}).get("exposed_by_category_us")]
+    if exp:
+        lines.append("Critical path per step (µs; each kernel charged only the time its end adds past the "
+                     "kernels before it, see critical_path; idle includes the host gaps between replays):")
+    for r in exp:
+        cats = ", ".join(f"{k} {v:.0f}" for k, v in r["profile_graph_step"]["exposed_by_category_us"].items())
+        lines.append(f"  {r['precision']} {r['sampler']} B={r['batch']}: {cats}")
     return "\n".join(lines)

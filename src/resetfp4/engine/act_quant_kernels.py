@@ -13,6 +13,22 @@ from torch import Tensor
 
 
 @triton.jit
+def pdl_trigger(PDL: tl.constexpr):
+    """``griddepcontrol.launch_dependents`` (see :func:`pdl_start`)."""
+    if PDL:
+        tl.inline_asm_elementwise("griddepcontrol.launch_dependents; // $0", "=r", [], dtype=tl.int32,
+                                  is_pure=False, pack=1)
+
+
+@triton.jit
+def pdl_wait(PDL: tl.constexpr):
+    """``griddepcontrol.wait`` (see :func:`pdl_start`)."""
+    if PDL:
+        tl.inline_asm_elementwise("griddepcontrol.wait; // $0", "=r", [], dtype=tl.int32,
+                                  is_pure=False, pack=1)
+
+
+@triton.jit
 def pdl_start(PDL: tl.constexpr):
     """First statement of a kernel launched with ``launch_pdl=PDL`` (:func:`launch_opts`):
     let the next kernel of the stream launch now (the NVFP4 GEMV streams its first weights
@@ -22,11 +38,8 @@ def pdl_start(PDL: tl.constexpr):
     before the wait, so it can start while the previous grid still runs (its launch and
     scheduling overlap that grid's tail) without any race; the previous grid finishing
     implies its own predecessor finished, so the ordering is transitive along the stream."""
-    if PDL:
-        tl.inline_asm_elementwise("griddepcontrol.launch_dependents; // $0", "=r", [], dtype=tl.int32,
-                                  is_pure=False, pack=1)
-        tl.inline_asm_elementwise("griddepcontrol.wait; // $0", "=r", [], dtype=tl.int32,
-                                  is_pure=False, pack=1)
+    pdl_trigger(PDL)
+    pdl_wait(PDL)
 
 
 @triton.jit

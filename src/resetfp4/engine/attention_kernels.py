@@ -9,7 +9,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from resetfp4.engine.act_quant_kernels import fake_quant_blocks, launch_opts, pdl_start
+from resetfp4.engine.act_quant_kernels import fake_quant_blocks, launch_opts, pdl_start, pdl_trigger, pdl_wait
 
 
 @triton.jit
@@ -141,18 +141,35 @@ def _attn_fused_split_kernel(qr_ptr, kr_ptr, vr_ptr, sq, sk, sv, qw_ptr, kw_ptr,
     and the split that owns position ``pos[b]`` writes the new key/value into the cache.
     No program reads that position back in this launch: the cache loop stops before
     ``pos[b]`` and the owner adds the new key from registers (one more online-softmax
-    step), so there is no read-after-write hazard on the cache within the kernel."""
-    pdl_start(PDL)  # launched while the q/k/v projection runs, waits for it here
+    step), so there is no read-after-write hazard on the cache within the kernel.
+
+    With PDL the kernel is launched while the q/k/v projection still runs. Before waiting for
+    it, each program loads its first tile of cached keys and values: every position of its
+    range inside the attended view, whatever ``pos[b]`` is. That is safe: only this kernel
+    writes the layer's cache within a step, and earlier steps (or the prefill) finished
+    before this step's first kernel, a plain launch, started; ``pos`` and everything else
+    this step's kernels write is read only after the wait. Positions at or past ``pos[b]``
+    (stale, or never written) are masked out of the scores and zeroed in the values once
+    ``pos[b]`` is known, so non-finite garbage there cannot leak in. Each later tile is
+    loaded one tile ahead of its use."""
+    pdl_trigger(PDL)
     bh = tl.program_id(0)
     s = tl.program_id(1)
     b = (bh // H_KV).to(tl.int64)
     h = (bh % H_KV).to(tl.int64)
-    last = tl.load(pos_ptr + b)
     start = s * chunk
-    end = tl.minimum(tl.minimum(start + chunk, last), SEQ)  # cached keys; pos[b] itself: below
     offs_r = tl.arange(0, ROWS)
     offs_d = tl.arange(0, D)
     offs_n = tl.arange(0, BLOCK_N)
+    k_base = kc_ptr + b * skb + h * skh
+    v_base = vc_ptr + b * svb + h * svh
+    keys = start + offs_n
+    view = keys < tl.minimum(start + chunk, SEQ)
+    k_next = tl.load(k_base + keys[:, None] * sks + offs_d[None, :], mask=view[:, None], other=0.0)
+    v_next = tl.load(v_base + keys[:, None] * svs + offs_d[None, :], mask=view[:, None], other=0.0)
+    pdl_wait(PDL)  # q/k/v (the projection), pos, cos/sin: only after the previous kernel
+    last = tl.load(pos_ptr + b)
+    end = tl.minimum(tl.minimum(start + chunk, last), SEQ)  # cached keys; pos[b] itself: below
     q = _prep_heads(qr_ptr + b * sq + h * REP * D, qw_ptr, cos_ptr + b * scs, sin_ptr + b * sss,
                     offs_r, offs_d, offs_r < REP, eps, D, HAS_NORM)
     # The new key/value: written by the split whose range holds pos[b] (split 0 for an idle
@@ -168,25 +185,27 @@ def _attn_fused_split_kernel(qr_ptr, kr_ptr, vr_ptr, sq, sk, sv, qw_ptr, kw_ptr,
              kn.to(kc_ptr.dtype.element_ty), mask=wmask)
     tl.store(vc_ptr + b * svb + h * svh + last * svs + one[:, None] * 0 + offs_d[None, :],
              vn.to(vc_ptr.dtype.element_ty), mask=wmask)
-    k_base = kc_ptr + b * skb + h * skh
-    v_base = vc_ptr + b * svb + h * svh
-    # The cached keys: the loop and the partial stores are _attn_split_kernel's, written out
-    # again on purpose. A shared @triton.jit helper compiled to different PTX for this
-    # measured kernel (sm_90, Triton 3.7: 13 more lines); keep both in step when editing.
+    # The cached keys: the online softmax of _attn_split_kernel (keep both in step when
+    # editing), over tiles loaded one ahead (the first one before the PDL wait, above).
     m_i = tl.full([ROWS], -1e30, tl.float32)
     l_i = tl.zeros([ROWS], tl.float32)
     acc = tl.zeros([ROWS, D], tl.float32)
     for t in range(0, TILES):
         keys = start + t * BLOCK_N + offs_n
         kmask = keys < end
-        k = tl.load(k_base + keys[:, None] * sks + offs_d[None, :], mask=kmask[:, None], other=0.0)
+        k = k_next
+        v = v_next
+        ahead = keys + BLOCK_N
+        amask = (ahead < end) & (t + 1 < TILES)
+        k_next = tl.load(k_base + ahead[:, None] * sks + offs_d[None, :], mask=amask[:, None], other=0.0)
+        v_next = tl.load(v_base + ahead[:, None] * svs + offs_d[None, :], mask=amask[:, None], other=0.0)
         sc = tl.dot(q, tl.trans(k)) * sm_scale
         sc = tl.where(kmask[None, :], sc, -1e30)
         m_new = tl.maximum(m_i, tl.max(sc, 1))
         alpha = tl.exp(m_i - m_new)
         p = tl.exp(sc - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(v_base + keys[:, None] * svs + offs_d[None, :], mask=kmask[:, None], other=0.0)
+        v = tl.where(kmask[:, None], v, 0.0)  # the first tile's positions past pos[b]
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
     # The new key/value (the owner, when pos[b] is attended): one online-softmax step from
