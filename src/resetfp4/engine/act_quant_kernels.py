@@ -101,19 +101,20 @@ def _add_rmsnorm_quant_kernel(h_ptr, d_ptr, w_ptr, x_ptr, xq_ptr, gs_ptr, K, eps
     row = tl.program_id(0).to(tl.int64)
     c = tl.program_id(1)
     dt = x_ptr.dtype.element_ty
+    # Every load first, in one round trip (the slice's loads do not wait for the row's sum).
+    offs = c * BLOCK + tl.arange(0, BLOCK)
+    m = offs < K
+    h = tl.load(h_ptr + row * K + offs, mask=m, other=0.0).to(tl.float32)
+    d = tl.load(d_ptr + row * K + offs, mask=m, other=0.0).to(tl.float32)
+    w = tl.load(w_ptr + offs, mask=m, other=0.0).to(tl.float32)
     full = tl.arange(0, FULL)
     fm = full < K
     hf = tl.load(h_ptr + row * K + full, mask=fm, other=0.0).to(tl.float32)
     df = tl.load(d_ptr + row * K + full, mask=fm, other=0.0).to(tl.float32)
     xf = (hf + df).to(dt).to(tl.float32)
     r = 1.0 / tl.sqrt_rn(tl.sum(xf * xf, 0) / K + eps)
-    offs = c * BLOCK + tl.arange(0, BLOCK)
-    m = offs < K
-    h = tl.load(h_ptr + row * K + offs, mask=m, other=0.0).to(tl.float32)
-    d = tl.load(d_ptr + row * K + offs, mask=m, other=0.0).to(tl.float32)
     x = (h + d).to(dt)
     tl.store(x_ptr + row * K + offs, x, mask=m)
-    w = tl.load(w_ptr + offs, mask=m, other=0.0).to(tl.float32)
     y = (w * (x.to(tl.float32) * r).to(dt).to(tl.float32)).to(dt).to(tl.float32)
     if QUANT:
         y = tl.reshape(fake_quant_blocks(tl.reshape(y, (1, BLOCK)), tl.load(gs_ptr), 1, BLOCK), (BLOCK,))
