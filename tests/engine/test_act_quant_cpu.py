@@ -129,3 +129,19 @@ def test_prequantized_linear_equals_quantizing_linear():
     assert torch.allclose(got.float(), want.float(), rtol=2**-7, atol=1e-3)
     with pytest.raises(ValueError, match="needs the input_scale"):
         linear_glue.nvfp4_linear(x, pw, act="fp4_pre", input_scale=None, bias=None)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs the triton package")
+def test_launch_opts_pass_launch_pdl_only_when_it_is_on(monkeypatch):
+    from resetfp4.engine import act_quant_kernels as ak
+
+    t = torch.empty(1)
+    assert ak.launch_opts(t) == {"PDL": False}  # a CPU tensor: no keyword an old Triton rejects
+    monkeypatch.setattr(ak, "pdl", lambda t: True)
+    monkeypatch.setattr(ak, "triton_launches_pdl", lambda: True)
+    assert ak.launch_opts(t) == {"PDL": True, "launch_pdl": True}
+    monkeypatch.setattr(ak, "triton_launches_pdl", lambda: False)  # Triton <= 3.3
+    assert ak.launch_opts(t) == {"PDL": True}
+    monkeypatch.setattr(ak, "triton_launches_pdl", lambda: True)
+    monkeypatch.setattr(ak, "_PDL_LAUNCH", False)  # RESETFP4_TRITON_PDL_LAUNCH=0
+    assert ak.launch_opts(t) == {"PDL": True}

@@ -9,6 +9,12 @@ import torch
 from resetfp4.engine import attention as A
 from resetfp4.testing.tolerances import assert_rel_close
 
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # CPU CI: the GPU tests below skip
+    triton = None
+
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
@@ -140,7 +146,7 @@ def test_fused_matches_reference(b, h_kv, rep, d, seq, max_seq, norm, dtype):
     written = torch.zeros(kc.shape[:3], dtype=torch.bool, device="cuda")
     for r in range(b):
         written[r, :, int(pos[r])] = True
-    assert torch.equal(kc[~written].nan_to_num(), kc_ref[~written].nan_to_num())
+    torch.testing.assert_close(kc[~written], kc_ref[~written], equal_nan=True, rtol=0, atol=0)
     assert torch.equal(vc[~written], vc_ref[~written])
     assert torch.equal(vc[written], vc_ref[written])  # values are copied as they are
     assert_rel_close(kc[written].float(), kc_ref[written].float(), 1e-2, "written keys")
@@ -177,3 +183,56 @@ def test_fused_graph_replay_and_compile_write_the_cache():
     assert_rel_close(got.float(), want, REL, "compiled")
     assert torch.equal(vc, vc_ref), "compiled: the value cache write did not reach the caller's tensor"
     assert_rel_close(kc.float(), kc_ref.float(), 1e-2, "compiled cache")
+
+
+if triton is not None:
+    from resetfp4.engine.act_quant_kernels import pdl_trigger
+
+    @triton.jit
+    def _late_writer(src, dst, n, psrc, pdst, nb, spin, BLOCK: tl.constexpr):
+        """Signal the next kernel at once (programmatic dependent launch), spin, then copy
+        ``src`` -> ``dst`` and ``psrc[:nb]`` -> ``pdst``."""
+        pdl_trigger(True)
+        acc = tl.program_id(0).to(tl.float32)
+        for _ in range(spin):
+            acc = acc * 0.999 + 1.0
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        m = offs < n
+        x = tl.load(src + offs, mask=m)
+        tl.store(dst + offs, tl.where(acc >= 0.0, x, x * 0), mask=m)  # always x: keeps the spin
+        pm = (tl.arange(0, 16) < nb) & (tl.program_id(0) == 0)
+        tl.store(pdst + tl.arange(0, 16), tl.load(psrc + tl.arange(0, 16), mask=pm), mask=pm)
+
+
+@pytest.mark.parametrize("b,seq,max_seq", [(1, 700, 1024), (8, 1500, 1536)])
+def test_fused_waits_for_a_pdl_predecessor(b, seq, max_seq):
+    """Both attention kernels are launched with programmatic dependent launch, so they may
+    start while the kernel before them still runs; the split kernel even loads cached keys
+    before it waits (one-tile splits, b = 1). Here that predecessor signals at once, spins
+    (~0.5 ms), then writes q/k/v and pos: the attention must read what it wrote."""
+    from resetfp4.engine import act_quant_kernels as ak
+
+    if triton is None or not ak.pdl(torch.empty(1, device="cuda")) or not ak.triton_launches_pdl():
+        pytest.skip("programmatic dependent launch needs an NVIDIA sm_90+ GPU and a Triton with launch_pdl")
+    q, k, v, qw, kw, cos, sin, kc, vc, pos = _fused_case(b, 8, 4, 128, seq, max_seq, True, torch.bfloat16, 7)
+    qkv = q._base
+    assert qkv is not None and k._base is qkv and v._base is qkv
+    final, pos_final = qkv.clone(), pos.clone()
+    kc_ref, vc_ref = kc.clone(), vc.clone()
+    want = A.decode_attention_fused_ref(q, k, v, qw, kw, 1e-6, cos, sin, kc_ref, vc_ref, pos_final, seq)
+    # Compile both kernels first, so that nothing runs on the host between the two launches.
+    A.decode_attention_fused(q, k, v, qw, kw, 1e-6, cos, sin, kc.clone(), vc.clone(), pos, seq)
+    _late_writer[(1,)](final, final.clone(), 1, pos_final, pos_final.clone(), 1, 1, BLOCK=1024)
+    qkv.copy_(torch.randn_like(qkv))  # stale inputs until the writer runs
+    pos.zero_()
+    torch.cuda.synchronize()
+    n = qkv.numel()
+    _late_writer[(triton.cdiv(n, 1024),)](final, qkv, n, pos_final, pos, b, 200_000, BLOCK=1024)
+    got = A.decode_attention_fused(q, k, v, qw, kw, 1e-6, cos, sin, kc, vc, pos, seq)
+    torch.cuda.synchronize()
+    assert torch.equal(pos, pos_final) and torch.equal(qkv, final)
+    assert_rel_close(got.float(), want.float(), REL, f"after a late PDL writer, b{b}")
+    for r in range(b):  # the new key went to pos_final, not to the stale pos 0
+        p = int(pos_final[r])
+        if p > 0:
+            assert torch.equal(vc[r, :, p], vc_ref[r, :, p]) and torch.equal(vc[r, :, 0], vc_ref[r, :, 0])

@@ -161,19 +161,36 @@ def _cc_major(index: int) -> int:
 
 
 def pdl(t: Tensor) -> bool:
-    """Whether kernels on ``t``'s device may trigger programmatic dependent launch (sm_90+,
-    not the interpreter, not turned off by ``RESETFP4_NO_PDL=1`` as for the CUDA kernels)."""
-    return (t.is_cuda and not _PDL_OFF and os.environ.get("TRITON_INTERPRET") != "1"
+    """Whether kernels on ``t``'s device may use programmatic dependent launch: an NVIDIA GPU
+    of compute capability 9.0+ (not ROCm, whose MI300 also reports major 9), not the
+    interpreter, not turned off by ``RESETFP4_NO_PDL=1`` (as for the CUDA kernels)."""
+    return (t.is_cuda and torch.version.hip is None and not _PDL_OFF
+            and os.environ.get("TRITON_INTERPRET") != "1"
             and _cc_major(t.device.index if t.device.index is not None else torch.cuda.current_device()) >= 9)
+
+
+@functools.cache
+def triton_launches_pdl() -> bool:
+    """Whether this Triton accepts ``launch_pdl`` (added after Triton 3.3; older releases
+    reject the keyword). Without it the kernels still trigger and wait, which is then
+    harmless: a plainly launched kernel starts after its predecessor has finished."""
+    try:
+        from triton.backends.nvidia.compiler import CUDAOptions
+    except ImportError:
+        return False
+    return "launch_pdl" in getattr(CUDAOptions, "__dataclass_fields__", {})
 
 
 def launch_opts(t: Tensor) -> dict:
     """Keyword arguments of a Triton launch on ``t``'s device for a kernel that starts with
     :func:`pdl_start`: with PDL (:func:`pdl`) it is launched with programmatic dependent
-    launch and signals its own dependents; ``RESETFP4_TRITON_PDL_LAUNCH=0`` keeps the
-    trigger but launches the kernel plainly (session-5 behaviour, for an A/B)."""
+    launch (where Triton supports it) and signals its own dependents;
+    ``RESETFP4_TRITON_PDL_LAUNCH=0`` keeps the trigger but launches the kernel plainly
+    (session-5 behaviour, for an A/B). ``launch_pdl`` is passed only when True."""
     on = pdl(t)
-    return {"PDL": on, "launch_pdl": on and _PDL_LAUNCH}
+    if on and _PDL_LAUNCH and triton_launches_pdl():
+        return {"PDL": True, "launch_pdl": True}
+    return {"PDL": on}
 
 
 def launch_add_rmsnorm_quant(h: Tensor, d: Tensor, w: Tensor, eps: float, gs: Tensor | None, x: Tensor,

@@ -164,7 +164,7 @@ def _attn_fused_split_kernel(qr_ptr, kr_ptr, vr_ptr, sq, sk, sv, qw_ptr, kw_ptr,
     offs_n = tl.arange(0, BLOCK_N)
     k_base = kc_ptr + b * skb + h * skh
     v_base = vc_ptr + b * svb + h * svh
-    if TILES == 1:  # one tile per split (batch 1 up to a few thousand positions)
+    if TILES == 1:  # one tile per split (Qwen3-8B on 132 SMs: batch 1 up to 2,112 positions)
         keys = start + offs_n
         view = keys < tl.minimum(start + chunk, SEQ)
         k1 = tl.load(k_base + keys[:, None] * sks + offs_d[None, :], mask=view[:, None], other=0.0)

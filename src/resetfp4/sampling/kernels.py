@@ -335,7 +335,7 @@ STATS_BLOCK = 1024
 
 
 # Warps of the one program per row that sorts the candidates and draws (_sample_kernel).
-SAMPLE_WARPS = 16  # H100 graph step, vocab 151,936: batch 1 48.7 -> 41.8 µs vs 4 warps (8: 42.2)
+SAMPLE_WARPS = 16  # H100 graph step, vocab 151,936: batch 1 48.7 -> 41.7 µs vs 4 warps (8: 42.2)
 
 
 def slices_for(batch: int, vocab: int, n_sm: int) -> tuple[int, int]:
