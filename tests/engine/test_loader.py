@@ -67,6 +67,30 @@ def test_missing_tensor_names_it(tiny_folder, tmp_path):
         build_model(read_source(str(d)), "fp32", CPU)
 
 
+def test_weights_the_config_does_not_use_are_refused(tiny_folder, tmp_path):
+    # A Qwen3 folder relabelled llama would drop its q/k norms; a config with too few layers
+    # would drop the later ones: both load "fine" unless the unused tensors are refused.
+    d = shutil.copytree(tiny_folder("qwen3"), tmp_path / "m")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["model_type"] = "llama"
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"does not use, e\.g\. \['model\.layers\.0\.self_attn\.k_norm.*disagree"):
+        build_model(read_source(str(d)), "fp32", CPU)
+    d2 = shutil.copytree(tiny_folder("qwen2"), tmp_path / "m2")
+    cfg = json.loads((d2 / "config.json").read_text())
+    cfg["num_hidden_layers"] -= 1
+    (d2 / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"model of this config \(1 layers\).*num_hidden_layers"):
+        build_model(read_source(str(d2)), "fp32", CPU)
+    # Tensors a real export may carry and the engine ignores on purpose still load.
+    d3 = shutil.copytree(tiny_folder("qwen2"), tmp_path / "m3")
+    sd = load_file(str(d3 / "model.safetensors"))
+    sd["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch.ones(8)
+    sd["model.layers.0.self_attn.k_proj.k_scale"] = torch.ones(())
+    save_file(sd, str(d3 / "model.safetensors"))
+    build_model(read_source(str(d3)), "fp32", CPU)
+
+
 def test_unknown_architecture_in_folder(tiny_folder, tmp_path):
     d = shutil.copytree(tiny_folder("llama"), tmp_path / "m")
     cfg = json.loads((d / "config.json").read_text())

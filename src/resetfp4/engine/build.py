@@ -60,8 +60,22 @@ def _expected(model: Transformer, src: ModelSource) -> dict[str, tuple[int, ...]
     return exp
 
 
+# Checkpoint tensors a model may carry that this engine does not use: precomputed RoPE
+# frequencies of older HF exports, and the FP8 KV-cache / attention output scales of
+# ModelOpt folders (the KV cache here is in the activation dtype).
+_UNUSED_OK = ("rotary_emb.inv_freq", ".k_scale", ".v_scale", ".kv_scale", ".q_scale", ".prob_scale")
+
+
 def _load_dense(model: Transformer, src: ModelSource, dtype: torch.dtype, device: torch.device) -> None:
-    for name, shape in _expected(model, src).items():
+    expected = _expected(model, src)
+    extra = sorted(n for n in src.dense if n not in expected and not n.endswith(_UNUSED_OK))
+    if extra:
+        raise ValueError(
+            f"{src.path}: {len(extra)} tensor(s) the {src.args.arch} model of this config "
+            f"({src.args.n_layers} layers) does not use, e.g. {extra[:3]}; config.json and the weights "
+            "disagree (a wrong model_type or num_hidden_layers?), fix the config or use the matching checkpoint"
+        )
+    for name, shape in expected.items():
         if name not in src.dense:
             raise ValueError(
                 f"{src.path}: tensor {name!r} is missing (expected shape {list(shape)}); "
