@@ -74,7 +74,8 @@ def test_weights_the_config_does_not_use_are_refused(tiny_folder, tmp_path):
     cfg = json.loads((d / "config.json").read_text())
     cfg["model_type"] = "llama"
     (d / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match=r"does not use, e\.g\. \['model\.layers\.0\.self_attn\.k_norm.*disagree"):
+    want = r"does not use, e\.g\. \['model\.layers\.0\.self_attn\.k_norm.*disagree"
+    with pytest.raises(ValueError, match=want):
         build_model(read_source(str(d)), "fp32", CPU)
     d2 = shutil.copytree(tiny_folder("qwen2"), tmp_path / "m2")
     cfg = json.loads((d2 / "config.json").read_text())

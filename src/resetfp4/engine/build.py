@@ -72,8 +72,9 @@ def _load_dense(model: Transformer, src: ModelSource, dtype: torch.dtype, device
     if extra:
         raise ValueError(
             f"{src.path}: {len(extra)} tensor(s) the {src.args.arch} model of this config "
-            f"({src.args.n_layers} layers) does not use, e.g. {extra[:3]}; config.json and the weights "
-            "disagree (a wrong model_type or num_hidden_layers?), fix the config or use the matching checkpoint"
+            f"({src.args.n_layers} layers) does not use, e.g. {extra[:3]}; config.json and the "
+            "weights disagree (a wrong model_type or num_hidden_layers?), fix the config or use "
+            "the matching checkpoint"
         )
     for name, shape in expected.items():
         if name not in src.dense:
