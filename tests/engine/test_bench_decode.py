@@ -60,3 +60,17 @@ def test_critical_path_charges_only_exposed_time():
     two = spans + [(a + 20, b + 20, c) for a, b, c in spans]
     assert critical_path(two, reps=2) == {"gemv": 7.0, "prod": 5.0, "attn": 4.0, "idle (gaps)": 2.5}
     assert critical_path([]) == {}
+
+
+def test_batch_list_is_checked():
+    import pytest
+
+    from resetfp4.bench.decode import parse_batches
+
+    assert parse_batches("8,1,4,1") == [1, 4, 8]
+    with pytest.raises(ValueError, match="comma-separated integers.*'1,x'"):
+        parse_batches("1,x")
+    with pytest.raises(ValueError, match=r"between 1 and 256.*\[300\]"):
+        parse_batches("1,300")
+    with pytest.raises(ValueError, match=r"\[0\]"):
+        parse_batches("0")

@@ -211,3 +211,18 @@ def test_gguf_with_rope_freqs_is_refused(tmp_path):
     w.close()
     with pytest.raises(ValueError, match="rope_freqs.weight.*not supported"):
         read_source(str(path))
+
+
+def test_nvfp4_lm_head_needs_an_nvfp4_precision(tiny_folder):
+    from resetfp4.engine.build import random_model
+
+    src = read_source(str(tiny_folder("llama")))
+    for prec in ("fp32", "bf16"):
+        with pytest.raises(ValueError, match=f"lm_head 'nvfp4' needs an NVFP4 precision.*not '{prec}'"):
+            build_model(src, prec, CPU, lm_head="nvfp4")
+        with pytest.raises(ValueError, match="needs an NVFP4 precision"):
+            random_model(tiny_args("llama"), prec, CPU, lm_head="nvfp4")
+    with pytest.raises(ValueError, match="lm_head must be 'bf16' or 'nvfp4'"):
+        build_model(src, "nvfp4-w4a16", CPU, lm_head="fp8")
+    m = build_model(src, "nvfp4-w4a16", CPU, lm_head="nvfp4")  # allowed: the head is quantized
+    assert m.lm_head.nvfp4

@@ -124,6 +124,20 @@ KERNEL_CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+def parse_batches(text: str) -> list[int]:
+    """``"1,4,8"`` -> ``[1, 4, 8]``; each between 1 and the engine's ``MAX_BATCH``."""
+    from resetfp4.engine.engine import MAX_BATCH
+
+    try:
+        batches = sorted({int(b) for b in text.split(",")})
+    except ValueError:
+        raise ValueError(f"--batch takes comma-separated integers such as 1,4,8, got {text!r}") from None
+    bad = [b for b in batches if not 1 <= b <= MAX_BATCH]
+    if bad:
+        raise ValueError(f"--batch sizes must be between 1 and {MAX_BATCH} (the engine's limit), got {bad}")
+    return batches
+
+
 def kernel_category(name: str) -> str:
     low = name.lower()
     for cat, pats in KERNEL_CATEGORIES:
@@ -304,7 +318,7 @@ def run(args: argparse.Namespace) -> int:
     dev = resolve_device(args.device)
     compile = dev.type == "cuda" if args.compile is None else args.compile
     kernels = dev.type == "cuda" if args.count_kernels is None else args.count_kernels
-    batches = sorted({int(b) for b in args.batch.split(",")})
+    batches = parse_batches(args.batch)
     precisions = [p.strip() for p in args.precisions.split(",")]
     modes = [m.strip() for m in args.samplers.split(",")]
     for p in precisions:
@@ -321,16 +335,17 @@ def run(args: argparse.Namespace) -> int:
     copy_gbs = copy_bandwidth_gbs(dev, (1 << 30) if dev.type == "cuda" else (1 << 26))
     rows: list[dict[str, Any]] = []
     for prec in precisions:
+        head = args.lm_head if prec.startswith("nvfp4") else "bf16"  # BF16 rows keep their head
         if args.model:
-            model = _load_real(args.model, prec, dev, args.lm_head)
+            model = _load_real(args.model, prec, dev, head)
             arch = model.args
         else:
-            model = random_model(arch, prec, dev, lm_head=args.lm_head)
+            model = random_model(arch, prec, dev, lm_head=head)
         model.setup_cache(max(batches), args.prompt_len + args.gen_len)
         for mode in modes:
             for b in batches:
                 r = bench_cell(model, b, mode, args.prompt_len, args.gen_len, dev, compile, kernels)
-                r.update(precision=prec, pct_copy_bw=100 * r["achieved_gbs"] / copy_gbs)
+                r.update(precision=prec, lm_head=head, pct_copy_bw=100 * r["achieved_gbs"] / copy_gbs)
                 rows.append(r)
                 print(f"  {prec} {mode} B={b}: {r['tokens_per_s']:.1f} tok/s", flush=True)
         del model

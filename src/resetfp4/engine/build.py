@@ -42,6 +42,16 @@ def check_precision(precision: str, device: torch.device) -> None:
         raise RuntimeError(f"device type {device.type!r} is not supported; use cpu or cuda")
 
 
+def check_lm_head(lm_head: str, precision: str) -> None:
+    """Raise when ``lm_head`` is unknown, or ``"nvfp4"`` with a precision that has no NVFP4
+    linears (it would otherwise be ignored without a word)."""
+    if lm_head not in ("bf16", "nvfp4"):
+        raise ValueError(f"lm_head must be 'bf16' or 'nvfp4', got {lm_head!r}")
+    if lm_head == "nvfp4" and precision not in ACT:
+        raise ValueError(f"lm_head 'nvfp4' needs an NVFP4 precision (nvfp4-w4a16 or nvfp4-w4a4), not "
+                         f"{precision!r}; drop --lm-head nvfp4 or choose an NVFP4 precision")
+
+
 def dtype_for(precision: str) -> torch.dtype:
     return torch.float32 if precision == "fp32" else torch.bfloat16
 
@@ -121,8 +131,7 @@ def build_model(
     from resetfp4.engine import quantize as q
 
     check_precision(precision, device)
-    if lm_head not in ("bf16", "nvfp4"):
-        raise ValueError(f"lm_head must be 'bf16' or 'nvfp4', got {lm_head!r}")
+    check_lm_head(lm_head, precision)
     dtype = dtype_for(precision)
     with torch.device("meta"):
         model = Transformer(src.args, dtype)
@@ -131,6 +140,9 @@ def build_model(
             raise ValueError(f"{src.path} is an NVFP4 checkpoint; use --precision nvfp4-w4a16 or nvfp4-w4a4")
         if precision == "nvfp4-w4a4" and src.quant_algo != "NVFP4":
             raise ValueError(f"{src.path} is {src.quant_algo} (no input_scale); use --precision nvfp4-w4a16")
+        if lm_head == "nvfp4" and "lm_head" not in src.linears:
+            raise ValueError(f"{src.path} keeps lm_head in bf16, so lm_head='nvfp4' cannot apply; drop "
+                             "--lm-head nvfp4, or re-quantize with `resetfp4 quantize --lm-head nvfp4`")
         _load_dense(model, src, dtype, device)
         _load_nvfp4(model, src, ACT[precision], device)
         return model.eval()
@@ -157,6 +169,7 @@ def random_model(
     and global scale 0.005 (|w| <= 0.03), W4A4 input scales 1/2688 (activation amax ~1).
     """
     check_precision(precision, device)
+    check_lm_head(lm_head, precision)
     gen = torch.Generator(device=device).manual_seed(seed)
     dtype = dtype_for(precision)
     with torch.device("meta"):
