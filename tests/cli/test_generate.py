@@ -67,6 +67,21 @@ def test_default_is_smollm2_with_reset(capsys):
         assert key in d
     assert len(d["token_ids"]) == len(d["entropies"]) == len(d["temperatures"]) == len(d["step_starts"]) == 3
     assert d["tokens_per_s"] > 0
+    sp = d["sampler_params"]  # SmolLM2 has no calibration: the paper's values, said so
+    assert sp["mode"] == "reset" and sp["t_low"] == 0.1 and sp["tau0"] == 0.5505 and sp["window"] == 32
+    assert "no calibration is known" in sp["source"]
+
+
+def test_reset_params_and_their_source_are_shown(capsys):
+    argv = ["generate", "--prompt", PROMPT, "--max-new-tokens", "2", "--precision", "fp32", "--device", "cpu",
+            "--t-low", "0.3", "--window", "16"]
+    assert main(argv + ["--json"]) == 0
+    sp = last_json(capsys.readouterr().out)["sampler_params"]
+    assert (sp["t_low"], sp["window"], sp["t_high"]) == (0.3, 16, 1.0)
+    assert sp["source"].endswith("overridden by --t-low, --window")
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "ReSET: T_low 0.3, tau0 0.5505 nats, T_high 1, window 16, top-p 0.95, seed 0" in err
 
 
 def test_fp32_greedy_raw_json_ids(capsys):
@@ -82,7 +97,7 @@ def test_human_output_streams_and_summarises(capsys):
     out, err = capsys.readouterr()
     assert out.startswith(" Paris.") and "legend: grey = greedy" in out
     assert "tokens/s" in err and "reasoning step" in err and "greedy (temperature 0)" in err
-    assert "T_high" not in err
+    assert "T_high" not in err and "ReSET:" not in err
 
 
 @pytest.mark.parametrize(

@@ -94,6 +94,26 @@ def sampler_config(args: argparse.Namespace, engine) -> SamplerConfig:
     return SamplerConfig(mode=args.sampler, **{k: v for k, v in {**common, **extra}.items() if v is not None})
 
 
+def sampler_params(args: argparse.Namespace, engine, cfg: SamplerConfig) -> dict:
+    """The sampling parameters the request used and where the ReSET ones came from."""
+    if cfg.mode == "greedy":
+        return {"mode": "greedy"}
+    out: dict = {"mode": cfg.mode, "top_p": cfg.top_p, "seed": cfg.seed}
+    if cfg.mode == "fixed":
+        return {**out, "temperature": cfg.temperature}
+    out.update(t_low=cfg.t_low, tau0=cfg.tau0, t_high=cfg.t_high, window=cfg.window)
+    flagged = [n for n in ("t_low", "tau0", "t_high", "window") if getattr(args, n, None) is not None]
+    if getattr(args, "params", None) is not None:
+        base = f"--params {args.params}"
+    elif getattr(engine, "reset_params", None) is not None:
+        base = f"the paper's calibration for {engine.model_name}"
+    else:
+        base = "the paper's Qwen3-8B values (no calibration is known for this model; see --params)"
+    out["source"] = base + (f", overridden by --{', --'.join(n.replace('_', '-') for n in flagged)}"
+                            if flagged else "")
+    return out
+
+
 def _default_precision(args: argparse.Namespace) -> str:
     if args.precision:
         return args.precision
@@ -147,7 +167,8 @@ def _color_view(res, tokenizer, cfg: SamplerConfig) -> str:
     return "".join(out) + "\n" + f"legend: {colours}; brighter = higher entropy"
 
 
-def _summary(res, stats: dict, precision: str, model: str, cfg: SamplerConfig) -> str:
+def _summary(res, stats: dict, precision: str, model: str, cfg: SamplerConfig,
+             params: dict | None = None) -> str:
     n = len(res.token_ids)
     kinds = [_temp_kind(t, cfg) for t in res.temperatures]
     if cfg.mode == "reset":
@@ -158,10 +179,15 @@ def _summary(res, stats: dict, precision: str, model: str, cfg: SamplerConfig) -
     else:
         temps = "greedy (temperature 0)"
     steps = 1 + sum(res.step_starts)
-    return (
+    line = (
         f"[{model} {precision}] {n} tokens ({res.finish_reason}) in {stats['seconds']:.2f} s = "
         f"{stats['tokens_per_s']:.1f} tokens/s; {steps} reasoning step(s); {temps}"
     )
+    if params and params.get("mode") == "reset":
+        line += (f"\nReSET: T_low {params['t_low']:g}, tau0 {params['tau0']:g} nats, "
+                 f"T_high {params['t_high']:g}, window {params['window']}, top-p {params['top_p']:g}, "
+                 f"seed {params['seed']} (from {params['source']})")
+    return line
 
 
 def run(args: argparse.Namespace) -> int:
@@ -191,6 +217,7 @@ def run(args: argparse.Namespace) -> int:
                     "model": engine.model_name,
                     "precision": precision,
                     "sampler": cfg.mode,
+                    "sampler_params": sampler_params(args, engine, cfg),
                     "token_ids": res.token_ids,
                     "text": res.text,
                     "finish_reason": res.finish_reason,
@@ -207,7 +234,8 @@ def run(args: argparse.Namespace) -> int:
     print()
     if args.color:
         print(_color_view(res, engine.tokenizer, cfg))
-    print(_summary(res, stats, precision, engine.model_name, cfg), file=sys.stderr)
+    print(_summary(res, stats, precision, engine.model_name, cfg, sampler_params(args, engine, cfg)),
+          file=sys.stderr)
     return 0
 
 
