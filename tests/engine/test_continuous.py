@@ -201,3 +201,15 @@ def _alone_n(eng: Engine, prompts: list[str], cfg: SamplerConfig, n: int, stop) 
                           trace=True)[0])
         for i, p in enumerate(prompts)
     ]
+
+
+def test_tokens_per_s_leaves_out_the_one_time_capture(tiny_model, smol_tokenizer, monkeypatch):
+    import time
+
+    eng = _engine(tiny_model, smol_tokenizer, 2)
+    real = eng.runner.capture
+    monkeypatch.setattr(eng.runner, "capture", lambda *a: (time.sleep(0.3), real(*a))[1])
+    eng.generate(["the cat", "a dog"], CONFIGS["greedy"], 6, chat=False)
+    s = eng.last_stats
+    assert 0.3 <= s["setup_s"] < s["seconds"]
+    assert s["tokens_per_s"] == pytest.approx(s["tokens"] / (s["seconds"] - s["setup_s"]))

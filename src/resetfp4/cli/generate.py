@@ -179,8 +179,12 @@ def _summary(res, stats: dict, precision: str, model: str, cfg: SamplerConfig,
     else:
         temps = "greedy (temperature 0)"
     steps = 1 + sum(res.step_starts)
+    setup = stats.get("setup_s", 0.0)
+    took = f"{stats['seconds']:.2f} s"
+    if setup >= 0.01:
+        took += f" ({setup:.2f} s of it one-time graph capture)"
     line = (
-        f"[{model} {precision}] {n} tokens ({res.finish_reason}) in {stats['seconds']:.2f} s = "
+        f"[{model} {precision}] {n} tokens ({res.finish_reason}) in {took}: "
         f"{stats['tokens_per_s']:.1f} tokens/s; {steps} reasoning step(s); {temps}"
     )
     if params and params.get("mode") == "reset":
@@ -227,6 +231,7 @@ def run(args: argparse.Namespace) -> int:
                     "step_starts": res.step_starts,
                     "tokens_per_s": stats["tokens_per_s"],
                     "seconds": stats["seconds"],
+                    "setup_s": stats["setup_s"],
                 }
             )
         )
