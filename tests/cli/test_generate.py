@@ -164,6 +164,25 @@ def test_malformed_quant_config_is_a_checkpoint_error(tmp_path, capsys):
     assert gen_cli._default_precision(args) == "nvfp4-w4a4"
 
 
+def test_flag_errors_come_before_the_model_load(capsys, monkeypatch):
+    from resetfp4.engine import engine as engine_mod
+
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded before the flags were checked")
+
+    monkeypatch.setattr(engine_mod, "load_engine", no_load)
+    for argv, msg in [
+        (["--device", "mps", "--precision", "fp32"], "device type 'mps' is not supported"),
+        (["--device", "cpu", "--precision", "fp32", "--window", "0"], "window must be >= 1"),
+        (["--device", "cpu", "--precision", "bf16", "--lm-head", "nvfp4"], "needs an NVFP4 precision"),
+        (["--device", "cpu", "--precision", "fp32", "--sampler", "fixed", "--temperature", "-1"],
+         "temperature"),
+    ]:
+        assert main(["generate", "--prompt", PROMPT, "--max-new-tokens", "2"] + argv) == 2
+        err = capsys.readouterr().err
+        assert "resetfp4 generate: error:" in err and msg in err, (argv, err)
+
+
 @pytest.mark.parametrize(
     ("argv", "msg"),
     [

@@ -194,11 +194,26 @@ def _summary(res, stats: dict, precision: str, model: str, cfg: SamplerConfig,
     return line
 
 
+def check_before_loading(args: argparse.Namespace, precision: str) -> None:
+    """Device, precision, lm_head and sampler flags checked before the (slow) model load."""
+    from resetfp4.engine.build import check_lm_head, check_precision, resolve_device
+
+    check_precision(precision, resolve_device(args.device))
+    check_lm_head(args.lm_head, precision)
+    common = {"top_p": args.top_p, "seed": args.seed}
+    if args.sampler == "reset":
+        common.update(t_low=args.t_low, tau0=args.tau0, t_high=args.t_high, window=args.window)
+    elif args.sampler == "fixed":
+        common["temperature"] = args.temperature
+    SamplerConfig(mode=args.sampler, **{k: v for k, v in common.items() if v is not None})  # its checks
+
+
 def run(args: argparse.Namespace) -> int:
     from resetfp4.engine.engine import load_engine
 
     prompt = args.prompt if args.prompt is not None else _read_prompt(args.prompt_file)
     precision = _default_precision(args)
+    check_before_loading(args, precision)
     engine = load_engine(
         args.model,
         precision,
