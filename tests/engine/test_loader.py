@@ -226,3 +226,11 @@ def test_nvfp4_lm_head_needs_an_nvfp4_precision(tiny_folder):
         build_model(src, "nvfp4-w4a16", CPU, lm_head="fp8")
     m = build_model(src, "nvfp4-w4a16", CPU, lm_head="nvfp4")  # allowed: the head is quantized
     assert m.lm_head.nvfp4
+
+
+def test_max_seq_len_past_the_models_positions_is_refused(tiny_folder):
+    from resetfp4.engine.engine import load_engine
+
+    with pytest.raises(ValueError, match=r"max_seq_len 600 is past the 512 positions.*--max-seq-len <= 512"):
+        load_engine(str(tiny_folder("llama")), "fp32", device="cpu", max_seq_len=600)
+    assert load_engine(str(tiny_folder("llama")), "fp32", device="cpu", max_seq_len=512).max_seq_len == 512

@@ -400,6 +400,12 @@ def load_engine(
         raise ValueError(f"max_seq_len must be >= 2, got {max_seq_len}")
     dev = resolve_device(device)
     src = read_source(model)
+    if max_seq_len > src.args.max_position:
+        raise ValueError(
+            f"max_seq_len {max_seq_len} is past the {src.args.max_position} positions this model was "
+            f"built for (max_position_embeddings); RoPE beyond them is untrained and the output "
+            f"degrades without an error: use --max-seq-len <= {src.args.max_position}"
+        )
     tok = load_tokenizer(src)
     net = build_model(src, precision, dev, lm_head=lm_head, tokenizer=tok)
     path = str(src.path)
