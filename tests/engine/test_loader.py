@@ -107,6 +107,8 @@ def test_precision_and_device_errors():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="no CUDA GPU.*--device cpu"):
             resolve_device("cuda")
+    with pytest.raises(ValueError, match="unknown device 'foo'; use cpu, cuda or cuda:N"):
+        resolve_device("foo")
 
 
 def test_split_fused_qkv_is_exact():

@@ -377,12 +377,16 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"copy bandwidth {copy_gbs:.0f} GB/s; JSON: {args.json}")
     print(_table(rows))
-    print(_breakdown(rows))
+    breakdown = _breakdown(rows)
+    if breakdown:
+        print(breakdown)
     return 0
 
 
 def _breakdown(rows: list[dict[str, Any]]) -> str:
     """GPU time per decode step by kernel category (graph replay, profiled), per cell."""
+    if not any(r.get("profile_graph_step") for r in rows):
+        return ""  # no GPU profile (CPU runs)
     lines = ["GPU time per step by kernel category (µs; profiled graph replay):"]
     for r in rows:
         p = r.get("profile_graph_step")

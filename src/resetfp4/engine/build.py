@@ -20,7 +20,10 @@ def resolve_device(device: str | None) -> torch.device:
     """``None`` -> cuda when available, else cpu; a CUDA request without a GPU is an error."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device {device!r} was asked for but no CUDA GPU is visible; use --device cpu")
     return dev
