@@ -208,3 +208,15 @@ def test_bad_input_is_a_clear_error(capsys, argv, msg):
 def test_cuda_on_cpu_machine(capsys):
     assert main(["generate", "--prompt", "x", "--device", "cuda", "--precision", "bf16"]) == 2
     assert "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_color_view_keeps_multibyte_characters_whole():
+    class Bytes:  # byte-level decoding, as a byte-level BPE tokenizer does
+        def decode(self, ids):
+            return bytes(ids).decode("utf-8", errors="replace")
+
+    ids = list("aé€b".encode())  # 1 + 2 + 3 + 1 bytes
+    pieces = gen_cli.token_pieces(Bytes(), ids)
+    assert pieces == ["a", "", "é", "", "", "€", "b"] and "".join(pieces) == "aé€b"
+    # A sequence cut inside a character still shows what it has (the replacement mark).
+    assert gen_cli.token_pieces(Bytes(), ids[:2]) == ["a", "\ufffd"]

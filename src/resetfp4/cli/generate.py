@@ -149,14 +149,31 @@ def _temp_kind(t: float, cfg: SamplerConfig) -> str:
     return "high" if t >= (cfg.t_low + cfg.t_high) / 2 else "low"
 
 
+def token_pieces(tokenizer, ids: list[int]) -> list[str]:
+    """Each token's text for the per-token view. A token that ends inside a multi-byte
+    character (byte-level BPE) gets ``""`` and the character is shown with the token that
+    completes it, instead of a replacement character per token."""
+    pieces: list[str] = []
+    start = 0  # first id of the run not shown yet
+    for i in range(len(ids)):
+        text = tokenizer.decode(ids[start : i + 1])
+        if text.endswith("\ufffd") and i + 1 < len(ids):
+            pieces.append("")
+            continue
+        pieces.append(text)
+        start = i + 1
+    return pieces
+
+
 def _color_view(res, tokenizer, cfg: SamplerConfig) -> str:
     """Each token's text on a background: blue = T_low, red = T_high (reset sampler),
     green = the fixed temperature, grey = greedy; brighter = higher entropy (H_t of the raw
     distribution)."""
     out = []
-    for tid, t, h in zip(res.token_ids, res.temperatures, res.entropies, strict=True):
+    pieces = token_pieces(tokenizer, list(res.token_ids))
+    for piece, t, h in zip(pieces, res.temperatures, res.entropies, strict=True):
         shade = _SHADES[_temp_kind(t, cfg)][min(4, int(max(0.0, h) / _H_MAX * 5))]
-        text = tokenizer.decode([tid]).replace("\n", "\u21b5\n")
+        text = piece.replace("\n", "\u21b5\n")
         out.append(f"\x1b[48;5;{shade}m{text}\x1b[0m")
     if cfg.mode == "reset":
         colours = f"blue = T_low {cfg.t_low:g}, red = T_high {cfg.t_high:g}"
