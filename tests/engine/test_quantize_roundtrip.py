@@ -50,3 +50,24 @@ def test_nvfp4_folder_rejects_dense_precision_and_w4a4_on_w4a16(tiny_folder, tmp
         build_model(read_source(str(out)), "nvfp4-w4a4", CPU)
     with pytest.raises(ValueError, match="already an NVFP4 checkpoint"):
         quantize_to_folder(str(out), tmp_path / "again", device="cpu", progress=False)
+
+
+def test_nvfp4_folder_with_more_than_lm_head_in_bf16_is_a_clear_error(tiny_folder, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    src_dir = tiny_folder("qwen2")
+    out = tmp_path / "w4a16"
+    quantize_to_folder(str(src_dir), out, w4a16=True, device="cpu", progress=False)
+    # lm_head stayed bf16 here: asking for an NVFP4 head cannot be honoured.
+    with pytest.raises(ValueError, match="keeps lm_head in bf16.*--lm-head nvfp4"):
+        build_model(read_source(str(out)), "nvfp4-w4a16", CPU, lm_head="nvfp4")
+    # A down_proj kept in bf16 (as an export with more exclude_modules would): named, and what to do.
+    (f,) = out.glob("*.safetensors")
+    sd = load_file(str(f))
+    dense = load_file(str(next(src_dir.glob("*.safetensors"))))["model.layers.0.mlp.down_proj.weight"]
+    sd = {k: v for k, v in sd.items() if not k.startswith("model.layers.0.mlp.down_proj.")}
+    sd["model.layers.0.mlp.down_proj.weight"] = dense.to(torch.bfloat16)
+    save_file(sd, str(f))
+    want = r"missing for \['model\.layers\.0\.mlp\.down_proj'\].*only\s+lm_head"
+    with pytest.raises(ValueError, match=want):
+        build_model(read_source(str(out)), "nvfp4-w4a16", CPU)

@@ -123,7 +123,12 @@ def _load_nvfp4(model: Transformer, src: ModelSource, act: str, device: torch.de
         )
     missing = sorted(set(model.linear_names()) - set(src.linears))
     if missing:
-        raise ValueError(f"{src.path}: NVFP4 linears missing for {missing[:3]} ({len(missing)} in all)")
+        raise ValueError(
+            f"{src.path}: NVFP4 linears missing for {missing[:3]} ({len(missing)} in all). If the "
+            "checkpoint keeps them in bf16 (hf_quant_config.json exclude_modules), note that only "
+            "lm_head may stay unquantized here: quantize the BF16 model with `resetfp4 quantize`, "
+            "or export it with only lm_head excluded"
+        )
 
 
 def build_model(
