@@ -108,7 +108,7 @@ def sampler_params(args: argparse.Namespace, engine, cfg: SamplerConfig) -> dict
     elif getattr(engine, "reset_params", None) is not None:
         base = f"the paper's calibration for {engine.model_name}"
     else:
-        base = "the paper's Qwen3-8B values (no calibration is known for this model; see --params)"
+        base = "the paper's Qwen3-8B values: no calibration is known for this model, see --params"
     out["source"] = base + (f", overridden by --{', --'.join(n.replace('_', '-') for n in flagged)}"
                             if flagged else "")
     return out
