@@ -77,21 +77,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _sampler_flags(args: argparse.Namespace) -> dict:
+    """The sampler flags of the request's mode (``None``: not given on the command line)."""
+    flags = {"top_p": args.top_p, "seed": args.seed}
+    if args.sampler == "reset":
+        flags.update(t_low=args.t_low, tau0=args.tau0, t_high=args.t_high, window=args.window)
+    elif args.sampler == "fixed":
+        flags["temperature"] = args.temperature
+    return flags
+
+
 def sampler_config(args: argparse.Namespace, engine) -> SamplerConfig:
     """The request's SamplerConfig: flags override the model's calibrated ReSET params."""
-    common = {"top_p": args.top_p, "seed": args.seed}
+    flags = _sampler_flags(args)
     if args.sampler == "reset":
-        flags = {"t_low": args.t_low, "tau0": args.tau0, "t_high": args.t_high, "window": args.window}
         if getattr(args, "params", None) is not None:
             from resetfp4.eval.params import load_params
 
             calib = load_params(args.params)
-            for name in flags:
+            for name in ("t_low", "tau0", "t_high", "window"):
                 if flags[name] is None:
                     flags[name] = getattr(calib, name)
-        return engine.default_sampling(**flags, **common)
-    extra = {"temperature": args.temperature} if args.sampler == "fixed" else {}
-    return SamplerConfig(mode=args.sampler, **{k: v for k, v in {**common, **extra}.items() if v is not None})
+        return engine.default_sampling(**flags)
+    return SamplerConfig(mode=args.sampler, **{k: v for k, v in flags.items() if v is not None})
 
 
 def sampler_params(args: argparse.Namespace, engine, cfg: SamplerConfig) -> dict:
@@ -217,12 +225,8 @@ def check_before_loading(args: argparse.Namespace, precision: str) -> None:
 
     check_precision(precision, resolve_device(args.device))
     check_lm_head(args.lm_head, precision)
-    common = {"top_p": args.top_p, "seed": args.seed}
-    if args.sampler == "reset":
-        common.update(t_low=args.t_low, tau0=args.tau0, t_high=args.t_high, window=args.window)
-    elif args.sampler == "fixed":
-        common["temperature"] = args.temperature
-    SamplerConfig(mode=args.sampler, **{k: v for k, v in common.items() if v is not None})  # its checks
+    flags = {k: v for k, v in _sampler_flags(args).items() if v is not None}
+    SamplerConfig(mode=args.sampler, **flags)  # its checks, before the load
 
 
 def run(args: argparse.Namespace) -> int:

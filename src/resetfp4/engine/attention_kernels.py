@@ -187,8 +187,9 @@ def _attn_fused_split_kernel(qr_ptr, kr_ptr, vr_ptr, sq, sk, sv, qw_ptr, kw_ptr,
              kn.to(kc_ptr.dtype.element_ty), mask=wmask)
     tl.store(vc_ptr + b * svb + h * svh + last * svs + one[:, None] * 0 + offs_d[None, :],
              vn.to(vc_ptr.dtype.element_ty), mask=wmask)
-    # The cached keys: the online softmax of _attn_split_kernel (keep both in step when
-    # editing).
+    # The cached keys: the loop and the partial stores are _attn_split_kernel's, written out
+    # again on purpose. A shared @triton.jit helper compiled to different PTX for this
+    # measured kernel (sm_90, Triton 3.7: 13 more lines); keep both in step when editing.
     if TILES == 1:  # the tile loaded before the wait: positions past pos[b] masked / zeroed
         kmask = keys < end
         sc = tl.dot(q, tl.trans(k1)) * sm_scale
