@@ -39,6 +39,9 @@ class PreparedNVFP4Weight:
         plans: ``{8: (S, R), 16: (S, R)}``, the GEMV work split for M <= 8 and M <= 16
             (:func:`resetfp4.kernels.nvfp4_gemv.plan` for the weight's device).
         exact_scales: some block scale is zero/subnormal (slower, general scale decode).
+        swiglu_tiles: ``{8: R, 16: R}``, tiles per CTA of the SwiGLU GEMV
+            (:func:`resetfp4.kernels.nvfp4_gemv.swiglu_plan`), for a weight built by
+            ``interleave_gate_up``; None when ``N % 32 != 0``.
 
     Calls with W4A4 share one activation workspace per dtype, so one prepared weight must
     not run on two streams at once. ``__call__`` has the signature of
@@ -61,6 +64,9 @@ class PreparedNVFP4Weight:
         else:
             sms, cluster = 1, 1
         self.plans = {c: kg.plan(self.n, self.k, sms, cluster, c) for c in (8, 16)}
+        # Tiles per CTA for kg.nvfp4_gemv_swiglu, when this is an interleaved gate/up weight.
+        self.swiglu_tiles = ({c: kg.swiglu_plan(self.n, self.k, sms, c) for c in (8, 16)}
+                             if self.n % (2 * kg.TILE_ROWS) == 0 else None)
         self._act_ws: dict[torch.dtype, kg.ActWorkspace] = {}
 
     def to_nvfp4(self) -> NVFP4Tensor:

@@ -90,6 +90,31 @@ def test_compiled_logits_close_to_eager(precision):
     assert rel < 2e-2, f"compiled decode logits differ from eager by {rel:.3g} (relative L2)"
 
 
+@pytest.mark.parametrize("precision", ["nvfp4-w4a16", "nvfp4-w4a4"])
+def test_swiglu_gemv_step_close_to_silu_mul_kernel(precision, monkeypatch):
+    """The decode step with SiLU-mul (and, W4A4, its quantization) in the gate/up GEMV's
+    epilogue against the step with the separate SiLU-mul kernel (RESETFP4_SWIGLU_GEMV=0):
+    the same ops; SiLU's exp and fp32 summation orders differ, so logits agree closely,
+    not bitwise."""
+    from resetfp4.engine import model as model_mod
+    from resetfp4.engine.decode import _compiled
+
+    model = random_model(tiny_args("qwen3", vocab_size=4096), precision, torch.device("cuda"))
+    model.setup_cache(2, 64)
+    tok = torch.tensor([[3], [4]], device="cuda")
+    pos = torch.tensor([[5], [9]], device="cuda")
+    logits = []
+    for swiglu in (True, False):
+        model.unfuse_projections()
+        monkeypatch.setattr(model_mod, "_SWIGLU_GEMV", swiglu)
+        assert model.fuse_projections() == 2 * model.args.n_layers
+        assert all(b.mlp.gate_up_fused.rows_interleaved == swiglu for b in model.model.layers)
+        with torch.no_grad():
+            logits.append(_compiled(model)(tok, pos, 64))
+    rel = ((logits[0] - logits[1]).norm() / logits[1].norm()).item()
+    assert rel < 2e-2, f"SwiGLU GEMV step differs from the SiLU-mul kernel step by {rel:.3g} (relative L2)"
+
+
 class _WordTokenizer:
     """Stands in for a tokenizer (the device has no ``gguf`` for SmolLM2's): one id per word."""
 

@@ -163,6 +163,67 @@ def nvfp4_linear(
     return y.to(x.dtype)
 
 
+@torch.library.custom_op("resetfp4_engine::nvfp4_swiglu", mutates_args=())
+def nvfp4_swiglu_op(
+    x: Tensor, key: Tensor, act: str, input_scale: Tensor | None, out_scale: Tensor | None,
+    bias: Tensor | None, inter: int
+) -> Tensor:
+    """:func:`swiglu` of the gate/up weight registered under ``key`` (as :func:`nvfp4_linear_op`)."""
+    pw = _BY_KEY.get((key.device.type, key.data_ptr()))
+    if pw is None:
+        raise RuntimeError("NVFP4 weight key is not registered; prepare weights with linear_glue.prepare")
+    return swiglu(x, pw, act=act, input_scale=input_scale, out_scale=out_scale, bias=bias)
+
+
+@nvfp4_swiglu_op.register_fake
+def _(x: Tensor, key: Tensor, act: str, input_scale: Tensor | None, out_scale: Tensor | None,
+      bias: Tensor | None, inter: int) -> Tensor:
+    return x.new_empty(*x.shape[:-1], inter)
+
+
+def swiglu(x: Tensor, pw: PreparedWeight, *, act: str, input_scale: Tensor | None,
+           out_scale: Tensor | None, bias: Tensor | None) -> Tensor:
+    """``silu(gate) * up`` ``[..., I]`` for a gate/up weight ``[2I, K]`` whose rows are
+    interleaved per 16 (``resetfp4.kernels.nvfp4_gemv.interleave_gate_up``; ``bias`` the
+    same way). ``act``: ``"bf16"`` or ``"fp4_pre"`` as in :func:`nvfp4_linear`.
+    ``out_scale`` (fp32, the down projection's ``input_scale``) or None: ``h`` is returned
+    as its NVFP4 round trip without the global scale (what act ``"fp4_pre"`` reads), or
+    unquantized.
+
+    On the kernels at most 16 rows run as one GEMV whose epilogue applies SiLU, the
+    product and the quantization (no separate producer kernel). Otherwise the linear, then
+    ``act_quant.silu_mul_quant`` (CUDA) or the eager ops with the same roundings.
+    """
+    if act not in ("bf16", "fp4_pre"):
+        raise ValueError(f"swiglu takes act 'bf16' or 'fp4_pre', got {act!r}")
+    if act == "fp4_pre" and input_scale is None:
+        raise ValueError("act 'fp4_pre' needs the input_scale the activations were quantized with")
+    n = pw.shape[0]
+    x2 = x.reshape(-1, x.shape[-1]).contiguous()
+    k = pw.kernel
+    if k is not None and x2.shape[0] <= SMALL_M and k.swiglu_tiles is not None:
+        if x2.data_ptr() % 16:
+            x2 = x2.clone()
+        dev = x2.device
+        g_x = input_scale.to(device=dev, dtype=torch.float32).reshape(1) if act == "fp4_pre" else None
+        g_q = out_scale.to(device=dev, dtype=torch.float32).reshape(1) if out_scale is not None else None
+        b = bias.to(x.dtype) if bias is not None else None
+        r = k.swiglu_tiles[8 if x2.shape[0] <= 8 else 16]
+        h = _kg().nvfp4_gemv_swiglu(x2, k.packed, k.global_scale, g_x, g_q, b, r, n // 2, k.exact_scales)
+        return h.reshape(*x.shape[:-1], n // 2)
+    from resetfp4.engine import act_quant
+    from resetfp4.kernels.nvfp4_gemv import deinterleave_cols
+
+    gu = nvfp4_linear(x2, pw, act=act, input_scale=input_scale, bias=bias)
+    g, u = deinterleave_cols(gu)
+    if act_quant.available(gu):
+        h = act_quant.silu_mul_quant(torch.cat([g, u], dim=-1), out_scale)
+    else:
+        h = torch.nn.functional.silu(g) * u
+        h = act_quant.fake_quant_ref(h, out_scale) if out_scale is not None else h
+    return h.reshape(*x.shape[:-1], n // 2)
+
+
 def _kg() -> Any:
     return importlib.import_module("resetfp4.kernels.nvfp4_gemv")
 

@@ -9,6 +9,8 @@ batch can mix prompt lengths and a decode step can be captured in a CUDA graph.
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -16,6 +18,7 @@ from torch import Tensor, nn
 from resetfp4.engine import act_quant, attention, linear_glue
 from resetfp4.engine.config import ModelArgs
 from resetfp4.format.nvfp4 import NVFP4Tensor
+from resetfp4.kernels.nvfp4_gemv import deinterleave_cols, interleave_gate_up, interleave_rows
 
 
 class RMSNorm(nn.Module):
@@ -65,6 +68,7 @@ class Linear(nn.Module):
         # torch.compile sees the same guards in every layer and compiles one block once.
         self.nvfp4 = False
         self.act = "bf16"
+        self.rows_interleaved = False  # gate/up fused for the SwiGLU GEMV (see fuse_linears)
         self.register_buffer("qkey", None, persistent=False)
         self.register_buffer("input_scale", None, persistent=False)
 
@@ -90,6 +94,16 @@ class Linear(nn.Module):
             x, self.qkey, self.act, self.input_scale, self.bias, self.out_features
         )
 
+    def swiglu(self, x: Tensor, prequant: bool, out_scale: Tensor | None) -> Tensor:
+        """``silu(gate) * up`` of this gate/up linear (NVFP4, rows interleaved: see
+        :func:`fuse_linears`), one kernel on CUDA (``linear_glue.swiglu``). ``prequant``: x
+        holds activations quantized with this linear's ``input_scale`` (as
+        :meth:`forward_prequant`); ``out_scale``: return the NVFP4 round trip of the result
+        with that global scale (the down projection's ``input_scale``), else unquantized."""
+        return linear_glue.nvfp4_swiglu_op(
+            x, self.qkey, "fp4_pre" if prequant else "bf16", self.input_scale, out_scale, self.bias,
+            self.out_features // 2)
+
     def forward_prequant(self, xq: Tensor) -> Tensor:
         """W4A4 on activations its producer already quantized with this linear's
         ``input_scale`` (:mod:`resetfp4.engine.act_quant`): same result as :meth:`forward`
@@ -99,9 +113,20 @@ class Linear(nn.Module):
         )
 
 
-def fuse_linears(parts: list[Linear]) -> Linear | None:
+# RESETFP4_SWIGLU_GEMV=0 keeps NVFP4 gate/up fused in plain row order (SiLU-mul in its own
+# kernel): an A/B switch, read when the projections are fused.
+_SWIGLU_GEMV = os.environ.get("RESETFP4_SWIGLU_GEMV", "1") != "0"
+
+
+def fuse_linears(parts: list[Linear], swiglu: bool = False) -> Linear | None:
     """One Linear whose output is ``cat([p(x) for p in parts], -1)``, or ``None`` when the
     parts cannot be fused exactly.
+
+    ``swiglu`` (the gate and up projections, in that order): NVFP4 parts with
+    ``I % 16 == 0`` rows each are fused with their rows interleaved per 16
+    (``interleave_gate_up``), so that one GEMV can apply SiLU-mul in its epilogue
+    (:meth:`Linear.swiglu`); the fused Linear has ``rows_interleaved`` set and its plain
+    output must be split with ``deinterleave_cols``, not ``chunk``.
 
     Dense parts: the fused weight is the row-concatenation and each part's weight becomes
     a view of it (no extra memory; one GEMM instead of ``len(parts)``). NVFP4 parts fuse
@@ -128,12 +153,23 @@ def fuse_linears(parts: list[Linear]) -> Linear | None:
             for p, b in zip(parts, fused.bias.split([p.out_features for p in parts]), strict=True):
                 p.bias = nn.Parameter(b, requires_grad=False)
         return fused
-    w = linear_glue.concat_rows([p.qweight for p in parts])
+    interleave = (swiglu and _SWIGLU_GEMV and len(parts) == 2 and p0.out_features % 16 == 0
+                  and parts[1].out_features == p0.out_features)
+    if interleave:
+        try:
+            w = interleave_gate_up(parts[0].qweight.nvfp4(), parts[1].qweight.nvfp4())
+        except ValueError:  # different global scales
+            w = None
+        if p0.bias is not None:
+            fused.bias = nn.Parameter(interleave_rows(parts[0].bias, parts[1].bias), requires_grad=False)
+    else:
+        w = linear_glue.concat_rows([p.qweight for p in parts])
     scales = [p.input_scale for p in parts]
     same_act = len({p.act for p in parts}) == 1
     if w is None or not same_act or (p0.act == "fp4" and not all(torch.equal(scales[0], s) for s in scales)):
         return None
     fused.set_nvfp4(w.to(dev), p0.act, scales[0])
+    fused.rows_interleaved = interleave
     return fused
 
 
@@ -263,7 +299,8 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.gate_up_fused is not None:
-            g, u = self.gate_up_fused(x).chunk(2, dim=-1)
+            gu = self.gate_up_fused(x)
+            g, u = deinterleave_cols(gu) if self.gate_up_fused.rows_interleaved else gu.chunk(2, dim=-1)
             return self.down_proj(F.silu(g) * u)
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
@@ -352,7 +389,10 @@ class Block(nn.Module):
             at.k_cache, at.v_cache, pos[:, 0], attn_len, out_scale=scale(at.o_proj))
         o = linear(at.o_proj, o.reshape(b, nq))
         x, xq = act_quant.add_rmsnorm_quant(x, o, n2.weight, n2.eps, scale(mlp.gate_up_fused))
-        xq = act_quant.silu_mul_quant(linear(mlp.gate_up_fused, xq), scale(mlp.down_proj))
+        if mlp.gate_up_fused.rows_interleaved:  # SiLU-mul (and quantization) in the GEMV epilogue
+            xq = mlp.gate_up_fused.swiglu(xq, quant, scale(mlp.down_proj))
+        else:
+            xq = act_quant.silu_mul_quant(linear(mlp.gate_up_fused, xq), scale(mlp.down_proj))
         return x.view(b, 1, dim), linear(mlp.down_proj, xq).view(b, 1, dim)
 
 
@@ -406,7 +446,8 @@ class Transformer(nn.Module):
         n = 0
         for mod, name in self._fusion_sites():
             if getattr(mod, name) is None:
-                setattr(mod, name, fuse_linears([getattr(mod, p) for p in FUSED[name]]))
+                setattr(mod, name, fuse_linears([getattr(mod, p) for p in FUSED[name]],
+                                                swiglu=name == "gate_up_fused"))
             n += getattr(mod, name) is not None
         return n
 

@@ -196,6 +196,68 @@ def check_small_m(x: torch.Tensor) -> None:
                          f"{tuple(x.shape)}; use resetfp4.ops.nvfp4_linear for larger M")
 
 
+# ---- SwiGLU: gate/up rows interleaved per tile ----
+
+
+def interleave_rows(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """Rows of ``gate`` and ``up`` (``[I, ...]`` each, ``I % 16 == 0``) interleaved per 16:
+    ``[gate[0:16], up[0:16], gate[16:32], up[16:32], ...]``, the layout whose repacked
+    tiles ``2j`` / ``2j + 1`` are gate / up rows ``16j..16j+15`` (:func:`nvfp4_gemv_swiglu`)."""
+    if gate.shape != up.shape or gate.dim() < 1 or gate.shape[0] % TILE_ROWS:
+        raise ValueError(f"gate and up must have one shape [I, ...] with I % {TILE_ROWS} == 0, got "
+                         f"{tuple(gate.shape)} and {tuple(up.shape)}")
+    i, rest = gate.shape[0], tuple(gate.shape[1:])
+    pair = torch.stack([gate.reshape(i // TILE_ROWS, TILE_ROWS, *rest),
+                        up.reshape(i // TILE_ROWS, TILE_ROWS, *rest)], dim=1)
+    return pair.reshape(2 * i, *rest)
+
+
+def deinterleave_cols(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(gate, up)`` ``[..., I]`` views of ``y`` ``[..., 2I]``, the output of a linear whose
+    rows were interleaved by :func:`interleave_rows`."""
+    n = y.shape[-1]
+    if n % (2 * TILE_ROWS):
+        raise ValueError(f"an interleaved gate/up output has a multiple of {2 * TILE_ROWS} columns, "
+                         f"got {n}")
+    v = y.unflatten(-1, (n // (2 * TILE_ROWS), 2, TILE_ROWS))
+    return v[..., 0, :].flatten(-2), v[..., 1, :].flatten(-2)
+
+
+def interleave_gate_up(gate: NVFP4Tensor, up: NVFP4Tensor) -> NVFP4Tensor:
+    """One NVFP4 weight ``[2I, K]`` from ``gate`` and ``up`` (``[I, K]``, the same global
+    scale: the codes and block scales are kept exactly), rows interleaved per 16."""
+    if not torch.equal(gate.global_scale.float().reshape(()), up.global_scale.float().reshape(())):
+        raise ValueError("gate and up have different global scales; requantize them with one scale "
+                         "to fuse them exactly")
+    return NVFP4Tensor(interleave_rows(gate.packed, up.packed),
+                       interleave_rows(gate.block_scale.view(torch.uint8), up.block_scale.view(torch.uint8))
+                       .view(torch.float8_e4m3fn), gate.global_scale)
+
+
+def swiglu_plan(n: int, k: int, sm_count: int, m_class: int) -> int:
+    """Tiles per CTA of :func:`nvfp4_gemv_swiglu` for the interleaved ``[n, k]`` weight: the
+    :func:`plan` without clusters (the epilogue needs a CTA to finish whole tiles), rounded
+    up to even (a CTA owns whole gate/up tile pairs)."""
+    tiles = grid_dims(n, k)[0]
+    r = plan(n, k, sm_count, 1, m_class)[1]
+    return min(tiles, r + r % 2)
+
+
+def swiglu_ref(gu: torch.Tensor, g_q: torch.Tensor | None) -> torch.Tensor:
+    """What :func:`nvfp4_gemv_swiglu` computes from the GEMV output ``gu`` ``[M, 2I]`` of the
+    interleaved weight (bf16/fp16, as the plain GEMV rounds it): ``silu(gate) * up`` with
+    torch's eager roundings, then (``g_q``) the NVFP4 round trip without its global scale."""
+    from resetfp4.format.nvfp4 import e2m1_decode, quantize, unpack_codes
+
+    g, u = deinterleave_cols(gu)
+    h = torch.nn.functional.silu(g) * u
+    if g_q is None:
+        return h
+    t = quantize(h, global_scale=g_q)
+    vals = e2m1_decode(unpack_codes(t.packed)) * t.block_scale.float().repeat_interleave(16, dim=-1)
+    return vals.to(h.dtype)
+
+
 # ---- custom ops (registered lazily: the library needs no GPU to import) ----
 
 def _ext():
@@ -295,6 +357,71 @@ def nvfp4_gemv(x: torch.Tensor, packed: torch.Tensor, g_w: torch.Tensor,
 @nvfp4_gemv.register_fake
 def _(x, packed, g_w, g_x, bias, cluster, tiles_per_cluster, n, exact=True):
     return x.new_empty(x.shape[0], n)
+
+
+def check_swiglu_args(x: torch.Tensor, packed: torch.Tensor, g_w: torch.Tensor,
+                      g_x: torch.Tensor | None, g_q: torch.Tensor | None, bias: torch.Tensor | None,
+                      inter: int, tiles_per_cta: int) -> None:
+    """:func:`check_gemv_args` for the interleaved ``[2 * inter, K]`` gate/up weight, plus
+    what the SwiGLU epilogue needs (``inter % 16 == 0``, an even tile count per CTA)."""
+    if inter < 1 or inter % TILE_ROWS:
+        raise ValueError(f"the SwiGLU GEMV needs the intermediate size I % {TILE_ROWS} == 0, got I={inter} "
+                         "(interleave_rows pairs 16-row tiles of gate and up)")
+    check_gemv_args(x, packed, g_w, g_x, bias, 2 * inter, 1, tiles_per_cta)
+    if tiles_per_cta % 2:
+        raise ValueError(f"tiles_per_cta={tiles_per_cta}; the SwiGLU GEMV needs it even (whole gate/up "
+                         "tile pairs), see swiglu_plan")
+    if g_q is not None:
+        _check_tensor("g_q", g_q, (torch.float32,), None, x.device)
+        if g_q.numel() != 1:
+            raise ValueError(f"g_q must hold one fp32 value, got shape {tuple(g_q.shape)}")
+
+
+@torch.library.custom_op("resetfp4::nvfp4_gemv_swiglu_out", mutates_args=("h",))
+def nvfp4_gemv_swiglu_out(x: torch.Tensor, packed: torch.Tensor, g_w: torch.Tensor,
+                          g_x: torch.Tensor | None, g_q: torch.Tensor | None,
+                          bias: torch.Tensor | None, h: torch.Tensor, tiles_per_cta: int,
+                          exact: bool = True) -> None:
+    """``h[M, I] = silu(gate) * up`` for the gate/up weight ``[2I, K]`` repacked from
+    :func:`interleave_gate_up` (and ``bias`` interleaved the same way), in one launch; M <= 16;
+    allocates nothing.
+
+    gate and up are :func:`nvfp4_gemv_out`'s values (bitwise, for the same S = 1 and
+    ``tiles_per_cta``), each rounded to x.dtype; silu and the product are rounded as torch
+    eager rounds them (:func:`swiglu_ref`). ``g_q`` (fp32 ``[1]``, the next linear's
+    ``input_scale``): ``h`` is quantized like ``resetfp4.nvfp4.quantize(h, global_scale=g_q)``
+    and holds ``e2m1(code) * block_scale``, what the W4A4 GEMV reads with ``g_x = g_q``.
+    ``g_x``: as in :func:`nvfp4_gemv_out` (x already quantized, W4A4).
+    """
+    if not isinstance(h, torch.Tensor) or h.dim() != 2:
+        raise ValueError(f"h must be a 2-D [M, I] tensor, got {getattr(h, 'shape', type(h))}")
+    check_swiglu_args(x, packed, g_w, g_x, g_q, bias, h.shape[1], tiles_per_cta)
+    _check_tensor("h", h, (x.dtype,), (x.shape[0], h.shape[1]), x.device)
+    with torch.cuda.device(x.device):
+        _raise(_ext().gemv_swiglu(x, packed, g_w, g_x, g_q, bias, h, tiles_per_cta, exact))
+
+
+@torch.library.custom_op("resetfp4::nvfp4_gemv_swiglu", mutates_args=())
+def nvfp4_gemv_swiglu(x: torch.Tensor, packed: torch.Tensor, g_w: torch.Tensor,
+                      g_x: torch.Tensor | None, g_q: torch.Tensor | None,
+                      bias: torch.Tensor | None, tiles_per_cta: int, inter: int,
+                      exact: bool = True) -> torch.Tensor:
+    """Functional form of :func:`nvfp4_gemv_swiglu_out`: a new ``[M, inter]`` in x.dtype."""
+    check_swiglu_args(x, packed, g_w, g_x, g_q, bias, inter, tiles_per_cta)
+    h = torch.empty(x.shape[0], inter, dtype=x.dtype, device=x.device)
+    with torch.cuda.device(x.device):
+        _raise(_ext().gemv_swiglu(x, packed, g_w, g_x, g_q, bias, h, tiles_per_cta, exact))
+    return h
+
+
+@nvfp4_gemv_swiglu.register_fake
+def _(x, packed, g_w, g_x, g_q, bias, tiles_per_cta, inter, exact=True):
+    return x.new_empty(x.shape[0], inter)
+
+
+@nvfp4_gemv_swiglu_out.register_fake
+def _(x, packed, g_w, g_x, g_q, bias, h, tiles_per_cta, exact=True):
+    return None
 
 
 @torch.library.custom_op("resetfp4::nvfp4_quant_act",

@@ -11,7 +11,7 @@
 namespace resetfp4 {
 template <typename T>
 cudaError_t launch_gemv(const void*, const void*, const float*, const float*, const void*,
-                        void*, int, int, int, int, int, bool, cudaStream_t);
+                        void*, int, int, int, int, int, bool, bool, const float*, cudaStream_t);
 template <typename T>
 cudaError_t launch_quant_act(const void*, size_t, const float*, unsigned int*, float*, void*,
                              uint8_t*, uint8_t*, cudaStream_t);
@@ -33,22 +33,40 @@ static const float* opt_ptr(const c10::optional<torch::Tensor>& t) {
   return t.has_value() ? t->data_ptr<float>() : nullptr;
 }
 
-std::string gemv(torch::Tensor x, torch::Tensor packed, torch::Tensor g_w,
+// y [M, N] = x @ W^T (swiglu = false), or y [M, N/2] = silu(gate) * up of the gate/up-interleaved
+// W (swiglu = true; quantized with g_q when given): see launch_gemv.
+static std::string gemv_any(torch::Tensor x, torch::Tensor packed, torch::Tensor g_w,
           c10::optional<torch::Tensor> g_x, c10::optional<torch::Tensor> bias, torch::Tensor y,
-          int64_t cluster, int64_t tiles_per_cluster, bool exact) {
-  const int64_t M = x.size(0), K = x.size(1), N = y.size(1);
+          int64_t N, int64_t cluster, int64_t tiles_per_cluster, bool exact, bool swiglu,
+          c10::optional<torch::Tensor> g_q) {
+  const int64_t M = x.size(0), K = x.size(1);
   auto stream = at::cuda::getCurrentCUDAStream(x.get_device()).stream();
   const void* b = bias.has_value() ? bias->data_ptr() : nullptr;
   cudaError_t e;
   if (x.scalar_type() == at::kBFloat16)
     e = resetfp4::launch_gemv<__nv_bfloat16>(x.data_ptr(), packed.data_ptr(),
         g_w.data_ptr<float>(), opt_ptr(g_x), b, y.data_ptr(), M, N, K, cluster,
-        tiles_per_cluster, exact, stream);
+        tiles_per_cluster, exact, swiglu, opt_ptr(g_q), stream);
   else
     e = resetfp4::launch_gemv<__half>(x.data_ptr(), packed.data_ptr(),
         g_w.data_ptr<float>(), opt_ptr(g_x), b, y.data_ptr(), M, N, K, cluster,
-        tiles_per_cluster, exact, stream);
-  return check(e, "nvfp4 gemv", M, N, K);
+        tiles_per_cluster, exact, swiglu, opt_ptr(g_q), stream);
+  return check(e, swiglu ? "nvfp4 gemv (swiglu)" : "nvfp4 gemv", M, N, K);
+}
+
+std::string gemv(torch::Tensor x, torch::Tensor packed, torch::Tensor g_w,
+          c10::optional<torch::Tensor> g_x, c10::optional<torch::Tensor> bias, torch::Tensor y,
+          int64_t cluster, int64_t tiles_per_cluster, bool exact) {
+  return gemv_any(x, packed, g_w, g_x, bias, y, y.size(1), cluster, tiles_per_cluster, exact,
+                  false, c10::nullopt);
+}
+
+// h [M, I]: the gate/up weight has N = 2I rows.
+std::string gemv_swiglu(torch::Tensor x, torch::Tensor packed, torch::Tensor g_w,
+          c10::optional<torch::Tensor> g_x, c10::optional<torch::Tensor> g_q,
+          c10::optional<torch::Tensor> bias, torch::Tensor h, int64_t tiles_per_cluster, bool exact) {
+  return gemv_any(x, packed, g_w, g_x, bias, h, 2 * h.size(1), 1, tiles_per_cluster, exact, true,
+                  g_q);
 }
 
 std::string quant_act(torch::Tensor x, c10::optional<torch::Tensor> gs_static, torch::Tensor sync,
@@ -82,6 +100,8 @@ std::string dequant(torch::Tensor packed, torch::Tensor g_w, torch::Tensor w) {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gemv", &gemv, "NVFP4 small-M linear (M <= 16), writes y in place");
+  m.def("gemv_swiglu", &gemv_swiglu,
+        "silu(gate) * up of a gate/up-interleaved NVFP4 weight (M <= 16), writes h in place");
   m.def("quant_act", &quant_act, "NVFP4 activation quantization, no host sync");
   m.def("dequant", &dequant, "dequantize a repacked NVFP4 weight into w [N, K]");
 }

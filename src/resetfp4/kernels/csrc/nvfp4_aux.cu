@@ -7,20 +7,6 @@
 
 namespace resetfp4 {
 
-__device__ __forceinline__ uint32_t e2m1_rne(float v) {
-  // Midpoints of the magnitude grid 0,.5,1,1.5,2,3,4,6; ties go to the even code.
-  const float a = fabsf(v);
-  uint32_t mag = (a > 0.25f) + (a >= 0.75f) + (a > 1.25f) + (a >= 1.75f) + (a > 2.5f) +
-                 (a >= 3.5f) + (a > 5.0f);
-  return mag | ((v < 0.f) ? 8u : 0u);
-}
-
-__device__ __forceinline__ float e2m1_value(uint32_t code) {
-  const uint32_t mag = code & 7u, e = mag >> 1, m = mag & 1u;
-  const float v = e ? __uint_as_float(((e + 126u) << 23) | (m << 22)) : 0.5f * (float)m;
-  return (code & 8u) ? -v : v;
-}
-
 // amax(|x|) across the whole grid, in one launch: each CTA reduces its blocks, then a
 // grid-wide barrier on sync[1] (all CTAs are resident: the grid is at most 128
 // CTAs of 1024 threads, all started before any dependent kernel may start). The last CTA to

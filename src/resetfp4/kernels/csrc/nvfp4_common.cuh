@@ -132,6 +132,38 @@ __device__ __forceinline__ float e4m3_value(uint32_t bits) {
   return __half2float(__half(__nv_cvt_fp8_to_halfraw((__nv_fp8_storage_t)bits, __NV_E4M3)));
 }
 
+// Round an fp32 value (already divided by its scale) to the nearest E2M1 code,
+// round-half-to-even, saturating at +-6 (resetfp4.nvfp4.e2m1_encode).
+__device__ __forceinline__ uint32_t e2m1_rne(float v) {
+  // Midpoints of the magnitude grid 0,.5,1,1.5,2,3,4,6; ties go to the even code.
+  const float a = fabsf(v);
+  uint32_t mag = (a > 0.25f) + (a >= 0.75f) + (a > 1.25f) + (a >= 1.75f) + (a > 2.5f) +
+                 (a >= 3.5f) + (a > 5.0f);
+  return mag | ((v < 0.f) ? 8u : 0u);
+}
+
+__device__ __forceinline__ float e2m1_value(uint32_t code) {
+  const uint32_t mag = code & 7u, e = mag >> 1, m = mag & 1u;
+  const float v = e ? __uint_as_float(((e + 126u) << 23) | (m << 22)) : 0.5f * (float)m;
+  return (code & 8u) ? -v : v;
+}
+
+// NVFP4 round trip of one 16-element block held by 16 consecutive lanes aligned to 16 (all
+// of them call this; the other half of the warp may be absent): the block scale
+// e4m3(amax / (6 gs)) (1 for an all-zero block), the code of v / (scale * gs), and the
+// returned value e2m1(code) * fp32(scale), exact in bf16/fp16 (the global scale gs goes to
+// the consuming GEMV's epilogue), as resetfp4.nvfp4.quantize(y, global_scale=gs).
+__device__ __forceinline__ float fake_quant16(float v, float gs) {
+  const unsigned mask = 0xFFFFu << (threadIdx.x & 16);
+  float amax = fabsf(v);
+#pragma unroll
+  for (int o = 1; o < 16; o <<= 1) amax = fmaxf(amax, __shfl_xor_sync(mask, amax, o));
+  float bs32 = amax / (6.0f * gs);  // true division (never built with -use_fast_math)
+  if (bs32 == 0.f) bs32 = 1.0f;
+  const float bsf = e4m3_value(__nv_cvt_float_to_fp8(bs32, __NV_SATFINITE, __NV_E4M3));
+  return e2m1_value(e2m1_rne(v / (bsf * gs))) * bsf;
+}
+
 // ---- shared-memory address, programmatic dependent launch ----
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {

@@ -85,8 +85,10 @@ struct GemvArgs {
   const float* g_w;       // fp32 [1]
   const float* g_x;       // fp32 [1] or null
   const void* bias;       // T [N] or null
-  void* y;                // T [M, N]
+  void* y;                // T [M, N]; with swiglu T [M, N/2]
+  const float* g_q;       // swiglu: fp32 [1], the global scale to quantize h with, or null
   int M, N, K, KC, tiles, S, R, P;
+  int swiglu;             // 1: gate/up tiles interleaved, y = silu(gate) * up (see gemv_kernel)
 };
 
 // Shared memory (floats): per-warp tile partials, kWarps + R slots of kRows x 16 (warp w's
@@ -171,6 +173,12 @@ __device__ __forceinline__ void park(float (&acc)[2][2][4], float* red, int slot
 #pragma unroll
     for (int c = 0; c < 2; ++c) acc[h][c][0] = acc[h][c][1] = acc[h][c][2] = acc[h][c][3] = 0.f;
   }
+}
+
+// v rounded to T (the model's rounding of every op's output), back in fp32.
+template <typename T>
+__device__ __forceinline__ float round_to(float v) {
+  return Traits<T>::to_float(Traits<T>::from_float(v));
 }
 
 template <typename T>
@@ -393,15 +401,47 @@ __global__ void __launch_bounds__(kThreads, Cfg<kR>::kMinBlocks) gemv_kernel(con
 
   // Sum the warps of each local tile (warp order: deterministic).
   const float factor = Traits<T>::kOutScale * __ldg(a.g_w) * (a.g_x ? __ldg(a.g_x) : 1.0f);
-  float* cpart = red + (size_t)(kWarps + a.R) * kR * 16;
-  const int items = nR * a.M * 16;
-  for (int i = threadIdx.x; i < items; i += kThreads) {
-    const int r = i / (a.M * 16), m = (i / 16) % a.M, row = i % 16;
+  auto tile_sum = [&](int r, int m, int row) {
     float s = 0.f;
     if (Pn > 0) {
       const int wa = r * Pn / Q, wb = min(kWarps - 1, ((r + 1) * Pn - 1) / Q);
       for (int w = wa; w <= wb; ++w) s += red[((size_t)(w + r) * kR + m) * 16 + row];
     }
+    return s;
+  };
+  if (a.swiglu) {
+    // SwiGLU epilogue (S = 1, R even: the host checks). Local tiles 2p and 2p+1 are rows
+    // 16j..16j+15 of gate and of up (j = tile0/2 + p, the weight's rows interleaved per 16);
+    // h[m, 16j + row] = silu(g) * up with the model's roundings (g, up, silu(g) and the
+    // product each rounded to T; silu with expf and a true division, as torch's eager
+    // kernel). With g_q, h is the NVFP4 round trip of that value (16 lanes = one block of
+    // 16 columns of h), what the W4A4 down projection reads.
+    const int I = a.N / 2;
+    const float gq = a.g_q ? __ldg(a.g_q) : 0.f;
+    const T* bias = reinterpret_cast<const T*>(a.bias);
+    const int items2 = nR / 2 * a.M * 16;  // whole 16-lane groups: the shuffles' precondition
+    for (int i = threadIdx.x; i < items2; i += kThreads) {
+      const int p = i / (a.M * 16), m = (i / 16) % a.M, row = i % 16;
+      const int ng = (tile0 + 2 * p) * 16 + row;  // the gate row (up: ng + 16)
+      float gv = tile_sum(2 * p, m, row) * factor, uv = tile_sum(2 * p + 1, m, row) * factor;
+      if (bias) {
+        gv += Traits<T>::to_float(bias[ng]);
+        uv += Traits<T>::to_float(bias[ng + 16]);
+      }
+      gv = round_to<T>(gv);
+      uv = round_to<T>(uv);
+      const float sv = round_to<T>(gv / (1.0f + expf(-gv)));
+      float hv = round_to<T>(sv * uv);
+      if (a.g_q) hv = fake_quant16(hv, gq);
+      reinterpret_cast<T*>(a.y)[(size_t)m * I + (tile0 / 2 + p) * 16 + row] = Traits<T>::from_float(hv);
+    }
+    return;
+  }
+  float* cpart = red + (size_t)(kWarps + a.R) * kR * 16;
+  const int items = nR * a.M * 16;
+  for (int i = threadIdx.x; i < items; i += kThreads) {
+    const int r = i / (a.M * 16), m = (i / 16) % a.M, row = i % 16;
+    const float s = tile_sum(r, m, row);
     if (S == 1) {
       const int nn = (tile0 + r) * 16 + row;
       if (nn < a.N) store_y<T>(a, factor, m, nn, s);
@@ -457,12 +497,17 @@ static cudaError_t launch_class(const GemvArgs& a, bool exact, cudaStream_t stre
 
 // plan = {S, R} for the class of M (cluster size, tiles per cluster; see nvfp4_gemv.py plan).
 // exact: some block scale is zero / subnormal / negative (decode_scales instead of fast_scale).
+// swiglu: w holds [gate; up] (N = 2I rows) with the rows interleaved per 16 (tile 2j = gate
+// rows 16j.., tile 2j+1 = up rows 16j..); y = silu(gate) * up, [M, I] (quantized like
+// resetfp4.nvfp4.quantize with global scale *g_q when g_q is not null). Needs I % 16 == 0,
+// S = 1 and R even (a CTA owns whole gate/up tile pairs).
 template <typename T>
 cudaError_t launch_gemv(const void* x, const void* w, const float* g_w,
                         const float* g_x, const void* bias, void* y, int M, int N, int K, int S,
-                        int R, bool exact, cudaStream_t stream) {
+                        int R, bool exact, bool swiglu, const float* g_q, cudaStream_t stream) {
   if (M < 1 || M > 16 || K % 16 != 0 || K < 16 || N < 1 || S < 1 || S > 8 || R < 1)
     return cudaErrorInvalidValue;
+  if (swiglu ? (N % 32 != 0 || S != 1 || R % 2 != 0) : g_q != nullptr) return cudaErrorInvalidValue;
   const int tiles = (N + 15) / 16, KC = (K + 63) / 64;
   // Chunks per cluster rank; the aligned loop (K % (64 kBody) == 0) needs whole bodies.
   const int body = body_for_m(M);
@@ -473,15 +518,16 @@ cudaError_t launch_gemv(const void* x, const void* w, const float* g_w,
       (long long)KC * kUnitBytes > 0x7fffffffll)
     return cudaErrorInvalidValue;
   if (S > 1 && cc_major(current_device()) < 9) return cudaErrorInvalidValue;  // clusters: sm_90
-  const GemvArgs a{x, (const uint8_t*)w, g_w, g_x, bias, y,
-                   M, N, K, KC, tiles, S, R, P};
+  const GemvArgs a{x, (const uint8_t*)w, g_w, g_x, bias, y, g_q,
+                   M, N, K, KC, tiles, S, R, P, swiglu ? 1 : 0};
   if (M > 8) return launch_class<T, 16>(a, exact, stream);
   return launch_class<T, 8>(a, exact, stream);
 }
 
 template cudaError_t launch_gemv<__nv_bfloat16>(const void*, const void*, const float*,
-    const float*, const void*, void*, int, int, int, int, int, bool, cudaStream_t);
+    const float*, const void*, void*, int, int, int, int, int, bool, bool, const float*,
+    cudaStream_t);
 template cudaError_t launch_gemv<__half>(const void*, const void*, const float*, const float*,
-    const void*, void*, int, int, int, int, int, bool, cudaStream_t);
+    const void*, void*, int, int, int, int, int, bool, bool, const float*, cudaStream_t);
 
 }  // namespace resetfp4
