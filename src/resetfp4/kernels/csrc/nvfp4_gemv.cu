@@ -34,6 +34,15 @@
 //   L2;
 // * general (other K): a ring of kDepth units refilled one by one, the pointer jumping
 //   after the rank's Pn chunks, x offsets clamped to K - 16.
+//
+// SwiGLU mode (GemvArgs::swiglu, launch_gemv's `swiglu`; session 7): the weight is the
+// decoder's gate and up projections with their rows interleaved per 16 (tile 2j = gate rows
+// 16j.., tile 2j+1 = up rows 16j..; resetfp4.kernels.nvfp4_gemv.interleave_gate_up). The
+// main loop is unchanged; with S = 1 and R even each CTA owns whole gate/up tile pairs, and
+// its epilogue writes h = silu(gate) * up ([M, N/2], the model's roundings), optionally as
+// the NVFP4 round trip of h with global scale g_q (16 lanes = one 16-column block), which
+// is what the W4A4 down projection reads. This replaces a separate SiLU-mul kernel per
+// layer in the decode step.
 #include "nvfp4_common.cuh"
 
 #include <algorithm>
