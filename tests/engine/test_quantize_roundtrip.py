@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -52,22 +53,56 @@ def test_nvfp4_folder_rejects_dense_precision_and_w4a4_on_w4a16(tiny_folder, tmp
         quantize_to_folder(str(out), tmp_path / "again", device="cpu", progress=False)
 
 
-def test_nvfp4_folder_with_more_than_lm_head_in_bf16_is_a_clear_error(tiny_folder, tmp_path):
+def test_nvfp4_folder_with_more_than_lm_head_in_bf16(tiny_folder, tmp_path):
+    """A ModelOpt folder that keeps a block linear in bf16 loads it unquantized where
+    exclude_modules names it (as vLLM does), and is a clear error where it does not."""
     from safetensors.torch import load_file, save_file
+
+    from resetfp4.engine.build import excluded
+    from resetfp4.engine.model import Linear
 
     src_dir = tiny_folder("qwen2")
     out = tmp_path / "w4a16"
     quantize_to_folder(str(src_dir), out, w4a16=True, device="cpu", progress=False)
+    orig = tmp_path / "orig"
+    shutil.copytree(out, orig)
     # lm_head stayed bf16 here: asking for an NVFP4 head cannot be honoured.
     with pytest.raises(ValueError, match="keeps lm_head in bf16.*--lm-head nvfp4"):
         build_model(read_source(str(out)), "nvfp4-w4a16", CPU, lm_head="nvfp4")
-    # A down_proj kept in bf16 (as an export with more exclude_modules would): named, and what to do.
+    # Layer 0's down_proj stored in bf16, as an export with more exclude_modules writes it.
+    name = "model.layers.0.mlp.down_proj"
     (f,) = out.glob("*.safetensors")
     sd = load_file(str(f))
-    dense = load_file(str(next(src_dir.glob("*.safetensors"))))["model.layers.0.mlp.down_proj.weight"]
-    sd = {k: v for k, v in sd.items() if not k.startswith("model.layers.0.mlp.down_proj.")}
-    sd["model.layers.0.mlp.down_proj.weight"] = dense.to(torch.bfloat16)
+    dense = load_file(str(next(src_dir.glob("*.safetensors"))))[f"{name}.weight"].to(torch.bfloat16)
+    sd = {k: v for k, v in sd.items() if not k.startswith(f"{name}.")}
+    sd[f"{name}.weight"] = dense
     save_file(sd, str(f))
-    want = r"missing for \['model\.layers\.0\.mlp\.down_proj'\].*only\s+lm_head"
+    want = (r"\['model\.layers\.0\.mlp\.down_proj'\] \(1 in all\) are stored in bf16"
+            r".*exclude_modules \['lm_head'\]")
     with pytest.raises(ValueError, match=want):
         build_model(read_source(str(out)), "nvfp4-w4a16", CPU)
+    qc_file = out / "hf_quant_config.json"
+    qc = json.loads(qc_file.read_text())
+    for patterns in (["lm_head", name], ["model.layers.*.mlp.down_proj"], ["lm_head", "model.layers.0"]):
+        assert excluded(name, patterns)
+    assert not excluded(name, ["lm_head", "model.layers.1*"])
+    qc["quantization"]["exclude_modules"] = ["lm_head", "model.layers.0.mlp.down_*"]
+    qc_file.write_text(json.dumps(qc))
+    src = read_source(str(out))
+    assert src.exclude_modules == ["lm_head", "model.layers.0.mlp.down_*"]
+    model = build_model(src, "nvfp4-w4a16", CPU)
+    down = model.get_submodule(name)
+    assert not down.nvfp4 and model.get_submodule("model.layers.1.mlp.down_proj").nvfp4
+    # The reference: the untouched folder, with that linear swapped for a dense one holding
+    # the same bf16 weight. Same ops, so the logits are equal bit for bit.
+    ref = build_model(read_source(str(orig)), "nvfp4-w4a16", CPU)
+    plain = Linear(down.in_features, down.out_features, False, ref.dtype)
+    plain.weight = torch.nn.Parameter(dense.to(ref.dtype), requires_grad=False)
+    ref.model.layers[0].mlp.down_proj = plain
+    tok = load_tokenizer(src)
+    assert_bitexact(probe_logits(model, tok), probe_logits(ref, tok), "bf16 down_proj from exclude_modules")
+    # Malformed exclude_modules: named.
+    qc["quantization"]["exclude_modules"] = "lm_head"
+    qc_file.write_text(json.dumps(qc))
+    with pytest.raises(Exception, match="exclude_modules must be a list"):
+        read_source(str(out))

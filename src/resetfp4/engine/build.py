@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 from typing import Any
 
 import torch
@@ -121,14 +122,25 @@ def _load_nvfp4(model: Transformer, src: ModelSource, act: str, device: torch.de
         model.get_submodule(prefix).set_nvfp4(
             w.to(device), act, scale.to(device) if (scale is not None and act == "fp4") else None
         )
-    missing = sorted(set(model.linear_names()) - set(src.linears))
-    if missing:
+    # Linears stored in bf16 were loaded dense by _load_dense (a missing weight is an error
+    # there); they run unquantized, as vLLM runs a ModelOpt checkpoint's excluded layers, but
+    # only where exclude_modules says so: otherwise the folder is inconsistent.
+    dense = sorted(set(model.linear_names()) - set(src.linears))
+    unlisted = [p for p in dense if not excluded(p, src.exclude_modules)]
+    if unlisted:
         raise ValueError(
-            f"{src.path}: NVFP4 linears missing for {missing[:3]} ({len(missing)} in all). If the "
-            "checkpoint keeps them in bf16 (hf_quant_config.json exclude_modules), note that only "
-            "lm_head may stay unquantized here: quantize the BF16 model with `resetfp4 quantize`, "
-            "or export it with only lm_head excluded"
+            f"{src.path}: linear(s) {unlisted[:3]} ({len(unlisted)} in all) are stored in bf16, but "
+            f"hf_quant_config.json's exclude_modules {src.exclude_modules} does not list them, so the "
+            "folder is inconsistent (its quantizer should have written NVFP4 tensors for them). "
+            "Re-export it (e.g. `resetfp4 quantize` from the BF16 model), or add them to "
+            "exclude_modules if they are meant to stay in bf16"
         )
+
+
+def excluded(name: str, patterns: list[str]) -> bool:
+    """Whether module ``name`` is covered by ModelOpt ``exclude_modules``: a name, a parent
+    module's name, or an fnmatch pattern (``model.layers.*.mlp.down_proj``, ``*lm_head*``)."""
+    return any(name == p or name.startswith(p + ".") or fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
 def build_model(

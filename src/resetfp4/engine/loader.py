@@ -63,6 +63,9 @@ class ModelSource:
     input_scales: dict[str, Tensor] = field(default_factory=dict)
     quant_algo: str | None = None
     hf_config: dict[str, Any] = field(default_factory=dict)
+    # ModelOpt: hf_quant_config.json's exclude_modules (names or fnmatch patterns of the
+    # modules stored unquantized).
+    exclude_modules: list[str] = field(default_factory=list)
 
 
 def locate(model: str) -> tuple[str, Path]:
@@ -236,7 +239,8 @@ def read_modelopt(path: Path) -> ModelSource:
     args = ModelArgs.from_hf_config(ck.config)
     split_fused(ck.linears, ck.input_scales, args)
     return ModelSource(
-        "modelopt", path, args, ck.dense, ck.linears, ck.input_scales, ck.quant_algo, hf_config=ck.config
+        "modelopt", path, args, ck.dense, ck.linears, ck.input_scales, ck.quant_algo, hf_config=ck.config,
+        exclude_modules=list(ck.quant_config["quantization"].get("exclude_modules") or []),
     )
 
 

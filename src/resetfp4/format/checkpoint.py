@@ -169,6 +169,9 @@ def read_quant_config(path: str | Path) -> dict:
         raise CheckpointError(f"{f}: quant_algo {algo!r} is not supported (supported: {QUANT_ALGOS})")
     if int(quant.get("group_size", BLOCK_SIZE)) != BLOCK_SIZE:
         raise CheckpointError(f"{f}: group_size {quant.get('group_size')} != {BLOCK_SIZE}")
+    excl = quant.get("exclude_modules")
+    if excl is not None and not (isinstance(excl, list) and all(isinstance(e, str) for e in excl)):
+        raise CheckpointError(f"{f}: exclude_modules must be a list of module names / patterns, got {excl!r}")
     return qc
 
 
