@@ -77,13 +77,14 @@ def test_nvfp4_folder_with_more_than_lm_head_in_bf16(tiny_folder, tmp_path):
     sd = {k: v for k, v in sd.items() if not k.startswith(f"{name}.")}
     sd[f"{name}.weight"] = dense
     save_file(sd, str(f))
-    want = (r"\['model\.layers\.0\.mlp\.down_proj'\] \(1 in all\) are stored in bf16"
+    want = (r"\['model\.layers\.0\.mlp\.down_proj'\] \(1 in all\) are stored unquantized"
             r".*exclude_modules \['lm_head'\]")
     with pytest.raises(ValueError, match=want):
         build_model(read_source(str(out)), "nvfp4-w4a16", CPU)
     qc_file = out / "hf_quant_config.json"
     qc = json.loads(qc_file.read_text())
-    for patterns in (["lm_head", name], ["model.layers.*.mlp.down_proj"], ["lm_head", "model.layers.0"]):
+    for patterns in (["lm_head", name], ["model.layers.*.mlp.down_proj"], ["lm_head", "model.layers.0"],
+                     ["mlp.down_proj"]):
         assert excluded(name, patterns)
     assert not excluded(name, ["lm_head", "model.layers.1*"])
     qc["quantization"]["exclude_modules"] = ["lm_head", "model.layers.0.mlp.down_*"]

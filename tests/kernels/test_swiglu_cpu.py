@@ -62,3 +62,29 @@ def test_engine_swiglu_on_reference_linears(quant_out):
     assert_bitexact(h, want, "swiglu on the reference linears")
     with pytest.raises(ValueError, match="act 'bf16' or 'fp4_pre'"):
         linear_glue.swiglu(x, pw, act="fp4", input_scale=None, out_scale=None, bias=None)
+
+
+def test_linear_swiglu_on_fused_gate_up():
+    """Linear.swiglu on a gate/up pair fused with interleaved rows (W4A4, reference linears):
+    silu(gate) * up of the parts, and the misuses named."""
+    from resetfp4.engine.model import Linear, fuse_linears
+
+    torch.manual_seed(0)
+    gs_w, in_scale = torch.tensor(0.003), torch.tensor(0.02)
+    parts = []
+    for _ in range(2):
+        lin = Linear(64, 32, False, torch.float32)
+        lin.set_nvfp4(quantize(torch.randn(32, 64), global_scale=gs_w), "fp4", in_scale)
+        parts.append(lin)
+    fused = fuse_linears(parts, swiglu=True)
+    assert fused is not None and fused.rows_interleaved
+    xq = act_quant.fake_quant_ref(torch.randn(3, 64), in_scale.reshape(1))  # what a producer emits
+    h = fused.swiglu(xq, True, None)
+    want = torch.nn.functional.silu(parts[0].forward_prequant(xq)) * parts[1].forward_prequant(xq)
+    torch.testing.assert_close(h, want, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="quantized with its input_scale"):
+        fused.swiglu(xq, False, None)
+    plain = fuse_linears(parts)
+    assert plain is not None and not plain.rows_interleaved
+    with pytest.raises(ValueError, match="needs the gate/up rows interleaved"):
+        plain.swiglu(xq, True, None)

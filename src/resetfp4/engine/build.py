@@ -129,18 +129,19 @@ def _load_nvfp4(model: Transformer, src: ModelSource, act: str, device: torch.de
     unlisted = [p for p in dense if not excluded(p, src.exclude_modules)]
     if unlisted:
         raise ValueError(
-            f"{src.path}: linear(s) {unlisted[:3]} ({len(unlisted)} in all) are stored in bf16, but "
+            f"{src.path}: linear(s) {unlisted[:3]} ({len(unlisted)} in all) are stored unquantized, but "
             f"hf_quant_config.json's exclude_modules {src.exclude_modules} does not list them, so the "
             "folder is inconsistent (its quantizer should have written NVFP4 tensors for them). "
             "Re-export it (e.g. `resetfp4 quantize` from the BF16 model), or add them to "
-            "exclude_modules if they are meant to stay in bf16"
+            "exclude_modules if they are meant to stay unquantized"
         )
 
 
 def excluded(name: str, patterns: list[str]) -> bool:
-    """Whether module ``name`` is covered by ModelOpt ``exclude_modules``: a name, a parent
-    module's name, or an fnmatch pattern (``model.layers.*.mlp.down_proj``, ``*lm_head*``)."""
-    return any(name == p or name.startswith(p + ".") or fnmatch.fnmatchcase(name, p) for p in patterns)
+    """Whether module ``name`` is covered by ModelOpt ``exclude_modules``, by vLLM's rules: an
+    fnmatch pattern (``model.layers.*.mlp.down_proj``, ``*lm_head*``), or a plain name found
+    in ``name`` (a parent module, or a suffix such as ``mlp.down_proj`` in older exports)."""
+    return any(fnmatch.fnmatchcase(name, p) if any(c in p for c in "*?[") else p in name for p in patterns)
 
 
 def build_model(

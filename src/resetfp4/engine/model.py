@@ -100,6 +100,12 @@ class Linear(nn.Module):
         holds activations quantized with this linear's ``input_scale`` (as
         :meth:`forward_prequant`); ``out_scale``: return the NVFP4 round trip of the result
         with that global scale (the down projection's ``input_scale``), else unquantized."""
+        if self.act == "fp4" and not prequant:
+            raise ValueError("a W4A4 gate/up linear takes activations quantized with its input_scale "
+                             "(prequant=True, e.g. from act_quant.add_rmsnorm_quant)")
+        if not self.rows_interleaved:
+            raise ValueError("Linear.swiglu needs the gate/up rows interleaved "
+                             "(fuse_linears(..., swiglu=True))")
         return linear_glue.nvfp4_swiglu_op(
             x, self.qkey, "fp4_pre" if prequant else "bf16", self.input_scale, out_scale, self.bias,
             self.out_features // 2)
@@ -119,8 +125,9 @@ _SWIGLU_GEMV = os.environ.get("RESETFP4_SWIGLU_GEMV", "1") != "0"
 
 
 def fuse_linears(parts: list[Linear], swiglu: bool = False) -> Linear | None:
-    """One Linear whose output is ``cat([p(x) for p in parts], -1)``, or ``None`` when the
-    parts cannot be fused exactly.
+    """One Linear computing every part's output at once, or ``None`` when the parts cannot
+    be fused exactly. Its output is ``cat([p(x) for p in parts], -1)``, except for
+    interleaved gate/up (below).
 
     ``swiglu`` (the gate and up projections, in that order): NVFP4 parts with
     ``I % 16 == 0`` rows each are fused with their rows interleaved per 16
