@@ -212,15 +212,13 @@ def swiglu(x: Tensor, pw: PreparedWeight, *, act: str, input_scale: Tensor | Non
         h = _kg().nvfp4_gemv_swiglu(x2, k.packed, k.global_scale, g_x, g_q, b, r, n // 2, k.exact_scales)
         return h.reshape(*x.shape[:-1], n // 2)
     from resetfp4.engine import act_quant
-    from resetfp4.kernels.nvfp4_gemv import deinterleave_cols
+    from resetfp4.kernels.nvfp4_gemv import deinterleave_cols, swiglu_ref
 
     gu = nvfp4_linear(x2, pw, act=act, input_scale=input_scale, bias=bias)
-    g, u = deinterleave_cols(gu)
-    if act_quant.available(gu):
-        h = act_quant.silu_mul_quant(torch.cat([g, u], dim=-1), out_scale)
+    if act_quant.available(gu):  # the Triton SiLU-mul producer (no host sync in a graph)
+        h = act_quant.silu_mul_quant(torch.cat(deinterleave_cols(gu), dim=-1), out_scale)
     else:
-        h = torch.nn.functional.silu(g) * u
-        h = act_quant.fake_quant_ref(h, out_scale) if out_scale is not None else h
+        h = swiglu_ref(gu, out_scale)
     return h.reshape(*x.shape[:-1], n // 2)
 
 

@@ -246,16 +246,13 @@ def swiglu_plan(n: int, k: int, sm_count: int, m_class: int) -> int:
 def swiglu_ref(gu: torch.Tensor, g_q: torch.Tensor | None) -> torch.Tensor:
     """What :func:`nvfp4_gemv_swiglu` computes from the GEMV output ``gu`` ``[M, 2I]`` of the
     interleaved weight (bf16/fp16, as the plain GEMV rounds it): ``silu(gate) * up`` with
-    torch's eager roundings, then (``g_q``) the NVFP4 round trip without its global scale."""
-    from resetfp4.format.nvfp4 import e2m1_decode, quantize, unpack_codes
+    torch's eager roundings, then (``g_q``) the NVFP4 round trip without its global scale
+    (``act_quant.fake_quant_ref``)."""
+    from resetfp4.engine.act_quant import fake_quant_ref
 
     g, u = deinterleave_cols(gu)
     h = torch.nn.functional.silu(g) * u
-    if g_q is None:
-        return h
-    t = quantize(h, global_scale=g_q)
-    vals = e2m1_decode(unpack_codes(t.packed)) * t.block_scale.float().repeat_interleave(16, dim=-1)
-    return vals.to(h.dtype)
+    return fake_quant_ref(h, g_q) if g_q is not None else h
 
 
 # ---- custom ops (registered lazily: the library needs no GPU to import) ----
