@@ -219,6 +219,37 @@ def test_every_work_split_matches_reference(n, k):
             assert_bitexact(_gemv(pw, x, plan=plan), y, f"repeat M={m} plan={plan}")
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("n,k", [(32, 256), (4128, 4096), (96, 768), (64, 12288)])
+def test_pair_bodies_match_reference(n, k, dtype):
+    """Plans with an even tile count per CTA run pair bodies for 1 < M <= 8 (each x fragment
+    feeds two tiles): reference result for every M and even R (including a last CTA with
+    fewer tile pairs and warps with no unit), deterministic, and the fast and exact scale
+    decodes give the same bits. W4A4's quantized x goes through the same loop."""
+    mode = kg._ext().gemv_pair_mode()
+    assert mode in (0, 1, 2)
+    w = quantize(torch.randn(n, k, device=DEV))
+    pw = prepare_weight(w)
+    tiles, _ = kg.grid_dims(n, k)
+    rmax = min(tiles, kg.MAX_TILES_PER_CLUSTER[16]) // 2 * 2
+    plans = sorted({(1, 2), (1, min(4, rmax)), (1, rmax), (1, max(2, tiles // 3 // 2 * 2))})
+    for m in range(1, 17):
+        x = torch.randn(m, k, device=DEV).to(dtype)
+        ref = _ref(x, w, "bf16")
+        for plan in plans:
+            assert kg.pair_bodies(m, n, k, *plan, mode=mode) == (mode >= (1 if m > 1 else 2) and m <= 8)
+            y = _gemv(pw, x, plan=plan)
+            assert_rel_close(y, ref, rel_for_dtype(dtype), f"M={m} plan={plan}")
+            assert_bitexact(_gemv(pw, x, plan=plan), y, f"repeat M={m} plan={plan}")
+            ye = torch.full_like(y, float("nan"))
+            kg.nvfp4_gemv_out(x, pw.packed, pw.global_scale, None, None, ye, *plan, True)
+            assert_bitexact(ye, y, f"exact scale decode M={m} plan={plan}")
+        gs = (x.float().abs().amax() / 2688).reshape(1)  # W4A4, static scale
+        ws = kg.ActWorkspace(16, k, dtype, torch.device(DEV))
+        y = _gemv(pw, ws.quantize(x, gs), ws.gs, plan=(1, 2))
+        assert_rel_close(y, _ref(x, w, "fp4", gs), rel_for_dtype(dtype), f"W4A4 M={m}")
+
+
 def test_too_many_tiles_per_cluster_is_an_error():
     pw = prepare_weight(quantize(torch.randn(4096, 64, device=DEV)))
     x = torch.randn(9, 64, device=DEV).to(torch.bfloat16)

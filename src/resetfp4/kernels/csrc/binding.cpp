@@ -15,6 +15,7 @@ cudaError_t launch_gemv(const void*, const void*, const float*, const float*, co
 template <typename T>
 cudaError_t launch_quant_act(const void*, size_t, const float*, unsigned int*, float*, void*,
                              uint8_t*, uint8_t*, cudaStream_t);
+int gemv_pair_mode();
 template <typename T>
 cudaError_t launch_dequant(const void*, const float*, void*, int, int, cudaStream_t);
 }  // namespace resetfp4
@@ -102,6 +103,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gemv", &gemv, "NVFP4 small-M linear (M <= 16), writes y in place");
   m.def("gemv_swiglu", &gemv_swiglu,
         "silu(gate) * up of a gate/up-interleaved NVFP4 weight (M <= 16), writes h in place");
+  m.def("gemv_pair_mode", &resetfp4::gemv_pair_mode,
+        "RESETFP4_GEMV_PAIR as read: 0 no pair bodies, 1 for M > 1, 2 for every M");
   m.def("quant_act", &quant_act, "NVFP4 activation quantization, no host sync");
   m.def("dequant", &dequant, "dequantize a repacked NVFP4 weight into w [N, K]");
 }

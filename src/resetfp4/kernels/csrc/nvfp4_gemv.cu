@@ -35,6 +35,13 @@
 // * general (other K): a ring of kDepth units refilled one by one, the pointer jumping
 //   after the rank's Pn chunks, x offsets clamped to K - 16.
 //
+// Pair mode (session 8; aligned loop, gemv_pair_mode): a body is 2 tiles x kBody/2 chunks
+// instead of 1 tile x kBody chunks, the warp ranges run over tile pairs (unit (pair p,
+// chunk c, tile j) is number 2 (p Pn + c) + j), and each x fragment feeds both tiles' mma,
+// one accumulation chain per tile. At M = 8 a unit's x fragments are 1 KB of L1 traffic
+// against 576 weight bytes, so this halves what grows with M. Needs S = 1 and an even
+// tile count per CTA.
+//
 // SwiGLU mode (GemvArgs::swiglu, launch_gemv's `swiglu`; session 7): the weight is the
 // decoder's gate and up projections with their rows interleaved per 16 (tile 2j = gate rows
 // 16j.., tile 2j+1 = up rows 16j..; resetfp4.kernels.nvfp4_gemv.interleave_gate_up). The
@@ -100,11 +107,13 @@ struct GemvArgs {
   int swiglu;             // 1: gate/up tiles interleaved, y = silu(gate) * up (see gemv_kernel)
 };
 
-// Shared memory (floats): per-warp tile partials, kWarps + R slots of kRows x 16 (warp w's
-// part of local tile r goes to slot w + r <= kWarps + R - 2: unique because the warp ranges
-// are contiguous and tile-major), then for S > 1 the CTA's tile partials, R x kRows x 16.
-__host__ __device__ constexpr size_t smem_floats(int rows, int R, int S) {
-  return (size_t)(kWarps + R) * rows * 16 + (S > 1 ? (size_t)R * rows * 16 : 0);
+// Shared memory (floats): per-warp tile partials, kT kWarps + R slots of kRows x 16, then
+// for S > 1 the CTA's tile partials, R x kRows x 16. kT = tiles per body: 1, or 2 in pair
+// mode. Warp w's part of local tile r = kT p + j (group p, tile j of it) goes to slot
+// kT (w + p) + j <= kT (kWarps + R / kT - 2) + kT - 1: unique because the warp ranges are
+// contiguous and group-major.
+__host__ __device__ constexpr size_t smem_floats(int rows, int R, int S, int kT = 1) {
+  return (size_t)(kT * kWarps + R) * rows * 16 + (S > 1 ? (size_t)R * rows * 16 : 0);
 }
 
 __device__ __forceinline__ uint4 ld_stream128(const uint8_t* p) {  // weights: L1 no-allocate
@@ -139,7 +148,10 @@ __device__ __forceinline__ void load_x(const T* row, int k, int kmax, uint4& lo,
 // One unit: 4 K steps of 16; lane (g, t) holds rows g, g+8 of block t of the chunk.
 // acc[h][c]: batch half h (rows 0-7 / 8-15), chain c (even / odd K steps: two independent
 // mma accumulation chains).
-template <typename T, bool kTwoHalves, bool kExact>
+// kChain < 0: the K steps alternate between chains 0 and 1; else all go to chain kChain
+// (pair mode: the chain is the body's tile, so the two tiles' units are the independent
+// chains).
+template <typename T, bool kTwoHalves, bool kExact, int kChain = -1>
 __device__ __forceinline__ void unit_mma(float (&acc)[2][2][4], uint4 q, uint32_t sc, uint4 xa,
                                          uint4 xb, uint4 xa2, uint4 xb2) {
   using Tr = Traits<T>;
@@ -161,26 +173,36 @@ __device__ __forceinline__ void unit_mma(float (&acc)[2][2][4], uint4 q, uint32_
     decode_word(words[s], h);
     const uint32_t w[4] = {Tr::weight(h[0], sg), Tr::weight(h[1], sg8), Tr::weight(h[2], sg),
                            Tr::weight(h[3], sg8)};
-    mma_16816(acc[0][s & 1], w, xs[2 * s], xs[2 * s + 1], (T*)nullptr);
-    if constexpr (kTwoHalves) mma_16816(acc[1][s & 1], w, xs2[2 * s], xs2[2 * s + 1], (T*)nullptr);
+    constexpr int c0 = kChain;  // (a constant per instantiation)
+    const int c = c0 < 0 ? (s & 1) : c0;
+    mma_16816(acc[0][c], w, xs[2 * s], xs[2 * s + 1], (T*)nullptr);
+    if constexpr (kTwoHalves) mma_16816(acc[1][c], w, xs2[2 * s], xs2[2 * s + 1], (T*)nullptr);
   }
 }
 
-// Park the warp's accumulators for local tile r in slot (warp + r); zero them.
+// Park a tile's accumulators in `slot` and zero them: kChain < 0, both chains summed (one
+// tile per body); else chain kChain alone (pair mode: the chain is the tile).
 // C fragment: acc[h][c][0..1] = row g, batch 8h+2t+{0,1}; [2..3] = row g+8.
-template <int kR>
+template <int kR, int kChain = -1>
 __device__ __forceinline__ void park(float (&acc)[2][2][4], float* red, int slot, int lane) {
   const int g = lane / 4, t = lane % 4;
   float* r = red + (size_t)slot * kR * 16;
 #pragma unroll
   for (int h = 0; h < (Cfg<kR>::kTwoHalves ? 2 : 1); ++h) {
     const int m = 8 * h + 2 * t;
-    r[m * 16 + g] = acc[h][0][0] + acc[h][1][0];
-    r[(m + 1) * 16 + g] = acc[h][0][1] + acc[h][1][1];
-    r[m * 16 + g + 8] = acc[h][0][2] + acc[h][1][2];
-    r[(m + 1) * 16 + g + 8] = acc[h][0][3] + acc[h][1][3];
+    float v[4];
 #pragma unroll
-    for (int c = 0; c < 2; ++c) acc[h][c][0] = acc[h][c][1] = acc[h][c][2] = acc[h][c][3] = 0.f;
+    for (int e = 0; e < 4; ++e) {
+      if constexpr (kChain < 0) v[e] = acc[h][0][e] + acc[h][1][e];
+      else v[e] = acc[h][kChain][e];
+    }
+    r[m * 16 + g] = v[0];
+    r[(m + 1) * 16 + g] = v[1];
+    r[m * 16 + g + 8] = v[2];
+    r[(m + 1) * 16 + g + 8] = v[3];
+#pragma unroll
+    for (int c = 0; c < 2; ++c)
+      if (kChain < 0 || c == kChain) acc[h][c][0] = acc[h][c][1] = acc[h][c][2] = acc[h][c][3] = 0.f;
   }
 }
 
@@ -218,17 +240,25 @@ __device__ __forceinline__ float ld_cluster(const float* p, int rank) {
 #endif
 }
 
-template <typename T, int kR, bool kExact, bool kGeneral>
+template <typename T, int kR, bool kExact, bool kGeneral, bool kPair>
 __global__ void __launch_bounds__(kThreads, Cfg<kR>::kMinBlocks) gemv_kernel(const GemvArgs a) {
   constexpr bool kTwo = Cfg<kR>::kTwoHalves;
   constexpr int kBody = Cfg<kR>::kBody;
+  // Aligned loop: a body is kCh consecutive chunks of kT tiles (pair mode: tiles 2p, 2p+1
+  // of the CTA, each x fragment feeding both), units in flight kBody = kCh kT either way.
+  constexpr int kT = kPair ? 2 : 1;
+  constexpr int kCh = kBody / kT;
+  static_assert(!kPair || !kGeneral, "pair mode is an aligned-loop mode");
+  static_assert(kBody % kT == 0, "a pair body holds whole chunks of both tiles");
   extern __shared__ __align__(16) float red[];
   pdl_launch_dependents();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int S = a.S, rank = blockIdx.x % S, cl = blockIdx.x / S;
-  const int tile0 = cl * a.R, nR = min(a.R, a.tiles - tile0);
+  const int tile0 = cl * a.R, nR = min(a.R, a.tiles - tile0);  // nR even in pair mode (host)
   const int ch0 = rank * a.P, Pn = max(0, min(a.P, a.KC - ch0));
   // Units per warp; the aligned path (!kGeneral) gives each warp whole bodies of kBody.
+  // Units are ordered group-major: unit (group p, chunk c, tile j of the group) is number
+  // (p Pn + c) kT + j, a group being kT consecutive local tiles.
   const int total = nR * Pn;
   const int Q = kGeneral ? (total + kWarps - 1) / kWarps
                        : (total + kWarps * kBody - 1) / (kWarps * kBody) * kBody;
@@ -243,37 +273,45 @@ __global__ void __launch_bounds__(kThreads, Cfg<kR>::kMinBlocks) gemv_kernel(con
   if constexpr (!kGeneral) {
    if (n > 0) {
     // Aligned path (K % (64 kBody) == 0, so KC, every rank's Pn and every warp range are
-    // whole bodies): a body is kBody consecutive chunks of one tile, its units sit at fixed
-    // offsets from the body pointer and its x at fixed offsets from the x pointer
-    // (immediate offsets), and a tile can only end at the end of a body.
-    int pt = b / Pn, pc = b % Pn;  // the body being processed: local tile, first chunk
+    // whole bodies): a body is kCh consecutive chunks of the kT tiles of one group, its
+    // units sit at fixed offsets from the body pointer (plus tstride for the group's
+    // second tile) and its x at fixed offsets from the x pointer (immediate offsets), and a
+    // group can only end at the end of a body.
+    int pt = b / (kT * Pn), pc = b / kT % Pn;  // the body being processed: group, first chunk
     const uint8_t* wp =
-        a.w + (size_t)((tile0 + pt) * a.KC + ch0 + pc) * kUnitBytes + lane * 16;
+        a.w + (size_t)((tile0 + kT * pt) * a.KC + ch0 + pc) * kUnitBytes + lane * 16;
     const uint8_t* sp = wp + (kUnitCodeBytes - 14 * lane);  // the lane's 2 scale bytes
+    const int tstride = kPair ? a.KC * kUnitBytes : 0;  // tile j of the group: + j tstride
     // Bytes from a body to the next: the next chunks, or (after the rank's last body of a
-    // tile) the rank's first chunk of the next tile.
-    const int step_in = kBody * kUnitBytes, step_wrap = (a.KC - Pn + kBody) * kUnitBytes;
-    uint4 q[kBody];
+    // group) the rank's first chunk of the next group.
+    const int step_in = kCh * kUnitBytes, step_wrap = (kT * a.KC - Pn + kCh) * kUnitBytes;
+    uint4 q[kBody];  // unit (chunk d, tile j) of the body in slot d kT + j
     uint32_t sc[kBody];
 #pragma unroll
-    for (int d = 0; d < kBody; ++d) {  // weights are constant: stream them before the PDL wait
-      q[d] = ld_stream128(wp + d * kUnitBytes);
-      sc[d] = ld_stream16(sp + d * kUnitBytes);
-    }
+    for (int d = 0; d < kCh; ++d)  // weights are constant: stream them before the PDL wait
+#pragma unroll
+      for (int j = 0; j < kT; ++j) {
+        q[d * kT + j] = ld_stream128(wp + j * tstride + d * kUnitBytes);
+        sc[d * kT + j] = ld_stream16(sp + j * tstride + d * kUnitBytes);
+      }
     // L2 prefetch (lane 0, bulk copy unit) of the body kPf + 1 bodies ahead of the one
     // being processed, i.e. kPf ahead of the end-of-body refill. `body_ptr`, `chunk`: the
     // current body's pointer and first chunk within the rank's range; `bodies`: its index
     // among the warp's bodies (nothing past the warp's last body is prefetched).
     auto next_body = [&](const uint8_t*& p, int& chunk) {  // the following body of the rank
-      const bool wrap = chunk + kBody == Pn;
+      const bool wrap = chunk + kCh == Pn;
       p += wrap ? step_wrap : step_in;
-      chunk = wrap ? 0 : chunk + kBody;
+      chunk = wrap ? 0 : chunk + kCh;
+    };
+    auto prefetch_body = [&](const uint8_t* p) {
+#pragma unroll
+      for (int j = 0; j < kT; ++j) prefetch_l2(p + j * tstride, kCh * kUnitBytes);
     };
     auto prefetch_ahead = [&](const uint8_t* body_ptr, int chunk, int bodies) {
       const uint8_t* p = body_ptr - lane * 16;
 #pragma unroll
       for (int j = 0; j < kPf + 1; ++j) next_body(p, chunk);
-      if (lane == 0 && bodies + kPf + 1 < n / kBody) prefetch_l2(p, kBody * kUnitBytes);
+      if (lane == 0 && bodies + kPf + 1 < n / kBody) prefetch_body(p);
     };
     if constexpr (kPf > 0) {  // the bodies the first kPf refills load
       const uint8_t* p = wp - lane * 16;
@@ -281,7 +319,7 @@ __global__ void __launch_bounds__(kThreads, Cfg<kR>::kMinBlocks) gemv_kernel(con
 #pragma unroll
       for (int j = 0; j < kPf; ++j) {
         next_body(p, chunk);
-        if (lane == 0 && j + 1 < n / kBody) prefetch_l2(p, kBody * kUnitBytes);
+        if (lane == 0 && j + 1 < n / kBody) prefetch_body(p);
       }
     }
     pdl_wait();  // x, y: only after the previous kernel finished
@@ -301,40 +339,62 @@ __global__ void __launch_bounds__(kThreads, Cfg<kR>::kMinBlocks) gemv_kernel(con
     } else {
       xa2[0] = xb2[0] = xa2[1] = xb2[1] = make_uint4(0u, 0u, 0u, 0u);
     }
+    auto park_group = [&](int group) {
+      if constexpr (kPair) {
+        park<kR, 0>(acc, red, 2 * (warp + group), lane);
+        park<kR, 1>(acc, red, 2 * (warp + group) + 1, lane);
+      } else {
+        park<kR>(acc, red, warp + group, lane);
+      }
+    };
     auto body = [&](int i, bool refill) {
-      const bool tile_end = pc + kBody == Pn;
+      const bool tile_end = pc + kCh == Pn;
       const uint8_t* wn = wp + (tile_end ? step_wrap : step_in);  // the next body
       const uint8_t* sn = sp + (tile_end ? step_wrap : step_in);
-      const T* xn = tile_end ? x0 : xp + kBody * 64;  // x of the next body
-      const T* xn2 = tile_end ? x20 : xp2 + kBody * 64;
+      const T* xn = tile_end ? x0 : xp + kCh * 64;  // x of the next body
+      const T* xn2 = tile_end ? x20 : xp2 + kCh * 64;
 #pragma unroll
-      for (int d = 0; d < kBody; ++d) {
+      for (int d = 0; d < kCh; ++d) {
         const int cur = d & 1, nxt = cur ^ 1;
-        const uint4* xl = reinterpret_cast<const uint4*>(d + 1 < kBody ? xp + (d + 1) * 64 : xn);
-        xa[nxt] = __ldg(xl);  // x one unit ahead (always in range)
+        const uint4* xl = reinterpret_cast<const uint4*>(d + 1 < kCh ? xp + (d + 1) * 64 : xn);
+        xa[nxt] = __ldg(xl);  // x one chunk ahead (always in range)
         xb[nxt] = __ldg(xl + 1);
         if constexpr (kTwo) {
-          const uint4* xl2 = reinterpret_cast<const uint4*>(d + 1 < kBody ? xp2 + (d + 1) * 64 : xn2);
+          const uint4* xl2 = reinterpret_cast<const uint4*>(d + 1 < kCh ? xp2 + (d + 1) * 64 : xn2);
           xa2[nxt] = __ldg(xl2);
           xb2[nxt] = __ldg(xl2 + 1);
         }
-        unit_mma<T, kTwo, kExact>(acc, q[d], sc[d], xa[cur], xb[cur], xa2[cur], xb2[cur]);
+        if constexpr (kPair) {  // one x fragment, both tiles (chain = tile)
+          unit_mma<T, kTwo, kExact, 0>(acc, q[2 * d], sc[2 * d], xa[cur], xb[cur], xa2[cur], xb2[cur]);
+          unit_mma<T, kTwo, kExact, 1>(acc, q[2 * d + 1], sc[2 * d + 1], xa[cur], xb[cur], xa2[cur],
+                                       xb2[cur]);
+        } else {
+          unit_mma<T, kTwo, kExact>(acc, q[d], sc[d], xa[cur], xb[cur], xa2[cur], xb2[cur]);
+        }
+      }
+      if constexpr (kCh % 2 == 1) {  // the next body's x must start in buffer 0
+        xa[0] = xa[1];
+        xb[0] = xb[1];
+        xa2[0] = xa2[1];
+        xb2[0] = xb2[1];
       }
       if (refill) {  // the next body's units (ptxas issues these at the body's end anyway)
 #pragma unroll
-        for (int d = 0; d < kBody; ++d) {
-          q[d] = ld_stream128(wn + d * kUnitBytes);
-          sc[d] = ld_stream16(sn + d * kUnitBytes);
-        }
+        for (int d = 0; d < kCh; ++d)
+#pragma unroll
+          for (int j = 0; j < kT; ++j) {
+            q[d * kT + j] = ld_stream128(wn + j * tstride + d * kUnitBytes);
+            sc[d * kT + j] = ld_stream16(sn + j * tstride + d * kUnitBytes);
+          }
         if constexpr (kPf > 0) prefetch_ahead(wp, pc, i / kBody);
       }
       wp = wn;
       sp = sn;
       xp = xn;
       xp2 = xn2;
-      pc += kBody;
+      pc += kCh;
       if (tile_end) {
-        park<kR>(acc, red, warp + pt, lane);
+        park_group(pt);
         ++pt;
         pc = 0;
       }
@@ -342,7 +402,7 @@ __global__ void __launch_bounds__(kThreads, Cfg<kR>::kMinBlocks) gemv_kernel(con
     int i = 0;
     for (; i + kBody < n; i += kBody) body(i, true);
     body(i, false);  // the last body: nothing left to load
-    if (pc > 0) park<kR>(acc, red, warp + pt, lane);
+    if (pc > 0) park_group(pt);
    } else {
     pdl_wait();
    }
@@ -410,11 +470,12 @@ __global__ void __launch_bounds__(kThreads, Cfg<kR>::kMinBlocks) gemv_kernel(con
 
   // Sum the warps of each local tile (warp order: deterministic).
   const float factor = Traits<T>::kOutScale * __ldg(a.g_w) * (a.g_x ? __ldg(a.g_x) : 1.0f);
-  auto tile_sum = [&](int r, int m, int row) {
+  auto tile_sum = [&](int r, int m, int row) {  // local tile r = kT p + j: warps of group p
     float s = 0.f;
     if (Pn > 0) {
-      const int wa = r * Pn / Q, wb = min(kWarps - 1, ((r + 1) * Pn - 1) / Q);
-      for (int w = wa; w <= wb; ++w) s += red[((size_t)(w + r) * kR + m) * 16 + row];
+      const int p = r / kT, j = r % kT;
+      const int wa = p * kT * Pn / Q, wb = min(kWarps - 1, ((p + 1) * kT * Pn - 1) / Q);
+      for (int w = wa; w <= wb; ++w) s += red[((size_t)(kT * (w + p) + j) * kR + m) * 16 + row];
     }
     return s;
   };
@@ -446,7 +507,7 @@ __global__ void __launch_bounds__(kThreads, Cfg<kR>::kMinBlocks) gemv_kernel(con
     }
     return;
   }
-  float* cpart = red + (size_t)(kWarps + a.R) * kR * 16;
+  float* cpart = red + (size_t)(kT * kWarps + a.R) * kR * 16;
   const int items = nR * a.M * 16;
   for (int i = threadIdx.x; i < items; i += kThreads) {
     const int r = i / (a.M * 16), m = (i / 16) % a.M, row = i % 16;
@@ -474,10 +535,10 @@ __global__ void __launch_bounds__(kThreads, Cfg<kR>::kMinBlocks) gemv_kernel(con
 
 // ---- host launcher (plain C++: the binding passes the current stream) ----
 
-template <typename T, int kR, bool kExact, bool kGeneral>
+template <typename T, int kR, bool kExact, bool kGeneral, bool kPair = false>
 static cudaError_t launch_kernel(const GemvArgs& a, cudaStream_t stream) {
-  auto* kern = gemv_kernel<T, kR, kExact, kGeneral>;
-  const size_t smem = smem_floats(kR, a.R, a.S) * sizeof(float);
+  auto* kern = gemv_kernel<T, kR, kExact, kGeneral, kPair>;
+  const size_t smem = smem_floats(kR, a.R, a.S, kPair ? 2 : 1) * sizeof(float);
   const int dev = current_device();
   const int optin = smem_optin(dev);
   if (smem > (size_t)(optin > 0 ? optin : 48 * 1024)) return cudaErrorInvalidValue;  // R too large
@@ -495,13 +556,30 @@ static cudaError_t launch_kernel(const GemvArgs& a, cudaStream_t stream) {
 }
 
 template <typename T, int kR>
-static cudaError_t launch_class(const GemvArgs& a, bool exact, cudaStream_t stream) {
+static cudaError_t launch_class(const GemvArgs& a, bool exact, bool pair, cudaStream_t stream) {
   // The aligned loop needs whole bodies of 64-wide chunks (K % (64 kBody) == 0).
   if (a.K % (kChunkK * Cfg<kR>::kBody) != 0)
     return exact ? launch_kernel<T, kR, true, true>(a, stream)
                  : launch_kernel<T, kR, false, true>(a, stream);
+  if (pair)
+    return exact ? launch_kernel<T, kR, true, false, true>(a, stream)
+                 : launch_kernel<T, kR, false, false, true>(a, stream);
   return exact ? launch_kernel<T, kR, true, false>(a, stream)
                : launch_kernel<T, kR, false, false>(a, stream);
+}
+
+// Pair mode (session 8): the aligned loop's bodies hold 2 tiles x kBody/2 chunks, so each x
+// fragment loaded from L1 feeds two tiles' mma (at M = 8 a unit's x fragments are 1 KB
+// against 576 weight bytes). RESETFP4_GEMV_PAIR (read once): 0 off, 1 (default) for
+// 2 <= M <= 8, 2 for M <= 8. Used where every CTA owns whole tile pairs: S = 1, R and the
+// tile count even, the aligned loop. Not for M > 8: measured slower there (8B.gate_up
+// M=16 24.4 -> 25.1 µs, 14B.qkv 10.7 -> 11.2; dev/kernels/NOTES.md, session 8).
+int gemv_pair_mode() {
+  static const int mode = [] {
+    const char* e = std::getenv("RESETFP4_GEMV_PAIR");
+    return (e && (e[0] == '0' || e[0] == '2')) ? e[0] - '0' : 1;
+  }();
+  return mode;
 }
 
 // plan = {S, R} for the class of M (cluster size, tiles per cluster; see nvfp4_gemv.py plan).
@@ -529,8 +607,10 @@ cudaError_t launch_gemv(const void* x, const void* w, const float* g_w,
   if (S > 1 && cc_major(current_device()) < 9) return cudaErrorInvalidValue;  // clusters: sm_90
   const GemvArgs a{x, (const uint8_t*)w, g_w, g_x, bias, y, g_q,
                    M, N, K, KC, tiles, S, R, P, swiglu ? 1 : 0};
-  if (M > 8) return launch_class<T, 16>(a, exact, stream);
-  return launch_class<T, 8>(a, exact, stream);
+  const bool pair = gemv_pair_mode() >= (M > 1 ? 1 : 2) && M <= 8 && aligned && S == 1 &&
+                    R % 2 == 0 && tiles % 2 == 0;
+  if (M > 8) return launch_class<T, 16>(a, exact, pair, stream);
+  return launch_class<T, 8>(a, exact, pair, stream);
 }
 
 template cudaError_t launch_gemv<__nv_bfloat16>(const void*, const void*, const float*,
