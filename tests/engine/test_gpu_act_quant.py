@@ -111,8 +111,10 @@ def test_compile_and_graph_replay():
 @pytest.mark.parametrize("precision", ["nvfp4-w4a4", "nvfp4-w4a16"])
 def test_compiled_decode_uses_the_fused_producers(precision):
     """The compiled NVFP4 decode step runs the act_quant producers (W4A4: and no separate
-    activation quantizer), and its logits stay close to the eager forward (which
-    quantizes W4A4 activations in each linear)."""
+    activation quantizer; the SiLU-mul is in the gate/up GEMV unless RESETFP4_SWIGLU_GEMV=0),
+    and its logits stay close to the eager forward (which quantizes W4A4 activations in
+    each linear)."""
+    from resetfp4.engine import model as M
     from resetfp4.engine.build import random_model
     from resetfp4.engine.decode import _compiled
 
@@ -131,7 +133,12 @@ def test_compiled_decode_uses_the_fused_producers(precision):
             torch.cuda.synchronize()
     names = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
     assert not any("quant_act" in n for n in names), "a separate quantizer ran in the compiled step"
-    assert any("add_rmsnorm_quant" in n for n in names) and any("silu_mul_quant" in n for n in names)
+    assert any("add_rmsnorm_quant" in n for n in names)
+    if M._SWIGLU_GEMV:  # the gate/up GEMV applies SiLU-mul (and W4A4's quantization) itself
+        assert all(layer.mlp.gate_up_fused.rows_interleaved for layer in model.model.layers)
+        assert not any("silu_mul" in n for n in names), "a SiLU-mul producer ran beside the SwiGLU GEMV"
+    else:  # RESETFP4_SWIGLU_GEMV=0: the SiLU-mul producer quantizes for the down projection
+        assert any("silu_mul_quant" in n for n in names)
     rel = ((got - want).norm() / want.norm()).item()
     assert rel < 2e-2, f"compiled {precision} decode logits differ from eager by {rel:.3g} (relative L2)"
 

@@ -222,10 +222,12 @@ def test_every_work_split_matches_reference(n, k):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("n,k", [(32, 256), (4128, 4096), (96, 768), (64, 12288)])
 def test_pair_bodies_match_reference(n, k, dtype):
-    """Plans with an even tile count per CTA run pair bodies for 1 < M <= 8 (each x fragment
+    """Plans with an even tile count per CTA run pair bodies for M <= 8 (each x fragment
     feeds two tiles): reference result for every M and even R (including a last CTA with
     fewer tile pairs and warps with no unit), deterministic, and the fast and exact scale
-    decodes give the same bits. W4A4's quantized x goes through the same loop."""
+    decodes give the same bits. A row's result is the same whatever the number of rows
+    (M = 1..8: continuous batching relies on it). W4A4's quantized x goes through the same
+    loop."""
     mode = kg._ext().gemv_pair_mode()
     assert mode in (0, 1, 2)
     w = quantize(torch.randn(n, k, device=DEV))
@@ -233,11 +235,16 @@ def test_pair_bodies_match_reference(n, k, dtype):
     tiles, _ = kg.grid_dims(n, k)
     rmax = min(tiles, kg.MAX_TILES_PER_CLUSTER[16]) // 2 * 2
     plans = sorted({(1, 2), (1, min(4, rmax)), (1, rmax), (1, max(2, tiles // 3 // 2 * 2))})
+    x8 = torch.randn(8, k, device=DEV).to(dtype)
+    for plan in plans:  # row 0 alone and in batches of 2..8: the same bits
+        y1 = _gemv(pw, x8[:1], plan=plan)
+        for m in range(2, 9):
+            assert_bitexact(_gemv(pw, x8[:m], plan=plan)[:1], y1, f"row 0 of M={m} vs alone, plan={plan}")
     for m in range(1, 17):
         x = torch.randn(m, k, device=DEV).to(dtype)
         ref = _ref(x, w, "bf16")
         for plan in plans:
-            assert kg.pair_bodies(m, n, k, *plan, mode=mode) == (mode >= (1 if m > 1 else 2) and m <= 8)
+            assert kg.pair_bodies(m, n, k, *plan, mode=mode) == (mode == 1 and m <= 8)
             y = _gemv(pw, x, plan=plan)
             assert_rel_close(y, ref, rel_for_dtype(dtype), f"M={m} plan={plan}")
             assert_bitexact(_gemv(pw, x, plan=plan), y, f"repeat M={m} plan={plan}")

@@ -181,11 +181,12 @@ def plan(n: int, k: int, sm_count: int, max_cluster: int, m_class: int) -> tuple
 def pair_bodies(m: int, n: int, k: int, cluster: int, tiles_per_cluster: int, mode: int = 1) -> bool:
     """Whether the GEMV runs pair bodies (2 tiles x ``body / 2`` chunks; each x fragment
     feeds both tiles) for this call: mirrors ``launch_gemv`` in ``csrc/nvfp4_gemv.cu``.
-    ``mode`` is ``RESETFP4_GEMV_PAIR`` as the extension read it (``gemv_pair_mode()``): 0
-    never, 1 (default) for 2 <= M <= 8, 2 for M <= 8 (M > 8 measured slower). Needs the
-    aligned loop, no cluster, and an even tile count both per CTA and in all."""
+    ``mode`` is ``RESETFP4_GEMV_PAIR`` as the extension read it (``gemv_pair_mode()``): 1
+    (default) for every M <= 8, so a row's result does not depend on how many rows share
+    the call within that class; 0 never (M > 8 never: measured slower). Needs the aligned
+    loop, no cluster, and an even tile count both per CTA and in all."""
     tiles, _ = grid_dims(n, k)
-    return (mode >= (1 if m > 1 else 2) and m <= 8 and k % (CHUNK_K * ALIGNED_BODY[8]) == 0
+    return (mode == 1 and m <= 8 and k % (CHUNK_K * ALIGNED_BODY[8]) == 0
             and cluster == 1 and tiles_per_cluster % 2 == 0 and tiles % 2 == 0)
 
 

@@ -104,7 +104,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gemv_swiglu", &gemv_swiglu,
         "silu(gate) * up of a gate/up-interleaved NVFP4 weight (M <= 16), writes h in place");
   m.def("gemv_pair_mode", &resetfp4::gemv_pair_mode,
-        "RESETFP4_GEMV_PAIR as read: 0 no pair bodies, 1 for M > 1, 2 for every M");
+        "RESETFP4_GEMV_PAIR as read: 1 pair bodies for M <= 8 (default), 0 none");
   m.def("quant_act", &quant_act, "NVFP4 activation quantization, no host sync");
   m.def("dequant", &dequant, "dequantize a repacked NVFP4 weight into w [N, K]");
 }

@@ -570,14 +570,16 @@ static cudaError_t launch_class(const GemvArgs& a, bool exact, bool pair, cudaSt
 
 // Pair mode (session 8): the aligned loop's bodies hold 2 tiles x kBody/2 chunks, so each x
 // fragment loaded from L1 feeds two tiles' mma (at M = 8 a unit's x fragments are 1 KB
-// against 576 weight bytes). RESETFP4_GEMV_PAIR (read once): 0 off, 1 (default) for
-// 2 <= M <= 8, 2 for M <= 8. Used where every CTA owns whole tile pairs: S = 1, R and the
-// tile count even, the aligned loop. Not for M > 8: measured slower there (8B.gate_up
-// M=16 24.4 -> 25.1 µs, 14B.qkv 10.7 -> 11.2; dev/kernels/NOTES.md, session 8).
+// against 576 weight bytes). RESETFP4_GEMV_PAIR (read once): 1 (default) on for M <= 8,
+// 0 off. Used where every CTA owns whole tile pairs: S = 1, R and the tile count even, the
+// aligned loop. Also at M = 1 (where x is small), so that a row's result does not depend on
+// how many rows share the call within the M <= 8 class (continuous batching relies on it).
+// Not for M > 8: measured slower there (8B.gate_up M=16 24.4 -> 25.1 µs, 14B.qkv 10.7 ->
+// 11.2; dev/kernels/NOTES.md, session 8).
 int gemv_pair_mode() {
   static const int mode = [] {
     const char* e = std::getenv("RESETFP4_GEMV_PAIR");
-    return (e && (e[0] == '0' || e[0] == '2')) ? e[0] - '0' : 1;
+    return (e && e[0] == '0') ? 0 : 1;
   }();
   return mode;
 }
@@ -607,8 +609,8 @@ cudaError_t launch_gemv(const void* x, const void* w, const float* g_w,
   if (S > 1 && cc_major(current_device()) < 9) return cudaErrorInvalidValue;  // clusters: sm_90
   const GemvArgs a{x, (const uint8_t*)w, g_w, g_x, bias, y, g_q,
                    M, N, K, KC, tiles, S, R, P, swiglu ? 1 : 0};
-  const bool pair = gemv_pair_mode() >= (M > 1 ? 1 : 2) && M <= 8 && aligned && S == 1 &&
-                    R % 2 == 0 && tiles % 2 == 0;
+  const bool pair = gemv_pair_mode() == 1 && M <= 8 && aligned && S == 1 && R % 2 == 0 &&
+                    tiles % 2 == 0;
   if (M > 8) return launch_class<T, 16>(a, exact, pair, stream);
   return launch_class<T, 8>(a, exact, pair, stream);
 }
