@@ -165,3 +165,16 @@ def test_fused_bad_input_is_named():
         call(out_scale=torch.tensor([0.1, 0.2]))
     with pytest.raises(ValueError, match="out_scale must be one fp32 value"):
         call(out_scale=torch.tensor([0.1], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("rows", [1, 8, 32, 64, 128, 512])
+@pytest.mark.parametrize("attn_len", [1, 64, 65, 256, 1000, 1024, 2048, 4096])
+def test_cuda_plan_covers_the_view(rows, attn_len):
+    """The one-kernel CUDA attention's split: clusters of at most CUDA_MAX_SPLITS CTAs whose
+    64-key-multiple chunks cover [0, attn_len) with none empty, and at most two tiles (the
+    ring's stages, no more than a CTA has) requested before the PDL wait."""
+    splits, chunk, pre = A.cuda_plan(rows, attn_len, 132)
+    assert 1 <= splits <= A.CUDA_MAX_SPLITS and chunk % A.CUDA_TILE == 0
+    assert (splits - 1) * chunk < attn_len <= splits * chunk
+    assert 0 <= pre <= min(2, chunk // A.CUDA_TILE)
+    assert pre == (2 if rows <= A.CUDA_PRE_ROWS and chunk > A.CUDA_TILE else 1) or A._PRE_ENV is not None

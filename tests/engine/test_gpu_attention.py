@@ -98,6 +98,23 @@ def test_broadcast_positions_are_read_per_row():
 # ---- decode_attention_fused: head preparation + cache write + attention in one kernel ----
 
 
+@pytest.fixture(params=["triton", "cuda"])
+def fused_backend(request, monkeypatch):
+    """decode_attention_fused through the two Triton kernels, or the one-kernel CUDA path
+    (sm_90 clusters) where it serves (head_dim 64/128; other shapes fall back to Triton)."""
+    if request.param == "cuda" and torch.cuda.get_device_capability()[0] < 9:
+        pytest.skip("the one-kernel CUDA attention needs sm_90 thread-block clusters")
+    monkeypatch.setattr(A, "CUDA_ATTENTION", request.param == "cuda")
+    monkeypatch.setattr(A, "CUDA_MIN_ROWS", 1)  # every batch size (the engine's default: >= 64)
+    return request.param
+
+
+def _check_backend(backend, q, kc, vc, rep):
+    """The CUDA backend really serves the head dims it is built for."""
+    serves = A.cuda_serves(q, kc, vc, rep)
+    assert serves == (backend == "cuda" and kc.shape[3] in (64, 128)), (backend, kc.shape)
+
+
 def _fused_case(b, h_kv, rep, d, seq, max_seq, norm, dtype, seed):
     g = torch.Generator(device="cuda").manual_seed(seed)
 
@@ -127,9 +144,10 @@ def _fused_case(b, h_kv, rep, d, seq, max_seq, norm, dtype, seed):
     [(1, 8, 4, 128, 1024, 1536, True), (1, 2, 7, 64, 256, 256, False), (3, 1, 1, 64, 300, 333, True),
      (8, 8, 4, 128, 2048, 2048, True), (5, 3, 2, 32, 1000, 1100, False), (64, 2, 7, 64, 512, 600, True)],
 )
-def test_fused_matches_reference(b, h_kv, rep, d, seq, max_seq, norm, dtype):
+def test_fused_matches_reference(b, h_kv, rep, d, seq, max_seq, norm, dtype, fused_backend):
     q, k, v, qw, kw, cos, sin, kc, vc, pos = _fused_case(b, h_kv, rep, d, seq, max_seq, norm, dtype, b + seq)
     assert A.fused_available(q, d)
+    _check_backend(fused_backend, q, kc, vc, rep)
     kc_ref, vc_ref = kc.clone(), vc.clone()
     want = A.decode_attention_fused_ref(q, k, v, qw, kw, 1e-6, cos, sin, kc_ref, vc_ref, pos, seq)
     for r in range(b):  # the kernel reads its first tile before it knows pos: garbage past pos
@@ -152,10 +170,31 @@ def test_fused_matches_reference(b, h_kv, rep, d, seq, max_seq, norm, dtype):
     assert_rel_close(kc[written].float(), kc_ref[written].float(), 1e-2, "written keys")
 
 
-def test_fused_graph_replay_and_compile_write_the_cache():
+@pytest.mark.parametrize("b,d", [(1, 128), (8, 128), (3, 64)])
+def test_fused_quantized_output(b, d, fused_backend):
+    """With ``out_scale`` (W4A4 o_proj) the output is the NVFP4 round trip of the attention
+    output (blocks of 16 along the head dim, global scale left out): exactly the reference
+    quantizer applied to this backend's unquantized output, which itself matches float64."""
+    from resetfp4.engine.act_quant import fake_quant_ref
+
+    q, k, v, qw, kw, cos, sin, kc, vc, pos = _fused_case(b, 4, 4, d, 640, 700, True, torch.bfloat16, 5)
+    _check_backend(fused_backend, q, kc, vc, 4)
+    kc2, vc2 = kc.clone(), vc.clone()
+    want = A.decode_attention_fused_ref(q, k, v, qw, kw, 1e-6, cos, sin, kc.clone(), vc.clone(), pos, 640)
+    plain = A.decode_attention_fused(q, k, v, qw, kw, 1e-6, cos, sin, kc, vc, pos, 640)
+    gs = (want.float().abs().amax() / 2688).reshape(1)
+    got = A.decode_attention_fused(q, k, v, qw, kw, 1e-6, cos, sin, kc2, vc2, pos, 640, out_scale=gs)
+    torch.cuda.synchronize()
+    assert_rel_close(plain.float(), want.float(), REL, "unquantized")
+    flat = plain.reshape(-1, d)
+    assert torch.equal(got.reshape(-1, d), fake_quant_ref(flat, gs)), "quantized output"
+
+
+def test_fused_graph_replay_and_compile_write_the_cache(fused_backend):
     """Captured, then replayed at new positions; and under torch.compile (the cache is a
     mutated input: the writes must reach the caller's tensors)."""
     q, k, v, qw, kw, cos, sin, kc, vc, pos = _fused_case(4, 8, 4, 128, 1024, 1024, True, torch.bfloat16, 11)
+    _check_backend(fused_backend, q, kc, vc, 4)
     out = torch.full((4, 8, 4, 128), float("nan"), dtype=torch.bfloat16, device="cuda")
     A.decode_attention_fused(q, k, v, qw, kw, 1e-6, cos, sin, kc, vc, pos, 1024)  # compile outside capture
     torch.cuda.synchronize()
@@ -205,7 +244,7 @@ if triton is not None:
 
 
 @pytest.mark.parametrize("b,seq,max_seq", [(1, 700, 1024), (8, 1500, 1536)])
-def test_fused_waits_for_a_pdl_predecessor(b, seq, max_seq):
+def test_fused_waits_for_a_pdl_predecessor(b, seq, max_seq, fused_backend):
     """Both attention kernels are launched with programmatic dependent launch, so they may
     start while the kernel before them still runs; the split kernel even loads cached keys
     before it waits (one-tile splits, b = 1). Here that predecessor signals at once, spins
@@ -215,6 +254,7 @@ def test_fused_waits_for_a_pdl_predecessor(b, seq, max_seq):
     if triton is None or not ak.pdl(torch.empty(1, device="cuda")) or not ak.triton_launches_pdl():
         pytest.skip("programmatic dependent launch needs an NVIDIA sm_90+ GPU and a Triton with launch_pdl")
     q, k, v, qw, kw, cos, sin, kc, vc, pos = _fused_case(b, 8, 4, 128, seq, max_seq, True, torch.bfloat16, 7)
+    _check_backend(fused_backend, q, kc, vc, 4)
     qkv = q._base
     assert qkv is not None and k._base is qkv and v._base is qkv
     final, pos_final = qkv.clone(), pos.clone()

@@ -19,6 +19,9 @@ two programs per SM run ("flash decoding"):
 :func:`decode_attention_fused` (what the engine's decode step runs) takes the raw q/k/v
 projections instead: the split kernel also applies the per-head RMSNorm (Qwen3) and RoPE,
 and the split that owns position ``pos[b]`` writes the new key and value into the cache.
+On sm_90, from :data:`CUDA_MIN_ROWS` (row, KV head) pairs on, one CUDA kernel does all of
+it instead (``kernels/csrc/decode_attention.cu``): its split CTAs form a thread-block
+cluster and combine their partials through distributed shared memory.
 That replaces the two small elementwise kernels (query heads; key heads + cache write)
 that Inductor generated around attention in every layer (~1.8 µs each at batch 1 on an
 H100, plus a launch gap; session-4 profile in docs/bench_decode.md).
@@ -33,11 +36,29 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 
 import torch
 from torch import Tensor
 
 _HAS_TRITON = importlib.util.find_spec("triton") is not None
+
+# The one-kernel CUDA path of decode_attention_fused (sm_90 clusters; see cuda_serves), used
+# for at least CUDA_MIN_ROWS (row, KV head) pairs. In the Qwen3-8B decode step (H100, gen
+# 1024, session 8) it is faster at batch 8 (3.421 -> 3.383 ms per step: o_proj's GEMV
+# streams more of its weights under it) and slower at batch 1 and 4 (2.567 -> 2.657,
+# 2.963 -> 3.062), so smaller batches keep the two Triton kernels.
+# RESETFP4_ATTN_CUDA (read at import): 0 never, 1 (default) from CUDA_MIN_ROWS, 2 always.
+_ATTN_CUDA_ENV = os.environ.get("RESETFP4_ATTN_CUDA", "1")
+CUDA_ATTENTION = _ATTN_CUDA_ENV != "0"
+CUDA_MIN_ROWS = 1 if _ATTN_CUDA_ENV == "2" else 64
+CUDA_MAX_SPLITS = 8  # CTAs per cluster: portable sizes (16 measured slower at batch 1: 9.15 vs 8.26 µs)
+CUDA_TILE = 64  # keys per tile of the CUDA kernel
+# Tiles each CTA requests before the PDL wait (cached keys, whatever pos is): both ring
+# stages at batch <= CUDA_PRE_ROWS (row, KV head) pairs, else one (keys past pos are then
+# never read). RESETFP4_ATTN_PRE overrides (0, 1 or 2).
+CUDA_PRE_ROWS = 16
+_PRE_ENV = os.environ.get("RESETFP4_ATTN_PRE")
 
 BLOCK_N = 64  # keys per inner tile
 PROGRAMS_PER_SM = 2  # split-KV programs per SM the split count aims at (dev/engine/attn_sweep.py)
@@ -244,14 +265,64 @@ def _decode_attention_fused_op(q: Tensor, k: Tensor, v: Tensor, q_w: Tensor | No
                                   or out_scale.device != q.device or d % 16):
         raise ValueError(f"decode_attention_fused: out_scale must be one fp32 value on {q.device} "
                          f"(and head_dim a multiple of 16), got {out_scale.dtype} {tuple(out_scale.shape)}")
-    from resetfp4.engine import attention_kernels as ak
-
-    splits, chunk, rows, acc, ml, out = _workspace(q, b, h_kv, q.shape[1] // (h_kv * d), d, attn_len)
     q_w = q_w.contiguous() if q_w is not None else None
     k_w = k_w.contiguous() if k_w is not None else None
+    rep = q.shape[1] // (h_kv * d)
+    if b * h_kv >= CUDA_MIN_ROWS and cuda_serves(q, k_cache, v_cache, rep):
+        return _cuda_fused(q, k, v, q_w, k_w, eps, cos, sin, k_cache, v_cache, pos, attn_len,
+                           out_scale.reshape(1) if out_scale is not None else None, rep)
+    from resetfp4.engine import attention_kernels as ak
+
+    splits, chunk, rows, acc, ml, out = _workspace(q, b, h_kv, rep, d, attn_len)
     ak.launch_fused(q, k, v, q_w, k_w, float(eps), cos, sin, k_cache, v_cache, pos, attn_len,
                     acc, ml, out, splits, chunk, rows, BLOCK_N, 1.0 / math.sqrt(d),
                     out_scale.reshape(1) if out_scale is not None else None)
+    return out
+
+
+def cuda_plan(rows: int, attn_len: int, sm_count: int) -> tuple[int, int, int]:
+    """``(splits, chunk, pre)`` of the CUDA kernel: about ``PROGRAMS_PER_SM * sm_count`` CTAs
+    (at most :data:`CUDA_MAX_SPLITS` per cluster), ``chunk`` keys per CTA (a multiple of
+    :data:`CUDA_TILE`), ``pre`` tiles requested before the PDL wait."""
+    tiles = -(-attn_len // CUDA_TILE)
+    want = max(1, min(tiles, CUDA_MAX_SPLITS, -(-PROGRAMS_PER_SM * sm_count // max(rows, 1))))
+    chunk = -(-tiles // want) * CUDA_TILE
+    splits = -(-attn_len // chunk)
+    pre = int(_PRE_ENV) if _PRE_ENV is not None else (2 if rows <= CUDA_PRE_ROWS else 1)
+    return splits, chunk, max(0, min(pre, 2, chunk // CUDA_TILE))
+
+
+def cuda_serves(q: Tensor, k_cache: Tensor, v_cache: Tensor, rep: int) -> bool:
+    """Whether the one-kernel CUDA path serves this call: sm_90+, head_dim 64 or 128, at
+    most 16 query heads per KV head, caches with contiguous rows, one stride layout for
+    both and 16-byte aligned (cp.async), and the kernels built."""
+    if not (CUDA_ATTENTION and q.is_cuda and torch.cuda.get_device_capability(q.device)[0] >= 9):
+        return False
+    d = k_cache.shape[3]
+    if d not in (64, 128) or not 1 <= rep <= 16 or k_cache.stride() != v_cache.stride():
+        return False
+    if k_cache.stride(2) != d or k_cache.data_ptr() % 16 or v_cache.data_ptr() % 16:
+        return False
+    try:
+        from resetfp4.kernels.build import load_extension
+        return hasattr(load_extension(), "decode_attention")
+    except (RuntimeError, OSError, ImportError):
+        return False
+
+
+def _cuda_fused(q, k, v, q_w, k_w, eps, cos, sin, k_cache, v_cache, pos, attn_len, out_scale, rep) -> Tensor:
+    from resetfp4.kernels.build import load_extension
+
+    b, h_kv, d = q.shape[0], k_cache.shape[1], k_cache.shape[3]
+    sms = torch.cuda.get_device_properties(q.device).multi_processor_count
+    splits, chunk, pre = cuda_plan(b * h_kv, attn_len, sms)
+    out = torch.empty(b, h_kv, rep, d, dtype=q.dtype, device=q.device)
+    with torch.cuda.device(q.device):
+        err = load_extension().decode_attention(
+            q, k, v, q_w, k_w, cos, sin, k_cache, v_cache, pos, out, out_scale, float(eps),
+            1.0 / math.sqrt(d), attn_len, splits, chunk, pre)
+    if err:
+        raise RuntimeError(err)
     return out
 
 

@@ -1,9 +1,10 @@
-"""JIT build of the CUDA kernels (``csrc/nvfp4_gemv.cu``, ``csrc/nvfp4_aux.cu``, ``csrc/binding.cpp``).
+"""JIT build of the CUDA kernels (``csrc/nvfp4_gemv.cu``, ``csrc/nvfp4_aux.cu``,
+``csrc/decode_attention.cu``, ``csrc/binding.cpp``).
 
 Built on first use with :func:`torch.utils.cpp_extension.load` and cached by torch in
 ``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``), so later imports only
 load the shared object. Targets the current GPU's architecture plus sm_80 and sm_90
-(``TORCH_CUDA_ARCH_LIST`` overrides). Two small .cu + one .cpp keep a fresh build under a
+(``TORCH_CUDA_ARCH_LIST`` overrides). Three small .cu + one .cpp keep a fresh build under a
 minute. Never built with ``-use_fast_math``: the activation quantizer needs true division.
 """
 
@@ -17,7 +18,8 @@ from types import ModuleType
 import torch
 
 CSRC = Path(__file__).parent / "csrc"
-SOURCES = (CSRC / "nvfp4_gemv.cu", CSRC / "nvfp4_aux.cu", CSRC / "binding.cpp")
+SOURCES = (CSRC / "nvfp4_gemv.cu", CSRC / "nvfp4_aux.cu", CSRC / "decode_attention.cu",
+           CSRC / "binding.cpp")
 HEADERS = (CSRC / "nvfp4_common.cuh",)
 EXT_NAME = "resetfp4_nvfp4_gemv"
 

@@ -17,6 +17,11 @@ cudaError_t launch_quant_act(const void*, size_t, const float*, unsigned int*, f
                              uint8_t*, uint8_t*, cudaStream_t);
 int gemv_pair_mode();
 template <typename T>
+cudaError_t launch_decode_attention(const void*, const void*, const void*, const void*, const void*,
+                                    const void*, const void*, void*, void*, const long long*, void*,
+                                    const float*, const long long*, float, float, int, int, int, int,
+                                    int, int, int, int, int, cudaStream_t);
+template <typename T>
 cudaError_t launch_dequant(const void*, const float*, void*, int, int, cudaStream_t);
 }  // namespace resetfp4
 
@@ -99,12 +104,48 @@ std::string dequant(torch::Tensor packed, torch::Tensor g_w, torch::Tensor w) {
   return check(e, "nvfp4 dequant", 0, N, K);
 }
 
+// Decode attention in one cluster kernel (sm_90; decode_attention.cu). Shapes, dtypes,
+// strides and devices are checked in resetfp4/engine/attention.py.
+std::string decode_attention(torch::Tensor q, torch::Tensor k, torch::Tensor v,
+                             c10::optional<torch::Tensor> qw, c10::optional<torch::Tensor> kw,
+                             torch::Tensor cos, torch::Tensor sin, torch::Tensor kc, torch::Tensor vc,
+                             torch::Tensor pos, torch::Tensor out, c10::optional<torch::Tensor> out_scale,
+                             double eps, double sm_scale, int64_t seq, int64_t splits, int64_t chunk,
+                             int64_t pre) {
+  auto stream = at::cuda::getCurrentCUDAStream(q.get_device()).stream();
+  const int64_t B = q.size(0), h_kv = kc.size(1), D = kc.size(3);
+  const int64_t rep = q.size(1) / (h_kv * D);
+  const long long st[10] = {q.stride(0), k.stride(0), v.stride(0), cos.stride(0), sin.stride(0),
+                            kc.stride(0), kc.stride(1), out.stride(0), out.stride(1), out.stride(2)};
+  const void* qwp = qw.has_value() ? qw->data_ptr() : nullptr;
+  const void* kwp = kw.has_value() ? kw->data_ptr() : nullptr;
+  const auto* pp = reinterpret_cast<const long long*>(pos.data_ptr<int64_t>());
+  cudaError_t e;
+  if (q.scalar_type() == at::kBFloat16)
+    e = resetfp4::launch_decode_attention<__nv_bfloat16>(q.data_ptr(), k.data_ptr(), v.data_ptr(), qwp,
+        kwp, cos.data_ptr(), sin.data_ptr(), kc.data_ptr(), vc.data_ptr(), pp, out.data_ptr(),
+        opt_ptr(out_scale), st, (float)eps, (float)sm_scale, B, h_kv, rep, D, seq, kc.size(2), splits,
+        chunk, pre, stream);
+  else
+    e = resetfp4::launch_decode_attention<__half>(q.data_ptr(), k.data_ptr(), v.data_ptr(), qwp,
+        kwp, cos.data_ptr(), sin.data_ptr(), kc.data_ptr(), vc.data_ptr(), pp, out.data_ptr(),
+        opt_ptr(out_scale), st, (float)eps, (float)sm_scale, B, h_kv, rep, D, seq, kc.size(2), splits,
+        chunk, pre, stream);
+  if (e == cudaSuccess) return std::string();
+  return std::string("decode attention (cluster kernel) failed for B=") + std::to_string(B) +
+         " H_kv=" + std::to_string(h_kv) + " rep=" + std::to_string(rep) + " D=" + std::to_string(D) +
+         " attn_len=" + std::to_string(seq) + " splits=" + std::to_string(splits) + ": " +
+         cudaGetErrorString(e) + " (needs sm_90, D 64 or 128, rep <= 16, splits <= 16)";
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gemv", &gemv, "NVFP4 small-M linear (M <= 16), writes y in place");
   m.def("gemv_swiglu", &gemv_swiglu,
         "silu(gate) * up of a gate/up-interleaved NVFP4 weight (M <= 16), writes h in place");
   m.def("gemv_pair_mode", &resetfp4::gemv_pair_mode,
         "RESETFP4_GEMV_PAIR as read: 1 pair bodies for M <= 8 (default), 0 none");
+  m.def("decode_attention", &decode_attention,
+        "decode attention from raw q/k/v (norm, RoPE, cache write) in one cluster kernel (sm_90)");
   m.def("quant_act", &quant_act, "NVFP4 activation quantization, no host sync");
   m.def("dequant", &dequant, "dequantize a repacked NVFP4 weight into w [N, K]");
 }

@@ -183,6 +183,28 @@ __device__ __forceinline__ void pdl_wait() {
 #endif
 }
 
+// ---- thread-block clusters (sm_90): barrier, distributed shared memory ----
+
+__device__ __forceinline__ void cluster_sync() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.release.aligned;\n"
+               "barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+#endif
+}
+
+// Float at the same shared-memory offset as `p`, in CTA `rank` of this cluster.
+__device__ __forceinline__ float ld_cluster(const float* p, int rank) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  uint32_t remote;
+  float v;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(smem_addr(p)), "r"(rank));
+  asm volatile("ld.shared::cluster.f32 %0, [%1];\n" : "=f"(v) : "r"(remote) : "memory");
+  return v;
+#else
+  return rank == 0 ? *p : 0.f;  // never used: S = 1 before sm_90 (the host checks)
+#endif
+}
+
 // Host: an attribute of device `dev`, cached per device (first 64 devices; others are asked
 // every time). Multi-GPU safe: nothing is taken from whichever device was used first.
 inline int device_attr(cudaDeviceAttr attr, int slot, int dev) {

@@ -220,26 +220,6 @@ __device__ __forceinline__ void store_y(const GemvArgs& a, float factor, int m, 
   reinterpret_cast<T*>(a.y)[(size_t)m * a.N + n] = Tr::from_float(v);
 }
 
-__device__ __forceinline__ void cluster_sync() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("barrier.cluster.arrive.release.aligned;\n"
-               "barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
-#endif
-}
-
-// Float at the same shared-memory offset as `p`, in CTA `rank` of this cluster.
-__device__ __forceinline__ float ld_cluster(const float* p, int rank) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  uint32_t remote;
-  float v;
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(smem_addr(p)), "r"(rank));
-  asm volatile("ld.shared::cluster.f32 %0, [%1];\n" : "=f"(v) : "r"(remote) : "memory");
-  return v;
-#else
-  return rank == 0 ? *p : 0.f;  // never used: S = 1 before sm_90 (the host checks)
-#endif
-}
-
 template <typename T, int kR, bool kExact, bool kGeneral, bool kPair>
 __global__ void __launch_bounds__(kThreads, Cfg<kR>::kMinBlocks) gemv_kernel(const GemvArgs a) {
   constexpr bool kTwo = Cfg<kR>::kTwoHalves;
