@@ -45,13 +45,13 @@ _HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 # The one-kernel CUDA path of decode_attention_fused (sm_90 clusters; see cuda_serves), used
 # for at least CUDA_MIN_ROWS (row, KV head) pairs. In the Qwen3-8B decode step (H100, gen
-# 1024, session 8) it is faster at batch 8 (3.421 -> 3.383 ms per step: o_proj's GEMV
-# streams more of its weights under it) and slower at batch 1 and 4 (2.567 -> 2.657,
-# 2.963 -> 3.062), so smaller batches keep the two Triton kernels.
+# 1024, session 8; W4A16 ms per step, alternating runs) it is faster at batch 8 (3.404 ->
+# 3.193) and batch 4 (2.955 -> 2.856), slower at batch 1 (2.565 -> 2.784), so batch 1
+# keeps the two Triton kernels.
 # RESETFP4_ATTN_CUDA (read at import): 0 never, 1 (default) from CUDA_MIN_ROWS, 2 always.
 _ATTN_CUDA_ENV = os.environ.get("RESETFP4_ATTN_CUDA", "1")
 CUDA_ATTENTION = _ATTN_CUDA_ENV != "0"
-CUDA_MIN_ROWS = 1 if _ATTN_CUDA_ENV == "2" else 64
+CUDA_MIN_ROWS = 1 if _ATTN_CUDA_ENV == "2" else 32
 CUDA_MAX_SPLITS = 8  # CTAs per cluster: portable sizes (16 measured slower at batch 1: 9.15 vs 8.26 µs)
 CUDA_TILE = 64  # keys per tile of the CUDA kernel
 # Tiles each CTA requests before the PDL wait (cached keys, whatever pos is): both ring
