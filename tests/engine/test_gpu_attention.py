@@ -110,7 +110,7 @@ def fused_backend(request, monkeypatch):
 
 
 def _check_backend(backend, q, kc, vc, rep):
-    """The CUDA backend really serves the head dims it is built for."""
+    """The CUDA backend really serves the head dims it is built for (with >= 2 splits)."""
     serves = A.cuda_serves(q, kc, vc, rep)
     assert serves == (backend == "cuda" and kc.shape[3] in (64, 128)), (backend, kc.shape)
 

@@ -269,8 +269,13 @@ def _decode_attention_fused_op(q: Tensor, k: Tensor, v: Tensor, q_w: Tensor | No
     k_w = k_w.contiguous() if k_w is not None else None
     rep = q.shape[1] // (h_kv * d)
     if b * h_kv >= CUDA_MIN_ROWS and cuda_serves(q, k_cache, v_cache, rep):
-        return _cuda_fused(q, k, v, q_w, k_w, eps, cos, sin, k_cache, v_cache, pos, attn_len,
-                           out_scale.reshape(1) if out_scale is not None else None, rep)
+        sms = torch.cuda.get_device_properties(q.device).multi_processor_count
+        plan = cuda_plan(b * h_kv, attn_len, sms)
+        # One-CTA "clusters" (very large batches) were never measured or tested on a GPU:
+        # they keep the Triton kernels.
+        if plan[0] >= 2:
+            return _cuda_fused(q, k, v, q_w, k_w, eps, cos, sin, k_cache, v_cache, pos, attn_len,
+                               out_scale.reshape(1) if out_scale is not None else None, rep, plan)
     from resetfp4.engine import attention_kernels as ak
 
     splits, chunk, rows, acc, ml, out = _workspace(q, b, h_kv, rep, d, attn_len)
@@ -310,12 +315,12 @@ def cuda_serves(q: Tensor, k_cache: Tensor, v_cache: Tensor, rep: int) -> bool:
         return False
 
 
-def _cuda_fused(q, k, v, q_w, k_w, eps, cos, sin, k_cache, v_cache, pos, attn_len, out_scale, rep) -> Tensor:
+def _cuda_fused(q, k, v, q_w, k_w, eps, cos, sin, k_cache, v_cache, pos, attn_len, out_scale, rep,
+                plan) -> Tensor:
     from resetfp4.kernels.build import load_extension
 
     b, h_kv, d = q.shape[0], k_cache.shape[1], k_cache.shape[3]
-    sms = torch.cuda.get_device_properties(q.device).multi_processor_count
-    splits, chunk, pre = cuda_plan(b * h_kv, attn_len, sms)
+    splits, chunk, pre = plan
     out = torch.empty(b, h_kv, rep, d, dtype=q.dtype, device=q.device)
     with torch.cuda.device(q.device):
         err = load_extension().decode_attention(
