@@ -327,7 +327,8 @@ def _cuda_fused(q, k, v, q_w, k_w, eps, cos, sin, k_cache, v_cache, pos, attn_le
             q, k, v, q_w, k_w, cos, sin, k_cache, v_cache, pos, out, out_scale, float(eps),
             1.0 / math.sqrt(d), attn_len, splits, chunk, pre)
     if err:
-        raise RuntimeError(err)
+        raise RuntimeError(f"{err}; set RESETFP4_ATTN_CUDA=0 to run decode attention on the Triton "
+                           "kernels instead")
     return out
 
 
