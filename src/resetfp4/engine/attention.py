@@ -216,8 +216,8 @@ def decode_attention_fused(q: Tensor, k: Tensor, v: Tensor, q_w: Tensor | None, 
         ``[B, H_kv, rep, D]`` in the activation dtype, as :func:`decode_attention`.
 
     On an NVIDIA GPU of compute capability 9.0+ the kernels are launched with programmatic
-    dependent launch, and a one-tile split loads its cached keys/values before it waits for
-    the kernel before it. So the caches must not be written by a kernel that runs just
+    dependent launch, and a one-tile split (Triton) or the first one or two tiles of a split
+    (the CUDA kernel) load their cached keys/values before waiting for the kernel before it. So the caches must not be written by a kernel that runs just
     before this one *and* signals its dependents early (``griddepcontrol.launch_dependents``)
     before it writes them; plain launches (every torch op) finish first and are safe.
     """
@@ -300,13 +300,15 @@ def cuda_plan(rows: int, attn_len: int, sm_count: int) -> tuple[int, int, int]:
 def cuda_serves(q: Tensor, k_cache: Tensor, v_cache: Tensor, rep: int) -> bool:
     """Whether the one-kernel CUDA path serves this call: sm_90+, head_dim 64 or 128, at
     most 16 query heads per KV head, caches with contiguous rows, one stride layout for
-    both and 16-byte aligned (cp.async), and the kernels built."""
+    both, every row 16-byte aligned (cp.async: base pointers, batch and head strides), and
+    the kernels built."""
     if not (CUDA_ATTENTION and q.is_cuda and torch.cuda.get_device_capability(q.device)[0] >= 9):
         return False
     d = k_cache.shape[3]
     if d not in (64, 128) or not 1 <= rep <= 16 or k_cache.stride() != v_cache.stride():
         return False
-    if k_cache.stride(2) != d or k_cache.data_ptr() % 16 or v_cache.data_ptr() % 16:
+    if (k_cache.stride(2) != d or k_cache.stride(0) % 8 or k_cache.stride(1) % 8  # 16-byte cp.async
+            or k_cache.data_ptr() % 16 or v_cache.data_ptr() % 16):
         return False
     try:
         from resetfp4.kernels.build import load_extension
