@@ -217,9 +217,10 @@ def decode_attention_fused(q: Tensor, k: Tensor, v: Tensor, q_w: Tensor | None, 
 
     On an NVIDIA GPU of compute capability 9.0+ the kernels are launched with programmatic
     dependent launch, and a one-tile split (Triton) or the first one or two tiles of a split
-    (the CUDA kernel) load their cached keys/values before waiting for the kernel before it. So the caches must not be written by a kernel that runs just
-    before this one *and* signals its dependents early (``griddepcontrol.launch_dependents``)
-    before it writes them; plain launches (every torch op) finish first and are safe.
+    (the CUDA kernel) load their cached keys/values before waiting for the kernel before it.
+    So the caches must not be written by a kernel that runs just before this one *and*
+    signals its dependents early (``griddepcontrol.launch_dependents``) before it writes
+    them; plain launches (every torch op) finish first and are safe.
     """
     return torch.ops.resetfp4_engine.decode_attention_fused(
         q, k, v, q_w, k_w, eps, cos, sin, k_cache, v_cache, pos, attn_len, out_scale)
