@@ -8,41 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
 import torch
 
 from resetfp4.engine import attention as A
 
-
-def bench(b: int, seq_used: int, attn_len: int, layers: int = 36, iters: int = 30) -> float:
-    dev, dt = torch.device("cuda"), torch.bfloat16
-    h_kv, rep, d = 8, 4, 128
-    caches = [(torch.randn(b, h_kv, attn_len, d, device=dev, dtype=dt),
-               torch.randn(b, h_kv, attn_len, d, device=dev, dtype=dt)) for _ in range(layers)]
-    qkv = torch.randn(b, (h_kv * rep + 2 * h_kv) * d, device=dev, dtype=dt)
-    q, k, v = qkv.split([h_kv * rep * d, h_kv * d, h_kv * d], -1)
-    w = torch.ones(d, device=dev, dtype=dt)
-    cos, sin = torch.ones(b, d, device=dev, dtype=dt), torch.zeros(b, d, device=dev, dtype=dt)
-    pos = torch.full((b,), seq_used - 1, device=dev, dtype=torch.int64)
-
-    def step():
-        for kc, vc in caches:
-            A.decode_attention_fused(q, k, v, w, w, 1e-6, cos, sin, kc, vc, pos, attn_len)
-
-    step()
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        step()
-    g.replay()
-    torch.cuda.synchronize()
-    t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    t0.record()
-    for _ in range(iters):
-        g.replay()
-    t1.record()
-    torch.cuda.synchronize()
-    return t0.elapsed_time(t1) * 1000 / iters / layers  # us per layer
+sys.path.insert(0, str(Path(__file__).parent))
+from attn_sweep import bench  # noqa: E402  (same 36-layer graph timing)
 
 
 def main() -> None:

@@ -1,6 +1,13 @@
-import sys, torch
-sys.path.insert(0, "tests/engine")
+"""One decode_attention_fused call (after warm-ups) for ncu:
+    ncu -k regex:attn -s 2 -c 2 python dev/engine/attn_ncu_case.py BATCH POSITIONS MAX_SPLITS CUDA(0/1)
+"""
+
+import sys
+
+import torch
+
 from resetfp4.engine import attention as A
+
 b, seq, cap, cuda = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
 A.CUDA_ATTENTION, A.CUDA_MAX_SPLITS = cuda, cap
 dt = torch.bfloat16
@@ -14,4 +21,5 @@ cos, sin = torch.ones(b, d, device="cuda", dtype=dt), torch.zeros(b, d, device="
 pos = torch.full((b,), seq - 1, device="cuda", dtype=torch.int64)
 for _ in range(3):
     A.decode_attention_fused(q, k, v, w, w, 1e-6, cos, sin, kc, vc, pos, kc.shape[2])
-torch.cuda.synchronize(); print("done", b, seq, cap, cuda)
+torch.cuda.synchronize()
+print("done", b, seq, cap, cuda)

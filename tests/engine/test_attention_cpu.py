@@ -178,3 +178,11 @@ def test_cuda_plan_covers_the_view(rows, attn_len):
     assert (splits - 1) * chunk < attn_len <= splits * chunk
     assert 0 <= pre <= min(2, chunk // A.CUDA_TILE)
     assert pre == (2 if rows <= A.CUDA_PRE_ROWS and chunk > A.CUDA_TILE else 1) or A._PRE_ENV is not None
+
+
+def test_bad_attn_pre_env_is_named():
+    """RESETFP4_ATTN_PRE outside 0/1/2 is an error at import that says what to set."""
+    env = dict(os.environ, RESETFP4_ATTN_PRE="3")
+    r = subprocess.run([sys.executable, "-c", "import resetfp4.engine.attention"], env=env,
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "RESETFP4_ATTN_PRE='3': use 0, 1 or 2" in r.stderr, r.stderr[-500:]

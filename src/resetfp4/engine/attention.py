@@ -59,6 +59,9 @@ CUDA_TILE = 64  # keys per tile of the CUDA kernel
 # never read). RESETFP4_ATTN_PRE overrides (0, 1 or 2).
 CUDA_PRE_ROWS = 16
 _PRE_ENV = os.environ.get("RESETFP4_ATTN_PRE")
+if _PRE_ENV is not None and _PRE_ENV not in ("0", "1", "2"):
+    raise ValueError(f"RESETFP4_ATTN_PRE={_PRE_ENV!r}: use 0, 1 or 2 (tiles requested before the PDL wait), "
+                     "or unset it")
 
 BLOCK_N = 64  # keys per inner tile
 PROGRAMS_PER_SM = 2  # split-KV programs per SM the split count aims at (dev/engine/attn_sweep.py)

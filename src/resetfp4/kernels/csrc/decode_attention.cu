@@ -55,7 +55,6 @@ struct Args {
   long long sq, sk, sv, scs, sss, skb, skh, sob, soh, sor;
   float eps, sm_scale;
   int h_kv, rep, seq, cache_len, splits, chunk, pre;
-  int push;  // 1: partials pushed into rank 0 (one mbarrier); 0: two cluster barriers, pulled
 };
 
 // Byte offset of 16-byte chunk c of row r in a [rows][D] tile of T (XOR swizzle).
@@ -98,47 +97,6 @@ __device__ __forceinline__ float ld_dsmem(uint32_t addr) {
   asm volatile("ld.shared::cluster.f32 %0, [%1];\n" : "=f"(v) : "r"(addr));
 #endif
   return v;
-}
-
-// Push-mode combine (Args::push): rank 0 owns an mbarrier that every thread of the cluster
-// arrives on (release, cluster scope) after storing its share of its CTA's partial into
-// rank 0's shared memory; only rank 0 waits (acquire) and finishes the outputs.
-__device__ __forceinline__ void mbar_init_cluster(uint64_t* bar, unsigned count) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(count) : "memory");
-  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void cluster_arrive_relaxed() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void cluster_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("barrier.cluster.wait.aligned;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void st_dsmem(uint32_t addr, float v) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("st.shared::cluster.f32 [%0], %1;\n" ::"r"(addr), "f"(v) : "memory");
-#endif
-}
-__device__ __forceinline__ void mbar_arrive_remote(uint32_t bar) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];\n" ::"r"(bar) : "memory");
-#endif
-}
-__device__ __forceinline__ void mbar_wait_cluster(uint64_t* bar, unsigned phase) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  unsigned done = 0;
-  while (!done) {
-    asm volatile("{\n .reg .pred p;\n"
-                 " mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n"
-                 " selp.u32 %0, 1, 0, p;\n}\n"
-                 : "=r"(done) : "r"(smem_addr(bar)), "r"(phase) : "memory");
-  }
-#endif
 }
 
 template <typename T>
@@ -196,18 +154,11 @@ __global__ void __launch_bounds__(kThreads) attn_kernel(const Args a) {
   uint8_t* ring = smem + kRows * D * 2;
   T* knew = reinterpret_cast<T*>(ring + kStages * 2 * kTileBytes);
   T* vnew = knew + D;
-  uint64_t* bar = reinterpret_cast<uint64_t*>(vnew + D);  // push mode: rank 0's mbarrier
-  // CTA partials, a slot of 2 kRows + rep D floats ((m, l) per row, then O [rep][D]) per
-  // split: pull mode uses its own slot 0, push mode writes slot s of rank 0.
-  float* part = reinterpret_cast<float*>(bar + 2);
-  const int slot = 2 * kRows + a.rep * D;
+  // The CTA's partial: (m, l) per row, then O [rep][D]; read by the whole cluster.
+  float* part = reinterpret_cast<float*>(vnew + D);
   pdl_launch_dependents();
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
   const int s = blockIdx.x, bh = blockIdx.y;
-  if (a.push) {  // rank 0's barrier is initialized before any CTA of the cluster arrives on it
-    if (s == 0 && tid == 0) mbar_init_cluster(bar, (unsigned)(a.splits * kThreads));
-    cluster_arrive_relaxed();  // its wait comes before the first push
-  }
   const long long b = bh / a.h_kv, h = bh % a.h_kv;
   const int start = s * a.chunk;
   const int nt = a.chunk / kTileKeys;
@@ -394,47 +345,6 @@ __global__ void __launch_bounds__(kThreads) attn_kernel(const Args a) {
   __syncthreads();
   // CTA partial (warp order): m = max_w m_w, l = sum_w e^(m_w - m) l_w, O likewise.
   const float* w0 = reinterpret_cast<const float*>(ring);
-  if (a.push) {
-    cluster_wait();  // rank 0's mbarrier is initialized
-    const uint32_t dst = cluster_addr(part + s * slot, 0);
-    for (int i = tid; i < a.rep * D; i += kThreads) {
-      const int r = i / D, d = i % D;
-      float m = kNegInf;
-#pragma unroll
-      for (int w = 0; w < kWarps; ++w) m = fmaxf(m, w0[w * kWs + r]);
-      float l = 0.f, acc = 0.f;
-#pragma unroll
-      for (int w = 0; w < kWarps; ++w) {
-        const float f = __expf(w0[w * kWs + r] - m);
-        l += f * w0[w * kWs + kRows + r];
-        acc += f * w0[w * kWs + 2 * kRows + r * kOd + d];
-      }
-      st_dsmem(dst + 4 * (2 * kRows + r * D + d), acc);
-      if (d == 0) {
-        st_dsmem(dst + 4 * r, m);
-        st_dsmem(dst + 4 * (kRows + r), l);
-      }
-    }
-    mbar_arrive_remote(cluster_addr(bar, 0));  // release: this thread's pushes
-    if (s != 0) return;
-    mbar_wait_cluster(bar, 0);  // acquire: every thread's pushes of every CTA
-    const float gq = a.out_scale ? __ldg(a.out_scale) : 0.f;
-    for (int i = tid; i < a.rep * D; i += kThreads) {  // 16-lane groups: one row's block
-      const int r = i / D, d = i % D;
-      float m = kNegInf;
-      for (int q = 0; q < a.splits; ++q) m = fmaxf(m, part[q * slot + r]);
-      float den = 0.f, acc = 0.f;
-      for (int q = 0; q < a.splits; ++q) {  // split order: deterministic
-        const float f = __expf(part[q * slot + r] - m);
-        den += f * part[q * slot + kRows + r];
-        acc += f * part[q * slot + 2 * kRows + r * D + d];
-      }
-      float v = rnd<T>(acc / den);
-      if (a.out_scale) v = fake_quant16(v, gq);
-      reinterpret_cast<T*>(a.out)[b * a.sob + h * a.soh + r * a.sor + d] = Traits<T>::from_float(v);
-    }
-    return;
-  }
   for (int i = tid; i < a.rep * D; i += kThreads) {
     const int r = i / D, d = i % D;
     float m = kNegInf;
@@ -498,18 +408,19 @@ __global__ void __launch_bounds__(kThreads) attn_kernel(const Args a) {
 }  // namespace attn
 
 // Shared memory of the kernel (bytes): Q, the ring (later the warps' partials), the new
-// k/v, the mbarrier (16 bytes), and the CTA partial slots (all `splits` in push mode).
-inline size_t attn_smem(int D, int rep, int splits, bool push) {
+// k/v, and the CTA partial sized by rep (Qwen3-8B: ~71 KB, so 3 CTAs fit on an SM; a
+// 16-row partial made it 77 KB, 2 CTAs, and the batch-8 step 6% slower).
+inline size_t attn_smem(int D, int rep) {
   const size_t ring = (size_t)attn::kStages * 2 * attn::kTileKeys * D * 2;
   const size_t warps = (size_t)attn::kWarps * (2 * attn::kRows + attn::kRows * (D + 8)) * 4;
-  return (size_t)attn::kRows * D * 2 + std::max(ring, warps) + 2 * D * 2 + 16 +
-         (size_t)(push ? splits : 1) * (2 * attn::kRows + (size_t)rep * D) * 4;
+  return (size_t)attn::kRows * D * 2 + std::max(ring, warps) + 2 * D * 2 +
+         (2 * attn::kRows + (size_t)rep * D) * 4;
 }
 
 template <typename T, int D>
 static cudaError_t attn_launch(const attn::Args& a, int batch, cudaStream_t stream) {
   auto* kern = attn::attn_kernel<T, D>;
-  const size_t smem = attn_smem(D, a.rep, a.splits, a.push != 0);
+  const size_t smem = attn_smem(D, a.rep);
   static std::atomic<size_t> ready[64];  // per device: the largest shared memory set so far
   const int dev = current_device();
   if (dev < 0 || dev >= 64 || smem > ready[dev].load(std::memory_order_relaxed)) {
@@ -520,19 +431,6 @@ static cudaError_t attn_launch(const attn::Args& a, int batch, cudaStream_t stre
   }
   return launch_with_pdl(kern, dim3((unsigned)a.splits, (unsigned)(batch * a.h_kv)), dim3(attn::kThreads),
                          smem, stream, (unsigned)a.splits, a);
-}
-
-// RESETFP4_ATTN_PUSH (read once): 0 (default) pull mode (two cluster barriers, each CTA
-// finishes a slice of the outputs from every CTA's partial), 1 push mode. Pull needs one
-// partial slot per CTA (~71 KB of shared memory for Qwen3-8B: 3 CTAs per SM), push one per
-// split in rank 0 (~80-86 KB: 2 per SM); in the batch-8 decode step pull measured 3.19 ms
-// per step, push 3.35, the Triton pair 3.40 (H100, session 8).
-inline int attn_push_mode() {
-  static const int mode = [] {
-    const char* e = std::getenv("RESETFP4_ATTN_PUSH");
-    return (e && e[0] == '1') ? 1 : 0;
-  }();
-  return mode;
 }
 
 // The host checks shapes and dtypes (resetfp4.engine.attention); here: what the kernel's
@@ -552,8 +450,7 @@ cudaError_t launch_decode_attention(const void* q, const void* k, const void* v,
   attn::Args a{q, k, v, qw, kw, cos, sin, kc, vc, pos, out, out_scale,
                strides[0], strides[1], strides[2], strides[3], strides[4], strides[5], strides[6],
                strides[7], strides[8], strides[9], eps, sm_scale,
-               h_kv, rep, seq, cache_len, splits, chunk, std::min(pre, chunk / attn::kTileKeys),
-               attn_push_mode()};
+               h_kv, rep, seq, cache_len, splits, chunk, std::min(pre, chunk / attn::kTileKeys)};
   if (D == 128) return attn_launch<T, 128>(a, batch, stream);
   if (D == 64) return attn_launch<T, 64>(a, batch, stream);
   return cudaErrorInvalidValue;
