@@ -21,6 +21,8 @@ the furthest position; without it every step would read the whole cache.
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from dataclasses import dataclass
 
 import torch
@@ -76,6 +78,10 @@ class DecodeState:
             z(torch.bool),
             torch.zeros(batch, dtype=torch.long, device=device),
         )
+
+
+def _triton_available() -> bool:
+    return importlib.util.find_spec("triton") is not None
 
 
 def graph_safe(model: Transformer) -> bool:
@@ -190,6 +196,9 @@ class DecodeRunner:
         self.states: dict[int, DecodeState] = {}
         self.graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
         self.pool = None
+        # RESETFP4_FAST_RECORD=0 keeps the torch bookkeeping on CUDA (an A/B switch)
+        self.fast_record = (self.device.type == "cuda" and _triton_available()
+                            and os.environ.get("RESETFP4_FAST_RECORD", "1") != "0")
 
     def forward(self, tokens: Tensor, pos: Tensor, attn_len: int) -> Tensor:
         """Decode logits fp32 ``[B, 1, V]`` (compiled when enabled and working)."""
@@ -209,8 +218,27 @@ class DecodeRunner:
             self.states[batch] = DecodeState.allocate(batch, self.model.max_seq_len, self.device)
         return self.states[batch]
 
-    def _record(self, st: DecodeState, ids: Tensor, batch: int) -> None:
+    def _record(self, st: DecodeState, ids: Tensor, batch: int, advance_pos: bool = False) -> None:
+        """Store the step's token and trace at each row's ``hidx``, set ``tok``, count the
+        step and advance ``hidx`` (and ``pos`` with ``advance_pos``), both clamped: one
+        Triton launch on CUDA (:mod:`resetfp4.engine.record_kernels`), else
+        :meth:`_record_torch`. Clamped: an idle slot keeps stepping; its history past
+        ``max_seq_len`` is never read and it writes its (ignored) keys at the last position."""
         ent, temp, start = trace_views(self.sampler, batch)
+        if self.fast_record:
+            from resetfp4.engine import record_kernels
+
+            record_kernels.launch_record(
+                ids, ent, temp, start, st.tok, st.pos, st.hidx, st.step, st.hist_ids, st.hist_ent,
+                st.hist_temp, st.hist_start, self.model.max_seq_len - 1, advance_pos)
+            return
+        self._record_torch(st, ids, ent, temp, start, advance_pos)
+
+    def _record_torch(self, st: DecodeState, ids: Tensor, ent: Tensor, temp: Tensor, start: Tensor,
+                      advance_pos: bool) -> None:
+        """The reference of :meth:`_record` (ten small torch kernels on CUDA)."""
+        if advance_pos:
+            st.pos.add_(1).clamp_(max=self.model.max_seq_len - 1)
         idx = st.hidx.unsqueeze(1)
         st.hist_ids.scatter_(1, idx, ids.unsqueeze(1))
         st.hist_ent.scatter_(1, idx, ent.unsqueeze(1))
@@ -218,7 +246,6 @@ class DecodeRunner:
         st.hist_start.scatter_(1, idx, start.unsqueeze(1))
         st.tok.copy_(ids)
         st.step.add_(1)
-        # Clamped: an idle slot keeps stepping; its history past max_seq_len is never read.
         st.hidx.add_(1).clamp_(max=st.hist_ids.shape[1] - 1)
 
     def step_eager(self, st: DecodeState, batch: int, attn_len: int) -> None:
@@ -228,9 +255,7 @@ class DecodeRunner:
     def _step(self, st: DecodeState, batch: int, attn_len: int) -> None:
         logits = self.forward(st.tok.unsqueeze(1), st.pos.unsqueeze(1), attn_len)[:, 0]
         ids = self.sampler.step(logits)
-        # Clamped like hidx: an idle slot writes its (ignored) keys at the last cache position.
-        st.pos.add_(1).clamp_(max=self.model.max_seq_len - 1)
-        self._record(st, ids, batch)
+        self._record(st, ids, batch, advance_pos=True)
 
     @torch.no_grad()
     def prefill(self, prompts: list[list[int]], batch: int) -> DecodeState:

@@ -40,10 +40,10 @@ DEFAULT_CANDIDATES = 1024
 
 
 SELECTS = ("auto", "hist", "topk")
-# "auto" takes the histogram select up to this batch: measured on an H200 at vocab 151,936,
-# it beats torch.topk at batch 1 (48 vs 83 µs per graphed step), ties at 8 and loses at 64
-# (tl.histogram's shared-memory atomics contend on the crowded tail bins).
-HIST_MAX_BATCH = 4
+# "auto" takes the histogram select up to this batch (the largest batch bucket): graph-replayed
+# step at vocab 151,936 on an H100 (dev/engine/sampler_select_bench.py, 256 bins), hist vs
+# torch.topk: batch 1 26.6 vs 78.6 µs, 8 39.9 vs 90.2, 64 176 vs 239, 256 556 vs 767.
+HIST_MAX_BATCH = 256
 
 
 def pick_select(select: str, batch: int) -> str:
