@@ -242,15 +242,17 @@ __global__ void __launch_bounds__(kThreads) attn_kernel(const Args a) {
     const uint32_t kt = ring0 + (j % kStages) * 2 * kTileBytes, vt = kt + kTileBytes;
     if (base < kend) {
       // Values past the attended end: zeroed (their p is 0, but 0 * inf is not); the
-      // owner's new key/value replace the stale cache row at pos. (A uniform condition:
-      // most tiles need neither.)
-      const bool fix = base + kTileKeys > kend || (own && last >= base && last < base + kTileKeys);
+      // owner's new key/value replace the stale cache row at pos when pos is attended (an
+      // idle slot past the view keeps the zeros). (A uniform condition: most tiles need
+      // neither.)
+      const bool mine = own && last >= base && last < base + kTileKeys && last < kend;
+      const bool fix = base + kTileKeys > kend || mine;
       for (int i = tid; fix && i < kTileKeys * kChunks; i += kThreads) {
         const int r = i / kChunks, c = i % kChunks, key = base + r;
         uint4* vp = reinterpret_cast<uint4*>(ring + (vt - ring0) + swz<D>(r, c));
         uint4* kp = reinterpret_cast<uint4*>(ring + (kt - ring0) + swz<D>(r, c));
         if (key >= kend) *vp = make_uint4(0u, 0u, 0u, 0u);
-        if (own && key == last) {
+        if (mine && key == last) {
           *kp = reinterpret_cast<const uint4*>(knew)[c];
           *vp = reinterpret_cast<const uint4*>(vnew)[c];
         }
