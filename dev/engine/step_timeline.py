@@ -38,6 +38,9 @@ def main() -> None:
     ap.add_argument("--attn", default="",
                     help="comma-separated PROGRAMS_PER_SM:BLOCK_N variants of the Triton attention "
                          "(module constants of resetfp4.engine.attention), one timeline each")
+    ap.add_argument("--plan", default="",
+                    help="GEMV plan overrides for M <= 8, e.g. 'qkv:1:2,o:1:1' (name:S:R; names qkv, "
+                         "o, gate_up, down), applied to every layer before capture")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     dev = torch.device("cuda")
@@ -53,6 +56,13 @@ def main() -> None:
 
 def timeline(a: argparse.Namespace, model, dev: torch.device, tag: str) -> None:
     runner = DecodeRunner(model, _sampler(model, a.batch, "fixed", dev), use_graphs=True, compile=True)
+    for item in filter(None, a.plan.split(",")):
+        name, s_, r_ = item.split(":")
+        for blk in model.model.layers:
+            lin = {"qkv": blk.self_attn.qkv_fused, "o": blk.self_attn.o_proj,
+                   "gate_up": blk.mlp.gate_up_fused, "down": blk.mlp.down_proj}[name]
+            lin.qweight.kernel.plans[8] = (int(s_), int(r_))
+        tag += f" {name}={s_}x{r_}"
     bucket = attn_bucket(a.pos + 1, model.max_seq_len)
     runner.capture(a.batch, [bucket])
     prompts = torch.randint(0, model.args.vocab_size, (a.batch, a.pos)).tolist()
