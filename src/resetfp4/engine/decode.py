@@ -21,7 +21,6 @@ the furthest position; without it every step would read the whole cache.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from dataclasses import dataclass
 
@@ -30,7 +29,7 @@ from torch import Tensor
 
 from resetfp4.engine.log import warn_once
 from resetfp4.engine.model import Linear, Transformer
-from resetfp4.engine.sampling_glue import trace_views
+from resetfp4.engine.sampling_glue import trace_views, triton_available
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 MIN_ATTN_BUCKET = 256
@@ -78,10 +77,6 @@ class DecodeState:
             z(torch.bool),
             torch.zeros(batch, dtype=torch.long, device=device),
         )
-
-
-def _triton_available() -> bool:
-    return importlib.util.find_spec("triton") is not None
 
 
 def graph_safe(model: Transformer) -> bool:
@@ -197,7 +192,7 @@ class DecodeRunner:
         self.graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
         self.pool = None
         # RESETFP4_FAST_RECORD=0 keeps the torch bookkeeping on CUDA (an A/B switch)
-        self.fast_record = (self.device.type == "cuda" and _triton_available()
+        self.fast_record = (self.device.type == "cuda" and triton_available()
                             and os.environ.get("RESETFP4_FAST_RECORD", "1") != "0")
 
     def forward(self, tokens: Tensor, pos: Tensor, attn_len: int) -> Tensor:

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from resetfp4.sampling import BatchSampler, BoundaryTables, ReSETParams, SamplerConfig
+from resetfp4.sampling import triton_available as triton_available  # re-exported for the decode step
 from resetfp4.sampling.config import PAPER_PARAMS
 
 
