@@ -187,3 +187,53 @@ def test_continuous_graphs_equal_one_at_a_time_fp32(mode):
     got = [_key(r) for r in eng.generate(PROMPTS, CONFIGS[mode], NEW, chat=False, trace=True)]
     assert eng.runner.use_graphs
     assert got == _alone(eng, PROMPTS, CONFIGS[mode], trace=True)
+
+
+@pytest.mark.parametrize("precision", ["nvfp4-w4a16", "nvfp4-w4a4"])
+def test_nvfp4_head_epilogue_runs_on_the_producer(precision, monkeypatch):
+    """With an NVFP4 lm_head the compiled decode step's final add + RMSNorm run on the
+    act_quant producer (Transformer.epilogue_deferred), so that the head GEMV can preload:
+    logits stay within bf16 rounding of the plain epilogue (the norm's fp32 summation order
+    differs; W4A4 may move a block's code by one step, hence the 3e-2 relative L2 bound);
+    larger batches keep the plain epilogue; the graphed batch-1 step equals the compiled
+    eager one token for token."""
+    from resetfp4.engine import act_quant
+    from resetfp4.engine.model import EPILOGUE_PRODUCER_MAX_ROWS
+
+    model = random_model(tiny_args("qwen3", vocab_size=4096), precision, torch.device("cuda"),
+                         lm_head="nvfp4")
+    assert model.lm_head.nvfp4
+    model.setup_cache(2, 64)
+    g = torch.Generator(device="cuda").manual_seed(11)
+    dim = model.args.dim
+    calls = []
+    real = act_quant.add_rmsnorm_quant
+    for rows in (1, 3):  # 3 > EPILOGUE_PRODUCER_MAX_ROWS: the plain epilogue
+        h = torch.randn(rows, 1, dim, device="cuda", generator=g).to(torch.bfloat16)
+        d = torch.randn(rows, 1, dim, device="cuda", generator=g).to(torch.bfloat16)
+        with torch.no_grad():
+            want = model.epilogue(h + d)
+            monkeypatch.setattr(act_quant, "add_rmsnorm_quant", lambda *a: calls.append(1) or real(*a))
+            got = model.epilogue_deferred(h, d)
+            monkeypatch.setattr(act_quant, "add_rmsnorm_quant", real)
+        assert got.shape == want.shape and got.dtype == torch.float32
+        assert len(calls) == (1 if rows <= EPILOGUE_PRODUCER_MAX_ROWS else 0), rows
+        calls.clear()
+        rel = ((got - want).norm() / want.norm()).item()
+        assert rel < 3e-2, f"producer epilogue differs from the plain one by {rel:.3g} (relative L2)"
+    cfg = CONFIGS["reset"]
+    prompts = PROMPTS[:1]
+    runs = []
+    for graphs in (False, True):
+        sampler = make_sampler(1, model.args.vocab_size, torch.device("cuda"), None)
+        runner = DecodeRunner(model, sampler, graphs, compile=True)
+        runner.capture(1, sorted({attn_bucket(len(prompts[0]) + s, model.max_seq_len)
+                                  for s in range(1, STEPS)}))
+        configure_rows(runner.sampler, [cfg], 1)
+        st = runner.prefill(prompts, 1)
+        for s in range(1, STEPS):
+            runner.decode(st, 1, attn_bucket(len(prompts[0]) + s, model.max_seq_len))
+        torch.cuda.synchronize()
+        assert runner.compiled is not None, "torch.compile fell back to eager (see stderr)"
+        runs.append(st.hist_ids[:1, :STEPS].tolist())
+    assert runs[0] == runs[1]

@@ -217,3 +217,20 @@ def test_deferred_residual_chain_equals_forward(arch):
         for blk in model.model.layers:
             h, d = blk.forward_deferred(h, d, p1, cos, sin, mask, 6)
     assert_bitexact(h + d, want, "deferred chain, decode step")
+
+
+@pytest.mark.parametrize("head", ["bf16", "nvfp4"])
+def test_epilogue_deferred_is_the_plain_epilogue_off_cuda(head):
+    """On CPU (no producer kernels) the decode step's deferred epilogue is exactly
+    ``epilogue(h + d)``; on CUDA with an NVFP4 head at batch 1 it runs the norm on the
+    act_quant producer (tests/engine/test_gpu_decode.py)."""
+    args = tiny_args("qwen3")
+    src = ModelSource("hf", Path("mem"), args, random_state(args))
+    model = build_model(src, "nvfp4-w4a16" if head == "nvfp4" else "bf16", CPU, lm_head=head)
+    assert model.lm_head.nvfp4 == (head == "nvfp4")
+    g = torch.Generator().manual_seed(0)
+    dim = model.args.dim
+    h = torch.randn(1, 1, dim, generator=g).to(model.dtype)
+    d = torch.randn(1, 1, dim, generator=g).to(model.dtype)
+    with torch.no_grad():
+        assert_bitexact(model.epilogue_deferred(h, d), model.epilogue(h + d), f"{head} head")

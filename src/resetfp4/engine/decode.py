@@ -115,7 +115,7 @@ def _prologue_call(model: Transformer, tokens: Tensor, pos: Tensor, attn_len: in
 
 
 def _epilogue_call(model: Transformer, h: Tensor, d: Tensor) -> Tensor:
-    return model.epilogue(h + d)
+    return model.epilogue_deferred(h, d)
 
 
 class CompiledForward:
