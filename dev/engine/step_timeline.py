@@ -40,7 +40,8 @@ def main() -> None:
                          "(module constants of resetfp4.engine.attention), one timeline each")
     ap.add_argument("--plan", default="",
                     help="GEMV plan overrides for M <= 8, e.g. 'qkv:1:2,o:1:1' (name:S:R; names qkv, "
-                         "o, gate_up, down), applied to every layer before capture")
+                         "o, gate_up, down; for the SwiGLU gate/up GEMV only R counts, even), applied "
+                         "to every layer before capture")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     dev = torch.device("cuda")
@@ -62,6 +63,8 @@ def timeline(a: argparse.Namespace, model, dev: torch.device, tag: str) -> None:
             lin = {"qkv": blk.self_attn.qkv_fused, "o": blk.self_attn.o_proj,
                    "gate_up": blk.mlp.gate_up_fused, "down": blk.mlp.down_proj}[name]
             lin.qweight.kernel.plans[8] = (int(s_), int(r_))
+            if name == "gate_up" and lin.qweight.kernel.swiglu_tiles is not None:
+                lin.qweight.kernel.swiglu_tiles[8] = int(r_)  # the SwiGLU GEMV's tiles per CTA (S = 1)
         tag += f" {name}={s_}x{r_}"
     bucket = attn_bucket(a.pos + 1, model.max_seq_len)
     runner.capture(a.batch, [bucket])
