@@ -36,6 +36,7 @@ import torch
 import triton
 import triton.language as tl
 
+from resetfp4.bench.kernels import copy_bandwidth_gbs
 from resetfp4.engine.act_quant_kernels import launch_opts, pdl_trigger, pdl_wait
 from resetfp4.kernels import nvfp4_gemv as kg
 from resetfp4.nvfp4 import quantize
@@ -167,17 +168,7 @@ def main() -> None:
     ap.add_argument("--replays", type=int, default=15)
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
-    copy = torch.empty(2**28, dtype=torch.uint8, device="cuda")
-    dst = torch.empty_like(copy)
-    dst.copy_(copy)
-    e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    e0.record()
-    for _ in range(10):
-        dst.copy_(copy)
-    e1.record()
-    e1.synchronize()
-    copy_gbs = 2 * copy.numel() * 10 / (e0.elapsed_time(e1) * 1e-3) / 1e9
-    del copy, dst
+    copy_gbs = copy_bandwidth_gbs()
     rows = []
     print(f"{torch.cuda.get_device_name()}, copy {copy_gbs:.0f} GB/s, spin {a.spin_us} us")
     print(f"{'shape':8} {'M':>2} {'MB':>7} {'bytes us':>8} {'post-wait':>9} {'cold':>7} {'gtimer':>7}")

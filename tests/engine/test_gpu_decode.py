@@ -211,11 +211,10 @@ def test_nvfp4_head_epilogue_runs_on_the_producer(precision, monkeypatch):
     for rows in (1, 3):  # 3 > EPILOGUE_PRODUCER_MAX_ROWS: the plain epilogue
         h = torch.randn(rows, 1, dim, device="cuda", generator=g).to(torch.bfloat16)
         d = torch.randn(rows, 1, dim, device="cuda", generator=g).to(torch.bfloat16)
-        with torch.no_grad():
+        with torch.no_grad(), monkeypatch.context() as m:
             want = model.epilogue(h + d)
-            monkeypatch.setattr(act_quant, "add_rmsnorm_quant", lambda *a: calls.append(1) or real(*a))
+            m.setattr(act_quant, "add_rmsnorm_quant", lambda *a: calls.append(1) or real(*a))
             got = model.epilogue_deferred(h, d)
-            monkeypatch.setattr(act_quant, "add_rmsnorm_quant", real)
         assert got.shape == want.shape and got.dtype == torch.float32
         assert len(calls) == (1 if rows <= EPILOGUE_PRODUCER_MAX_ROWS else 0), rows
         calls.clear()
