@@ -12,6 +12,8 @@ run it with its own extension build directory, alternating:
 from __future__ import annotations
 
 import argparse
+import ast
+import importlib
 import json
 from pathlib import Path
 
@@ -31,8 +33,18 @@ def main() -> None:
     ap.add_argument("--prompt-len", type=int, default=512)
     ap.add_argument("--gen-len", type=int, default=128)
     ap.add_argument("--sampler", default="fixed")
+    ap.add_argument("--set", action="append", default=[], metavar="MODULE.NAME=VALUE",
+                    help="override a module constant before the model is built, e.g. "
+                         "resetfp4.engine.attention.PROGRAMS_PER_SM=1 (value parsed as a Python literal)")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
+    for item in a.set:
+        target, sep, value = item.partition("=")
+        mod_name, _, attr = target.rpartition(".")
+        mod = importlib.import_module(mod_name)
+        if not sep or not hasattr(mod, attr):
+            raise SystemExit(f"--set {item!r}: expected MODULE.NAME=VALUE naming an existing constant")
+        setattr(mod, attr, ast.literal_eval(value))
     dev = torch.device("cuda")
     batches = parse_batches(a.batch)
     model = random_model(PRESETS[a.arch], a.precision, dev, lm_head=a.lm_head)
@@ -43,7 +55,8 @@ def main() -> None:
         r.pop("profile_graph_step", None)
         rows.append(r)
     out = {"arch": a.arch, "precision": a.precision, "lm_head": a.lm_head, "prompt_len": a.prompt_len,
-           "gen_len": a.gen_len, "sampler": a.sampler, "environment": environment(dev), "rows": rows}
+           "gen_len": a.gen_len, "sampler": a.sampler, "set": a.set, "environment": environment(dev),
+           "rows": rows}
     if a.json:
         a.json.write_text(json.dumps(out, indent=2) + "\n")
     print(" | ".join(f"B{r['batch']} {r['ms_per_step']:.4f} ms" for r in rows))

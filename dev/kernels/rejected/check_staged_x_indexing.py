@@ -10,7 +10,7 @@ read from global memory (chunk index) and with x read from the warp's staged buf
   * the buffers of the largest CTA (what the host allocates) cover every CTA's.
 Plans: Qwen3 / odd shapes, M classes 8 and 16, cluster sizes 1..8, pair and single bodies.
 
-    python3 dev/kernels/candidates/check_staged_x_indexing.py
+    python3 dev/kernels/rejected/check_staged_x_indexing.py
 """
 
 from __future__ import annotations
