@@ -1,39 +1,46 @@
 #!/usr/bin/env bash
 # Decode-step A/B of several source trees in one device call (dev/engine/step_ms.py, each
-# tree with its own extension build, trees alternating for ROUNDS rounds).
+# source directory with its own extension build, trees alternating for ROUNDS rounds).
 # Usage (device, repository root):
 #   OUT=$OUT bash dev/engine/ab_trees.sh ROUNDS NAME:SRC[:PATCH[:STEP_MS_ARGS]] ...
 #   SRC: a directory holding the resetfp4 package (e.g. src, or dev/_old_src/src from
 #   `git archive HEAD src | tar -x -C dev/_old_src`); PATCH (optional, -p1 from the
-#   repository root, e.g. dev/kernels/rejected/gemv_staged_x.patch) is applied to a
-#   copy; STEP_MS_ARGS (optional, spaces as commas) go to step_ms.py, e.g.
-#   --set,resetfp4.engine.attention.PROGRAMS_PER_SM=1.
+#   repository root, e.g. dev/kernels/rejected/gemv_staged_x.patch) is applied to a copy of
+#   SRC and tests/; STEP_MS_ARGS (optional, spaces as commas) go to
+#   step_ms.py, e.g. --set,resetfp4.engine.attention.PROGRAMS_PER_SM=1. Names that share a
+#   SRC without PATCH share one extension build.
 # Env: AB_BATCH (default 1,8), AB_GEN (default 128).
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 rounds=$1; shift
 root=$PWD
-declare -A path args
+declare -A path args ext
 names=()
 B='from resetfp4.kernels.build import load_extension as l; l(verbose=False)'
 for spec in "$@"; do
   IFS=: read -r name src patch extra <<< "$spec"
   names+=("$name")
   if [[ -n "${patch:-}" ]]; then
-    d=/tmp/ab_$name; rm -rf "$d"; mkdir -p "$d"; cp -r "$src" "$d/src"
+    d=/tmp/ab_$name; rm -rf "$d"; mkdir -p "$d"; cp -r "$src" "$d/src"; cp -r "$root/tests" "$d/"
     (cd "$d" && patch -p1 -s < "$root/$patch") || { echo "patch $patch failed for $name"; exit 1; }
     path[$name]=$d/src
   else
     path[$name]=$(cd "$src" && pwd)
   fi
   args[$name]=${extra//,/ }
-  TORCH_EXTENSIONS_DIR=/root/ext_$name PYTHONPATH=${path[$name]} python3 -c "$B" > "$OUT/build_$name.txt" 2>&1 &
+  ext[$name]=/root/ext_$(printf '%s' "${path[$name]}" | md5sum | cut -c1-10)
+done
+declare -A started
+for n in "${names[@]}"; do  # one build per source directory
+  [[ -n "${started[${ext[$n]}]:-}" ]] && continue
+  started[${ext[$n]}]=1
+  TORCH_EXTENSIONS_DIR=${ext[$n]} PYTHONPATH=${path[$n]} python3 -c "$B" > "$OUT/build_$n.txt" 2>&1 &
 done
 wait
 for r in $(seq 1 "$rounds"); do
   for n in "${names[@]}"; do
     # shellcheck disable=SC2086
-    TORCH_EXTENSIONS_DIR=/root/ext_$n PYTHONPATH=${path[$n]} python3 dev/engine/step_ms.py \
+    TORCH_EXTENSIONS_DIR=${ext[$n]} PYTHONPATH=${path[$n]} python3 dev/engine/step_ms.py \
       --batch "${AB_BATCH:-1,8}" --gen-len "${AB_GEN:-128}" ${args[$n]} --json "$OUT/step_${n}_$r.json" 2>&1 \
       | tail -1 | sed "s/^/$(printf '%-10s' "$n") /"
   done
