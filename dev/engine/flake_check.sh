@@ -20,7 +20,7 @@ for spec in "$@"; do
   IFS=: read -r name src patch <<< "$spec"
   names+=("$name")
   if [[ -n "${patch:-}" ]]; then
-    d=/tmp/flake_$name; rm -rf "$d"; mkdir -p "$d"; cp -r "$src" "$d/src"
+    d=/tmp/flake_$name; rm -rf "$d"; mkdir -p "$d"; cp -r "$src" "$d/src"; cp -r "$root/tests" "$d/"
     (cd "$d" && patch -p1 -s < "$root/$patch") || { echo "patch $patch failed for $name"; exit 1; }
     path[$name]=$d/src
   else
