@@ -14,34 +14,15 @@ set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 rounds=$1; shift
 root=$PWD
-declare -A path args ext
-names=()
-B='from resetfp4.kernels.build import load_extension as l; l(verbose=False)'
-for spec in "$@"; do
-  IFS=: read -r name src patch extra <<< "$spec"
-  names+=("$name")
-  if [[ -n "${patch:-}" ]]; then
-    d=/tmp/ab_$name; rm -rf "$d"; mkdir -p "$d"; cp -r "$src" "$d/src"; cp -r "$root/tests" "$d/"
-    (cd "$d" && patch -p1 -s < "$root/$patch") || { echo "patch $patch failed for $name"; exit 1; }
-    path[$name]=$d/src
-  else
-    path[$name]=$(cd "$src" && pwd)
-  fi
-  args[$name]=${extra//,/ }
-  ext[$name]=/root/ext_$(printf '%s' "${path[$name]}" | md5sum | cut -c1-10)
-done
-declare -A started
-for n in "${names[@]}"; do  # one build per source directory
-  [[ -n "${started[${ext[$n]}]:-}" ]] && continue
-  started[${ext[$n]}]=1
-  TORCH_EXTENSIONS_DIR=${ext[$n]} PYTHONPATH=${path[$n]} python3 -c "$B" > "$OUT/build_$n.txt" 2>&1 &
-done
+# shellcheck source=dev/engine/trees.sh
+source "$root/dev/engine/trees.sh"
+prepare_trees "$@"
 wait
 for r in $(seq 1 "$rounds"); do
   for n in "${names[@]}"; do
     # shellcheck disable=SC2086
     TORCH_EXTENSIONS_DIR=${ext[$n]} PYTHONPATH=${path[$n]} python3 dev/engine/step_ms.py \
-      --batch "${AB_BATCH:-1,8}" --gen-len "${AB_GEN:-128}" ${args[$n]} --json "$OUT/step_${n}_$r.json" 2>&1 \
+      --batch "${AB_BATCH:-1,8}" --gen-len "${AB_GEN:-128}" ${extra[$n]} --json "$OUT/step_${n}_$r.json" 2>&1 \
       | tail -1 | sed "s/^/$(printf '%-10s' "$n") /"
   done
 done

@@ -92,30 +92,9 @@ def _spin_prefetch_kernel(t_ptr, SPIN_NS, base, off_ptr, n_seg, seg_bytes, PDL: 
 
 
 def measure(name: str, m: int, bodies: int, first: int, spin_us: float, reps: int, replays: int) -> dict:
-    n, k, swiglu = pw.SHAPES[name]
-    w0 = pw._random_weight(n, k, swiglu, 0)
-    nbytes = w0.packed.numel()
-    copies = max(1, min(reps, math.ceil(3 * pw.L2_BYTES / nbytes)))
-    ws = [w0] + [pw._random_weight(n, k, swiglu, i) for i in range(1, copies)]
-    x = torch.randn(m, k, device="cuda").to(torch.bfloat16)
-    cls = 8 if m <= 8 else 16
-    if swiglu:
-        s_, r = 1, w0.swiglu_tiles[cls]
-        outs = [torch.empty(m, n // 2, dtype=x.dtype, device="cuda") for _ in ws]
-
-        def gemv(i: int) -> None:
-            w = ws[i % copies]
-            kg.nvfp4_gemv_swiglu_out(x, w.packed, w.global_scale, None, None, None, outs[i % copies], r,
-                                     w.exact_scales)
-    else:
-        s_, r = w0.plans[cls]
-        outs = [torch.empty(m, n, dtype=x.dtype, device="cuda") for _ in ws]
-
-        def gemv(i: int) -> None:
-            w = ws[i % copies]
-            kg.nvfp4_gemv_out(x, w.packed, w.global_scale, None, None, outs[i % copies], s_, r,
-                              w.exact_scales)
-
+    n, k, _ = pw.SHAPES[name]
+    ws, x, gemv, (s_, r) = pw.rotated_gemv(name, m, reps)
+    nbytes, copies, cls = ws[0].packed.numel(), len(ws), 8 if m <= 8 else 16
     pair = kg.pair_bodies(m, n, k, s_, r)
     seg_bytes = kg.ALIGNED_BODY[cls] // (2 if pair else 1) * UNIT
     segs = warp_segments(n, k, m, s_, r, first, bodies)

@@ -112,16 +112,19 @@ def _time_graph(launch, reps: int, replays: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def measure(name: str, m: int, spin_us: float, reps: int, replays: int) -> dict:
+def rotated_gemv(name: str, m: int, reps: int):
+    """GEMV of shape ``name`` at ``m`` rows over enough weight copies to miss L2.
+
+    Returns ``(weights, x, gemv, (S, R))``: ``gemv(i)`` launches on copy ``i % len(weights)``
+    with that copy's output buffer; ``(S, R)`` is the plan it runs (S = 1 for SwiGLU)."""
     n, k, swiglu = SHAPES[name]
     w0 = _random_weight(n, k, swiglu, 0)
-    nbytes = w0.packed.numel()
-    copies = max(1, min(reps, math.ceil(3 * L2_BYTES / nbytes)))
+    copies = max(1, min(reps, math.ceil(3 * L2_BYTES / w0.packed.numel())))
     ws = [w0] + [_random_weight(n, k, swiglu, i) for i in range(1, copies)]
     x = torch.randn(m, k, device="cuda").to(torch.bfloat16)
     cls = 8 if m <= 8 else 16
     if swiglu:
-        r = w0.swiglu_tiles[cls]
+        s_, r = 1, w0.swiglu_tiles[cls]
         outs = [torch.empty(m, n // 2, dtype=x.dtype, device="cuda") for _ in ws]
 
         def gemv(i: int) -> None:
@@ -136,6 +139,13 @@ def measure(name: str, m: int, spin_us: float, reps: int, replays: int) -> dict:
             w = ws[i % copies]
             kg.nvfp4_gemv_out(x, w.packed, w.global_scale, None, None, outs[i % copies], s_, r,
                               w.exact_scales)
+    return ws, x, gemv, (s_, r)
+
+
+def measure(name: str, m: int, spin_us: float, reps: int, replays: int) -> dict:
+    n, k, swiglu = SHAPES[name]
+    ws, x, gemv, _ = rotated_gemv(name, m, reps)
+    nbytes, copies = ws[0].packed.numel(), len(ws)
 
     stamps = torch.zeros(reps, 2, dtype=torch.int64, device="cuda")
     opts = launch_opts(x)
