@@ -1,6 +1,6 @@
 """Triton kernels of :class:`~resetfp4.sampling.BatchSampler`'s fast path (CUDA only).
 
-One sampling step is 4-6 launches, all with static shapes (CUDA-graph capturable, no sync):
+One sampling step is 4-5 launches, all with static shapes (CUDA-graph capturable, no sync):
 
 1. ``_stats_kernel`` grid ``(B, S)``: each program reads one of S slices of a logits row once
    for its max / first argmax / NaN-or-+inf flag, then again (from L2) for
@@ -11,8 +11,9 @@ One sampling step is 4-6 launches, all with static shapes (CUDA-graph capturable
 2. ``_finalize_kernel`` grid ``(B,)``: merges the S partials (rescaled to the row max), and
    for ReSET snaps ``H_t``, runs the whole policy update of
    :meth:`~resetfp4.sampling.policy.ReSETState.step` in float64 and writes the trace views.
-3. candidates: ``torch.topk`` of the raw logits (K, descending), or a memset plus
-   ``_hist_kernel`` / ``_compact_kernel`` (a top-n set, n <= K, unordered; sorted in 4).
+3. candidates: ``torch.topk`` of the raw logits (K, descending), or ``_hist_kernel`` /
+   ``_compact_kernel`` (a top-n set, n <= K, unordered; sorted in 4) on the histogram rows
+   that ``_finalize_kernel`` cleared.
 4. ``_sample_kernel`` grid ``(B,)``: top-k / top-p / min-p over the candidates (see
    :mod:`resetfp4.sampling.candidates`), the seeded exponential race with the same counter
    hash as :mod:`resetfp4.sampling.pipeline`, greedy / invalid rows, boundary detection for
@@ -104,10 +105,17 @@ def _finalize_kernel(
     mode_ptr, ta_ptr, tb_ptr, fixed_ptr, tlow_ptr, thigh_ptr, tau0_ptr, win_ptr, start_ptr,
     ring_ptr, ssum_ptr, sn_ptr, tot_ptr, n_ptr, MAXW,
     m_out, am_out, z_out, teff_out, valid_out, h_out, temp_out, lstart_out, lerr_out, err_ptr,
+    hist_ptr,
     RESET: tl.constexpr, TWO: tl.constexpr, SP2: tl.constexpr, WP2: tl.constexpr,
+    ZERO_HIST: tl.constexpr, HP2: tl.constexpr,
 ):
-    """Merge the slice partials of one row; ReSET: the policy step of ``ReSETState.step``."""
+    """Merge the slice partials of one row; ReSET: the policy step of ``ReSETState.step``.
+    ``ZERO_HIST``: also clear the row's ``hist`` ``[B, HIST_BINS + 1]`` for ``_hist_kernel``
+    (which runs after this kernel), so the step needs no memset launch."""
     row = tl.program_id(0)
+    if ZERO_HIST:
+        hb = tl.arange(0, HP2)
+        tl.store(hist_ptr + row * (HIST_BINS + 1) + hb, tl.zeros([HP2], tl.int32), mask=hb < HIST_BINS + 1)
     s = tl.arange(0, SP2)
     sm = s < S
     q = row * S_MAX + s
@@ -358,6 +366,8 @@ def launch_step(s, x, B: int, vals=None, idx=None) -> None:
     V = s.vocab_size
     S, chunk = slices_for(B, V, f["n_sm"])
     reset = s.track_entropy
+    hist = f["hist"]
+    ordered = vals is not None
     _stats_kernel[(B, S)](
         x, x.stride(0), V, chunk, s.temp_a, s.temp_b, f["pm"], f["pam"], f["pbad"], f["pza"],
         f["pzb"], f["pz1"], f["ps1"], MAX_SLICES, ENTROPY=reset, TWO=reset, BLOCK=STATS_BLOCK,
@@ -369,15 +379,13 @@ def launch_step(s, x, B: int, vals=None, idx=None) -> None:
         s.mode, s.temp_a, s.temp_b, s.fixed_t, s.t_low, s.t_high, s.tau0, s.window,
         s.pending_start, st.ring, st.step_sum, st.step_n, st.total, st.n, st.max_window,
         f["m"], f["am"], f["z"], f["teff"], f["valid"], s.last_entropy, s.last_temperature,
-        s.last_start, s.last_error, s.error,
+        s.last_start, s.last_error, s.error, hist,
         RESET=reset, TWO=reset, SP2=triton.next_power_of_2(S),
-        WP2=triton.next_power_of_2(st.max_window), num_warps=1,
+        WP2=triton.next_power_of_2(st.max_window), ZERO_HIST=not ordered,
+        HP2=triton.next_power_of_2(HIST_BINS_N + 1), num_warps=1,
     )
     K = s.candidates
-    hist = f["hist"]
-    ordered = vals is not None
     if not ordered:
-        hist[:B].zero_()
         vals, idx = f["cval"], f["cidx"]
         _hist_kernel[(B, S)](x, x.stride(0), V, chunk, f["m"], hist, BLOCK=STATS_BLOCK, num_warps=4)
         _compact_kernel[(B, S)](x, x.stride(0), V, chunk, f["m"], hist, vals, idx, K,
