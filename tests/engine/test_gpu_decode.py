@@ -158,13 +158,20 @@ def _tiny_engine(precision: str, max_batch: int, refill: bool, compile: bool | N
 
 @pytest.mark.parametrize("precision", ["bf16", "nvfp4-w4a16"])
 @pytest.mark.parametrize("mode", ["greedy", "reset"])
-def test_continuous_graphs_equal_static_groups(precision, mode):
+def test_continuous_graphs_equal_static_groups(precision, mode, monkeypatch):
     """Compiled + graphed decode, 22 prompts on 4 slots: refilled slots (per-row history
     index, clamped idle positions, host writes between replays) give every prompt the ids
-    of the static groups. Decode steps run the same GEMMs per row (same batch bucket); the
-    refill prefills may not (another M), so entropies are compared to 1e-4 (``_key``)."""
+    of the static groups. Decode steps run the same GEMMs per row (same batch bucket). A
+    batched prefill would not: its GEMM M (and the kernel it picks) depends on which rows
+    are refilled together, and near-flat random logits then flip a sampled token for some
+    weights (session 12: a failure in about one run of four, once the weights differed per
+    process). So every prompt is prefilled alone here, in both engines (batched refills are
+    covered by the fp32 test below); entropies are still compared to 1e-4 (``_key``)."""
     from test_continuous import CONFIGS, PROMPTS, _key
 
+    from resetfp4.engine import decode
+
+    monkeypatch.setattr(decode, "PREFILL_TOKENS", 1)  # one row per refill prefill chunk
     cfg = CONFIGS[mode]
     cont = _tiny_engine(precision, 4, refill=True, compile=None)
     a = [_key(r) for r in cont.generate(PROMPTS * 2, cfg, 32, chat=False, trace=True)]

@@ -195,9 +195,12 @@ def random_model(
     dtype = dtype_for(precision)
     with torch.device("meta"):
         model = Transformer(args, dtype)
-    quantized = set(model.linear_names()) if precision in ACT else set()
+    # a list, not a set: the generator's draws follow this order, so it must not depend on
+    # string hashing (PYTHONHASHSEED), or every process would get other NVFP4 weights
+    order = list(model.linear_names()) if precision in ACT else []
     if precision in ACT and lm_head == "nvfp4":
-        quantized.add("lm_head")
+        order.append("lm_head")
+    quantized = set(order)
     for name, p in list(model.named_parameters()):
         mod = name.rpartition(".")[0]
         if mod in quantized and name.endswith(".weight"):
@@ -207,7 +210,7 @@ def random_model(
         else:
             t = (torch.randn(p.shape, generator=gen, device=device, dtype=torch.float32) * 0.02).to(dtype)
         _set_param(model, name, t)
-    for name in quantized:
+    for name in order:
         m = model.get_submodule(name)
         n, k = m.out_features, m.in_features
         packed = torch.randint(0, 256, (n, k // 2), generator=gen, device=device, dtype=torch.int32).to(
