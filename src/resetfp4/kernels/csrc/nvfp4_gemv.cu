@@ -231,7 +231,21 @@ __global__ void __launch_bounds__(kThreads, Cfg<kR>::kMinBlocks) gemv_kernel(con
   static_assert(!kPair || !kGeneral, "pair mode is an aligned-loop mode");
   static_assert(kBody % kT == 0, "a pair body holds whole chunks of both tiles");
   extern __shared__ __align__(16) float red[];
+  // The epilogue's constant global scales, read into shared memory by thread 0 just before
+  // the PDL wait (after its weight loads are issued; the CTA is waiting anyway), so that the
+  // W4A16 epilogue does not start with an L2 round trip after its barrier: g_w, and g_q
+  // (the next linear's input_scale; neither may be written by the kernel just before). g_x
+  // may be the previous kernel's output: still read in the epilogue (loading it right after
+  // the wait would stall warp 0 before its first x loads).
+  __shared__ float scales_s[3];  // g_w, (spare), g_q (swiglu; 0 when null)
   pdl_launch_dependents();
+  auto wait_inputs = [&]() {
+    if (threadIdx.x == 0) {
+      scales_s[0] = __ldg(a.g_w);
+      scales_s[2] = a.g_q ? __ldg(a.g_q) : 0.f;  // a constant input_scale in the engine
+    }
+    pdl_wait();
+  };
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int S = a.S, rank = blockIdx.x % S, cl = blockIdx.x / S;
   const int tile0 = cl * a.R, nR = min(a.R, a.tiles - tile0);  // nR even in pair mode (host)
@@ -302,7 +316,7 @@ __global__ void __launch_bounds__(kThreads, Cfg<kR>::kMinBlocks) gemv_kernel(con
         if (lane == 0 && j + 1 < n / kBody) prefetch_body(p);
       }
     }
-    pdl_wait();  // x, y: only after the previous kernel finished
+    wait_inputs();  // x, y: only after the previous kernel finished
 
     const T* x0 =
         reinterpret_cast<const T*>(a.x) + (size_t)min(g, a.M - 1) * a.K + ch0 * 64 + 16 * t;
@@ -384,7 +398,7 @@ __global__ void __launch_bounds__(kThreads, Cfg<kR>::kMinBlocks) gemv_kernel(con
     body(i, false);  // the last body: nothing left to load
     if (pc > 0) park_group(pt);
    } else {
-    pdl_wait();
+    wait_inputs();
    }
   } else if (n > 0) {
     // General path (K not a multiple of 64 kBody): the pointer jumps after Pn chunks,
@@ -408,7 +422,7 @@ __global__ void __launch_bounds__(kThreads, Cfg<kR>::kMinBlocks) gemv_kernel(con
 #pragma unroll
     for (int d = 0; d < kDepth; ++d)
       if (d < n) request(d);  // weights are constant: stream them before the PDL wait
-    pdl_wait();
+    wait_inputs();
 
     const T* xr = reinterpret_cast<const T*>(a.x) + (size_t)min(g, a.M - 1) * a.K;
     const T* xr2 = reinterpret_cast<const T*>(a.x) + (size_t)min(g + 8, a.M - 1) * a.K;
@@ -444,12 +458,12 @@ __global__ void __launch_bounds__(kThreads, Cfg<kR>::kMinBlocks) gemv_kernel(con
       if (i + d < n) step(d, i + d);
     if (pc > 0) park<kR>(acc, red, warp + pt, lane);
   } else {
-    pdl_wait();
+    wait_inputs();
   }
   __syncthreads();
 
   // Sum the warps of each local tile (warp order: deterministic).
-  const float factor = Traits<T>::kOutScale * __ldg(a.g_w) * (a.g_x ? __ldg(a.g_x) : 1.0f);
+  const float factor = Traits<T>::kOutScale * scales_s[0] * (a.g_x ? __ldg(a.g_x) : 1.0f);
   auto tile_sum = [&](int r, int m, int row) {  // local tile r = kT p + j: warps of group p
     float s = 0.f;
     if (Pn > 0) {
@@ -467,7 +481,7 @@ __global__ void __launch_bounds__(kThreads, Cfg<kR>::kMinBlocks) gemv_kernel(con
     // kernel). With g_q, h is the NVFP4 round trip of that value (16 lanes = one block of
     // 16 columns of h), what the W4A4 down projection reads.
     const int I = a.N / 2;
-    const float gq = a.g_q ? __ldg(a.g_q) : 0.f;
+    const float gq = scales_s[2];
     const T* bias = reinterpret_cast<const T*>(a.bias);
     const int items2 = nR / 2 * a.M * 16;  // whole 16-lane groups: the shuffles' precondition
     for (int i = threadIdx.x; i < items2; i += kThreads) {

@@ -5,10 +5,10 @@
 # SASS-identical to the base's) and on with 1 and 2 bodies per down warp (the three share the
 # patched tree and its build). ~7 minutes; the result lines on stdout are the record (at most
 # 8 files come back from $OUT).
-# Usage (device, repository root): OUT=$OUT bash dev/kernels/candidates/run_l2_prefetch_down.sh [ROUNDS]
+# Usage (device, repository root): OUT=$OUT bash dev/kernels/rejected/run_l2_prefetch_down.sh [ROUNDS]
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-P=dev/kernels/candidates/gemv_l2_prefetch_down.patch
+P=dev/kernels/rejected/gemv_l2_prefetch_down.patch
 d=/tmp/pf_tests; rm -rf "$d"; mkdir -p "$d"; cp -r src tests pyproject.toml "$d"/
 (cd "$d" && patch -p1 -s < "$OLDPWD/$P") || { echo "patch failed"; exit 1; }
 (cd "$d" && TORCH_EXTENSIONS_DIR=/root/ext_$(printf '%s' "$d/src" | md5sum | cut -c1-10) PYTHONPATH=src timeout 300 python3 -m pytest -q -p no:cacheprovider \
