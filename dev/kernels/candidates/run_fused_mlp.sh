@@ -22,7 +22,8 @@ case ${1:-tests} in
       tests/kernels/test_mlp_gpu.py tests/engine/test_gpu_decode.py -k "mlp or graph_decode" 2>&1 | tail -15)
     (cd "$d" && TORCH_EXTENSIONS_DIR=$ext PYTHONPATH=src timeout 150 python3 dev/kernels/mlp_bench.py \
       --json "$OUT/mlp_bench.json" 2>&1 | tail -4) ;;
-  sanitize)  # if the tests fail: memcheck and racecheck on one small case (~2 min)
+  sanitize)  # if the tests fail: memcheck and racecheck on one small case (~2 min; a trap or
+    # timeout here may be the tools serializing CTAs under the software grid barrier)
     for tool in memcheck racecheck; do
       (cd "$d" && TORCH_EXTENSIONS_DIR=$ext PYTHONPATH=src timeout 240 compute-sanitizer --tool $tool \
         --kernel-name regex:mlp_kernel python3 -m pytest -q -x -p no:cacheprovider \
