@@ -6,7 +6,8 @@
 #     gemv_l2_prefetch_down 2 of 6; the base tree passed 10 of 10) with
 #     TORCHINDUCTOR_DETERMINISTIC=1;
 #  2. decode-step A/B (dev/engine/ab_trees.sh): base vs the deterministic mode.
-# Usage (device, repository root): OUT=$OUT bash dev/engine/candidates/run_inductor_deterministic.sh [N] [ROUNDS]
+# Ran (device, repository root, session 12) as dev/engine/candidates/run_inductor_deterministic.sh 4 2;
+# kept here as the record: the two candidate patches it applies have since landed / been rejected.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 TORCHINDUCTOR_DETERMINISTIC=1 bash dev/engine/flake_check.sh "${1:-4}" \

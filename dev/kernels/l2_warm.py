@@ -25,7 +25,6 @@ minus the same graph without the GEMV. Columns: the GEMV's post-wait cost with t
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 
@@ -144,8 +143,7 @@ def main() -> None:
                 print(f"{name:8} {m:2d} {r['bytes'] / 1e6:6.1f} {r['bytes_us']:8.2f} {nb:6d} "
                       f"{r['prefetched_bytes'] / 1e6:6.1f} {r['post_wait_us']:9.2f}", flush=True)
     if a.json:
-        a.json.write_text(json.dumps({"device": torch.cuda.get_device_name(), "copy_gbs": copy_gbs,
-                                      "rows": rows}, indent=2) + "\n")
+        pw.write_rows(a.json, copy_gbs, rows)
 
 
 if __name__ == "__main__":

@@ -169,6 +169,12 @@ def measure(name: str, m: int, spin_us: float, reps: int, replays: int) -> dict:
             "spin_us": spin_us, "per_rep_with_us": with_gemv, "per_rep_without_us": without}
 
 
+def write_rows(path: Path, copy_gbs: float, rows: list[dict]) -> None:
+    """The JSON of this tool and l2_warm.py: the device, its copy bandwidth, the rows."""
+    path.write_text(json.dumps({"device": torch.cuda.get_device_name(), "copy_gbs": copy_gbs,
+                                "rows": rows}, indent=2) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shapes", default="qkv,o,gate_up,down")
@@ -190,8 +196,7 @@ def main() -> None:
             print(f"{name:8} {m:2d} {r['bytes'] / 1e6:7.1f} {r['bytes_us']:8.2f} {r['post_wait_us']:9.2f} "
                   f"{r['cold_us']:7.2f} {r['globaltimer_post_wait_us']:7.2f}", flush=True)
     if a.json:
-        a.json.write_text(json.dumps({"device": torch.cuda.get_device_name(), "copy_gbs": copy_gbs,
-                                      "rows": rows}, indent=2) + "\n")
+        write_rows(a.json, copy_gbs, rows)
 
 
 if __name__ == "__main__":
