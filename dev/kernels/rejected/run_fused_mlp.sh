@@ -5,10 +5,10 @@
 #          microbenchmark dev/kernels/mlp_bench.py (Qwen3-8B MLP, 12 layers, M = 1 and 8)
 #   ab     decode-step A/B (dev/engine/ab_trees.sh): base, patched with the fusion off, on
 #   sanitize  compute-sanitizer memcheck / racecheck on one small test case
-# Usage (device, repository root): OUT=$OUT bash dev/kernels/candidates/run_fused_mlp.sh tests|ab|sanitize [ROUNDS]
+# Usage (device, repository root): OUT=$OUT bash dev/kernels/rejected/run_fused_mlp.sh tests|ab|sanitize [ROUNDS]
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-P=dev/kernels/candidates/fused_mlp.patch
+P=dev/kernels/rejected/fused_mlp.patch
 d=/tmp/fm_tree
 if [[ ! -d $d/src ]]; then
   rm -rf "$d"; mkdir -p "$d"; cp -r src tests dev pyproject.toml "$d"/
