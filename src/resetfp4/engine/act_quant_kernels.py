@@ -143,6 +143,10 @@ def _silu_mul_quant_kernel(gu_ptr, xq_ptr, gs_ptr, N, sg, BLOCK: tl.constexpr, Q
 
 
 BLOCK = 512  # columns per program (a multiple of 16: quantization blocks never straddle two)
+# num_warps of the two producers (module constants so that a decode-step A/B can set them:
+# dev/engine/step_ms.py --set; see dev/engine/run_warps_sweep.sh)
+NORM_WARPS = 4
+SILU_WARPS = 4
 
 
 def launch_fake_quant(x: Tensor, gs: Tensor, out: Tensor) -> None:
@@ -199,7 +203,8 @@ def launch_add_rmsnorm_quant(h: Tensor, d: Tensor, w: Tensor, eps: float, gs: Te
     k = h.shape[1]
     _add_rmsnorm_quant_kernel[(h.shape[0], triton.cdiv(k, BLOCK))](
         h, d, w, x, xq, gs if gs is not None else w, k, eps, BLOCK=BLOCK,
-        FULL=max(16, triton.next_power_of_2(k)), QUANT=gs is not None, num_warps=4, **launch_opts(h))
+        FULL=max(16, triton.next_power_of_2(k)), QUANT=gs is not None, num_warps=NORM_WARPS,
+        **launch_opts(h))
 
 
 def launch_silu_mul_quant(gu: Tensor, gs: Tensor | None, xq: Tensor) -> None:
@@ -207,4 +212,4 @@ def launch_silu_mul_quant(gu: Tensor, gs: Tensor | None, xq: Tensor) -> None:
     n = xq.shape[1]
     _silu_mul_quant_kernel[(gu.shape[0], triton.cdiv(n, BLOCK))](
         gu, xq, gs if gs is not None else gu, n, gu.stride(0), BLOCK=BLOCK, QUANT=gs is not None,
-        num_warps=4, **launch_opts(gu))
+        num_warps=SILU_WARPS, **launch_opts(gu))

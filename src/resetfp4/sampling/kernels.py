@@ -358,6 +358,14 @@ def slices_for(batch: int, vocab: int, n_sm: int) -> tuple[int, int]:
     return triton.cdiv(vocab, chunk), chunk
 
 
+# num_warps of the step's kernels besides _sample_kernel (SAMPLE_WARPS); module constants so
+# that a decode-step A/B can set them (dev/engine/step_ms.py --set).
+STATS_WARPS = 4
+FINALIZE_WARPS = 1
+HIST_WARPS = 4
+COMPACT_WARPS = 4
+
+
 def launch_step(s, x, B: int, vals=None, idx=None) -> None:
     """One fast step of ``BatchSampler`` ``s`` on logits ``x`` ``[B, V]`` (fp32/bf16, unit
     stride along V). Candidates: ``vals``/``idx`` ``[B, K]`` from ``torch.topk``, or None to
@@ -371,7 +379,7 @@ def launch_step(s, x, B: int, vals=None, idx=None) -> None:
     _stats_kernel[(B, S)](
         x, x.stride(0), V, chunk, s.temp_a, s.temp_b, f["pm"], f["pam"], f["pbad"], f["pza"],
         f["pzb"], f["pz1"], f["ps1"], MAX_SLICES, ENTROPY=reset, TWO=reset, BLOCK=STATS_BLOCK,
-        num_warps=4,
+        num_warps=STATS_WARPS,
     )
     st = s.state
     _finalize_kernel[(B,)](
@@ -382,14 +390,15 @@ def launch_step(s, x, B: int, vals=None, idx=None) -> None:
         s.last_start, s.last_error, s.error, hist,
         RESET=reset, TWO=reset, SP2=triton.next_power_of_2(S),
         WP2=triton.next_power_of_2(st.max_window), ZERO_HIST=not ordered,
-        HP2=triton.next_power_of_2(HIST_BINS_N + 1), num_warps=1,
+        HP2=triton.next_power_of_2(HIST_BINS_N + 1), num_warps=FINALIZE_WARPS,
     )
     K = s.candidates
     if not ordered:
         vals, idx = f["cval"], f["cidx"]
-        _hist_kernel[(B, S)](x, x.stride(0), V, chunk, f["m"], hist, BLOCK=STATS_BLOCK, num_warps=4)
+        _hist_kernel[(B, S)](x, x.stride(0), V, chunk, f["m"], hist, BLOCK=STATS_BLOCK,
+                             num_warps=HIST_WARPS)
         _compact_kernel[(B, S)](x, x.stride(0), V, chunk, f["m"], hist, vals, idx, K,
-                                BLOCK=STATS_BLOCK, num_warps=4)
+                                BLOCK=STATS_BLOCK, num_warps=COMPACT_WARPS)
     _sample_kernel[(B,)](
         vals, idx, K, V, f["m"], f["am"], f["z"], f["teff"], f["valid"], s.top_k, s.top_p,
         s.min_p, s.seed, s.counter, s.boundary.is_newline, s.boundary.has_double_newline,

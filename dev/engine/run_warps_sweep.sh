@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# num_warps sweep of the decode step's Triton kernels (session 13 found -80 µs per batch-1
+# step from 8 warps in the one-tile attention split kernel; no other launch's num_warps was
+# ever swept). Decode-step A/Bs through dev/engine/ab_trees.sh (W4A16 + NVFP4 head), every
+# variant a module constant set with step_ms.py --set; defaults are the base.
+#   b1    batch 1, gen 128: producers (add + RMSNorm), sampler kernels; ROUNDS (default 1)
+#   b8    the same variants at batch 8
+#   loop  batch 1, gen 1024 (attention buckets 1024 and 2048): the multi-tile split kernel
+#         with 8 warps (SPLIT_WARPS, 4 by default), two rounds
+# Usage (device, repository root): OUT=$OUT bash dev/engine/run_warps_sweep.sh b1|b8|loop [ROUNDS]
+# Any variant that wins: rerun it against base for two more rounds before changing a default.
+set -uo pipefail
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+aq=resetfp4.engine.act_quant_kernels
+sk=resetfp4.sampling.kernels
+ak=resetfp4.engine.attention_kernels
+variants=(
+  base:src
+  "norm8:src::--set,$aq.NORM_WARPS=8"
+  "norm2:src::--set,$aq.NORM_WARPS=2"
+  "stats8:src::--set,$sk.STATS_WARPS=8"
+  "hc8:src::--set,$sk.HIST_WARPS=8,--set,$sk.COMPACT_WARPS=8"
+  "fin4:src::--set,$sk.FINALIZE_WARPS=4"
+  "samp8:src::--set,$sk.SAMPLE_WARPS=8"
+)
+case ${1:-b1} in
+  b1) AB_BATCH=1 AB_GEN=128 bash dev/engine/ab_trees.sh "${2:-1}" "${variants[@]}" ;;
+  b8) AB_BATCH=8 AB_GEN=128 bash dev/engine/ab_trees.sh "${2:-1}" "${variants[@]}" ;;
+  loop) AB_BATCH=1 AB_GEN=1024 bash dev/engine/ab_trees.sh "${2:-2}" base:src \
+          "loop8:src::--set,$ak.SPLIT_WARPS=8" ;;
+  *) echo "usage: $0 b1|b8|loop [ROUNDS]"; exit 2 ;;
+esac
