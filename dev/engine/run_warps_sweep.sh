@@ -3,7 +3,9 @@
 # step from 8 warps in the one-tile attention split kernel; no other launch's num_warps was
 # ever swept). Decode-step A/Bs through dev/engine/ab_trees.sh (W4A16 + NVFP4 head), every
 # variant a module constant set with step_ms.py --set; defaults are the base.
-#   b1    batch 1, gen 128: producers (add + RMSNorm), sampler kernels; ROUNDS (default 1)
+#   b1    batch 1, gen 128: producers (add + RMSNorm), sampler kernels, the one-tile split
+#         kernel at 16 warps (128 registers, 68 bytes of spill: dev/engine/triton_regs.py);
+#         ROUNDS (default 1)
 #   b8    the same variants at batch 8
 #   loop  batch 1, gen 1024 (attention buckets 1024 and 2048): the multi-tile split kernel
 #         with 8 warps (SPLIT_WARPS, 4 by default), two rounds
@@ -22,6 +24,7 @@ variants=(
   "hc8:src::--set,$sk.HIST_WARPS=8,--set,$sk.COMPACT_WARPS=8"
   "fin4:src::--set,$sk.FINALIZE_WARPS=4"
   "samp8:src::--set,$sk.SAMPLE_WARPS=8"
+  "split16:src::--set,$ak.SPLIT_WARPS_ONE_TILE=16"
 )
 case ${1:-b1} in
   b1) AB_BATCH=1 AB_GEN=128 bash dev/engine/ab_trees.sh "${2:-1}" "${variants[@]}" ;;
