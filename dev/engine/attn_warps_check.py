@@ -26,7 +26,7 @@ def main() -> None:
     A.CUDA_ATTENTION = False  # the Triton kernels at every batch
     for spec in sys.argv[1:]:
         split, combine = (int(v) for v in spec.split(":"))
-        ak.SPLIT_WARPS_ONE_TILE = ak.SPLIT_WARPS = split
+        A.SPLIT_WARPS_ONE_TILE = A.SPLIT_WARPS = split
         ak.COMBINE_WARPS = combine
         for b, seq, max_seq in ((1, 1024, 1024), (1, 640, 700), (2, 2048, 2048)):
             q, k, v, qw, kw, cos, sin, kc, vc, pos = _fused_case(b, 8, 4, 128, seq, max_seq, True,

@@ -7,15 +7,16 @@
 #         kernel at 16 warps (128 registers, 68 bytes of spill: dev/engine/triton_regs.py);
 #         ROUNDS (default 1)
 #   b8    the same variants at batch 8
-#   loop  batch 1, gen 1024 (attention buckets 1024 and 2048): the multi-tile split kernel
-#         with 8 warps (SPLIT_WARPS, 4 by default), two rounds
-# Usage (device, repository root): OUT=$OUT bash dev/engine/run_warps_sweep.sh b1|b8|loop [ROUNDS]
+#   long  batch 1, gen 1024 (attention buckets 1024 and 2048): at bucket 2048 the split kernel
+#         has 256 one-tile programs, more than the SMs, so it keeps SPLIT_WARPS (4); here
+#         with 8 (attention.split_warps), two rounds
+# Usage (device, repository root): OUT=$OUT bash dev/engine/run_warps_sweep.sh b1|b8|long [ROUNDS]
 # Any variant that wins: rerun it against base for two more rounds before changing a default.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 aq=resetfp4.engine.act_quant_kernels
 sk=resetfp4.sampling.kernels
-ak=resetfp4.engine.attention_kernels
+at=resetfp4.engine.attention
 variants=(
   base:src
   "norm8:src::--set,$aq.NORM_WARPS=8"
@@ -24,12 +25,12 @@ variants=(
   "hc8:src::--set,$sk.HIST_WARPS=8,--set,$sk.COMPACT_WARPS=8"
   "fin4:src::--set,$sk.FINALIZE_WARPS=4"
   "samp8:src::--set,$sk.SAMPLE_WARPS=8"
-  "split16:src::--set,$ak.SPLIT_WARPS_ONE_TILE=16"
+  "split16:src::--set,$at.SPLIT_WARPS_ONE_TILE=16"
 )
 case ${1:-b1} in
   b1) AB_BATCH=1 AB_GEN=128 bash dev/engine/ab_trees.sh "${2:-1}" "${variants[@]}" ;;
   b8) AB_BATCH=8 AB_GEN=128 bash dev/engine/ab_trees.sh "${2:-1}" "${variants[@]}" ;;
-  loop) AB_BATCH=1 AB_GEN=1024 bash dev/engine/ab_trees.sh "${2:-2}" base:src \
-          "loop8:src::--set,$ak.SPLIT_WARPS=8" ;;
-  *) echo "usage: $0 b1|b8|loop [ROUNDS]"; exit 2 ;;
+  long) AB_BATCH=1 AB_GEN=1024 bash dev/engine/ab_trees.sh "${2:-2}" base:src \
+          "long8:src::--set,$at.SPLIT_WARPS=8" ;;
+  *) echo "usage: $0 b1|b8|long [ROUNDS]"; exit 2 ;;
 esac

@@ -108,6 +108,18 @@ def test_num_splits_covers_every_position(rows, seq, sms):
     assert rows * splits <= max(2 * sms, rows)  # about two programs per SM, at least one per row
 
 
+@pytest.mark.parametrize("attn_len,warps", [(256, 8), (640, 8), (1024, 8), (2048, 4), (4096, 4)])
+def test_split_warps_follow_the_plan(attn_len, warps):
+    """Qwen3-8B at batch 1 (8 KV heads) on 132 SMs: one-tile splits get SPLIT_WARPS_ONE_TILE
+    (8) only while the grid has at most one program per SM (session 13 measured 128 programs);
+    the 256 one-tile programs of bucket 2048 and the multi-tile loop of 4096 keep SPLIT_WARPS."""
+    splits, chunk = A.num_splits(8, attn_len, 132)
+    assert (chunk == A.BLOCK_N) == (attn_len <= 2048)
+    assert A.split_warps(8 * splits, chunk == A.BLOCK_N, 132) == warps
+    assert A.split_warps(132, True, 132) == A.SPLIT_WARPS_ONE_TILE
+    assert A.split_warps(133, True, 132) == A.split_warps(64, False, 132) == A.SPLIT_WARPS
+
+
 def test_cpu_tensors_take_sdpa():
     q = torch.randn(1, 2, 3, 64, dtype=torch.bfloat16)
     assert not A.available(q)  # the model then runs SDPA with the same mask semantics

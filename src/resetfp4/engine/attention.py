@@ -66,6 +66,15 @@ if _PRE_ENV is not None and _PRE_ENV not in ("0", "1", "2"):
 BLOCK_N = 64  # keys per inner tile
 PROGRAMS_PER_SM = 2  # split-KV programs per SM the split count aims at (dev/engine/attn_sweep.py)
 MIN_ROWS = 16  # tl.dot needs >= 16 rows: the rep query heads are padded to this
+# num_warps of the fused split kernel (Triton): SPLIT_WARPS_ONE_TILE when each split is one
+# tile (the tile loaded before the PDL wait) and the grid has at most one program per SM,
+# else SPLIT_WARPS. Session 13 (H100, Qwen3-8B batch-1 step at 640 positions: 128 one-tile
+# programs; W4A16 + NVFP4 head, gen 128, two alternating runs): 8 warps 2.1205 / 2.1297 ms
+# per step against 2.2072 / 2.2008 with 4. With 8 warps a program holds ~218 registers per
+# thread, most of an SM's (dev/engine/triton_regs.py), so a larger grid would run in waves;
+# that case, and the multi-tile loop with 8 warps, were not timed and keep 4.
+SPLIT_WARPS_ONE_TILE = 8
+SPLIT_WARPS = 4
 
 
 def available(q: Tensor) -> bool:
@@ -75,6 +84,12 @@ def available(q: Tensor) -> bool:
         return False
     d = q.shape[-1]
     return _HAS_TRITON and 16 <= d <= 256 and d & (d - 1) == 0
+
+
+def split_warps(programs: int, one_tile: bool, sm_count: int) -> int:
+    """num_warps of the fused split kernel for a grid of ``programs`` (see
+    :data:`SPLIT_WARPS_ONE_TILE`)."""
+    return SPLIT_WARPS_ONE_TILE if one_tile and programs <= sm_count else SPLIT_WARPS
 
 
 def num_splits(rows: int, attn_len: int, sm_count: int) -> tuple[int, int]:
@@ -283,9 +298,11 @@ def _decode_attention_fused_op(q: Tensor, k: Tensor, v: Tensor, q_w: Tensor | No
     from resetfp4.engine import attention_kernels as ak
 
     splits, chunk, rows, acc, ml, out = _workspace(q, b, h_kv, rep, d, attn_len)
+    sms = torch.cuda.get_device_properties(q.device).multi_processor_count
     ak.launch_fused(q, k, v, q_w, k_w, float(eps), cos, sin, k_cache, v_cache, pos, attn_len,
                     acc, ml, out, splits, chunk, rows, BLOCK_N, 1.0 / math.sqrt(d),
-                    out_scale.reshape(1) if out_scale is not None else None)
+                    out_scale.reshape(1) if out_scale is not None else None,
+                    split_warps=split_warps(b * h_kv * splits, chunk == BLOCK_N, sms))
     return out
 
 

@@ -239,22 +239,16 @@ def _attn_fused_split_kernel(qr_ptr, kr_ptr, vr_ptr, sq, sk, sv, qw_ptr, kw_ptr,
 
 
 SPLIT_STAGES: int | None = None  # num_stages of the fused split kernel (None: Triton's default)
-# num_warps of the fused split kernel: SPLIT_WARPS_ONE_TILE when each split is one tile (the
-# tile loaded before the PDL wait), SPLIT_WARPS for the pipelined loop. Session 13 (H100,
-# Qwen3-8B batch-1 step, W4A16 + NVFP4 head, gen 128, two alternating runs): one-tile
-# splits with 8 warps 2.1205 / 2.1297 ms against 2.2072 / 2.2008 with 4. The loop form was
-# not timed with 8 warps, so it keeps 4.
-SPLIT_WARPS_ONE_TILE = 8
-SPLIT_WARPS = 4
-COMBINE_WARPS = 4  # num_warps of the combine kernel after it (1 and 2 measured slower)
+COMBINE_WARPS = 4  # num_warps of the combine kernel after the fused split kernel (1 and 2 measured slower)
 
 
 def launch_fused(q: Tensor, k: Tensor, v: Tensor, q_w: Tensor | None, k_w: Tensor | None, eps: float,
                  cos: Tensor, sin: Tensor, k_cache: Tensor, v_cache: Tensor, pos: Tensor, attn_len: int,
                  acc: Tensor, ml: Tensor, out: Tensor, splits: int, chunk: int, rows: int, block_n: int,
-                 sm_scale: float, out_scale: Tensor | None = None) -> None:
+                 sm_scale: float, out_scale: Tensor | None = None, split_warps: int = 4) -> None:
     """Both kernels of :func:`resetfp4.engine.attention.decode_attention_fused`; with
-    ``out_scale`` (fp32 [1]) the output is NVFP4-round-tripped (``act_quant``)."""
+    ``out_scale`` (fp32 [1]) the output is NVFP4-round-tripped (``act_quant``); the split
+    kernel runs ``split_warps`` warps (:func:`resetfp4.engine.attention.split_warps`)."""
     b, h_kv, rep, d = out.shape
     has_norm = q_w is not None
     _attn_fused_split_kernel[(b * h_kv, splits)](
@@ -265,7 +259,7 @@ def launch_fused(q: Tensor, k: Tensor, v: Tensor, q_w: Tensor | None, k_w: Tenso
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
         pos, acc, ml, h_kv, rep, splits, chunk, attn_len, k_cache.shape[2], sm_scale,
         ROWS=rows, D=d, BLOCK_N=block_n, TILES=chunk // block_n, HAS_NORM=has_norm,
-        num_warps=SPLIT_WARPS_ONE_TILE if chunk == block_n else SPLIT_WARPS,
+        num_warps=split_warps,
         **({"num_stages": SPLIT_STAGES} if SPLIT_STAGES is not None else {}), **launch_opts(q),
     )
     _attn_combine_kernel[(b * h_kv, rep)](
