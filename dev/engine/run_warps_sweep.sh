@@ -8,8 +8,9 @@
 #         ROUNDS (default 1)
 #   b8    the same variants at batch 8
 #   long  batch 1, gen 1024 (attention buckets 1024 and 2048): at bucket 2048 the split kernel
-#         has 256 one-tile programs, more than the SMs, so it keeps SPLIT_WARPS (4); here
-#         with 8 (attention.split_warps), two rounds
+#         has 256 one-tile programs, more than the SMs, so it keeps SPLIT_WARPS (4). Variants:
+#         8 warps there (long8); 128 two-tile programs (PROGRAMS_PER_SM=1) with 4 or 8 warps;
+#         two rounds (~6 min)
 # Usage (device, repository root): OUT=$OUT bash dev/engine/run_warps_sweep.sh b1|b8|long [ROUNDS]
 # Any variant that wins: rerun it against base for two more rounds before changing a default.
 set -uo pipefail
@@ -31,6 +32,8 @@ case ${1:-b1} in
   b1) AB_BATCH=1 AB_GEN=128 bash dev/engine/ab_trees.sh "${2:-1}" "${variants[@]}" ;;
   b8) AB_BATCH=8 AB_GEN=128 bash dev/engine/ab_trees.sh "${2:-1}" "${variants[@]}" ;;
   long) AB_BATCH=1 AB_GEN=1024 bash dev/engine/ab_trees.sh "${2:-2}" base:src \
-          "long8:src::--set,$at.SPLIT_WARPS=8" ;;
+          "long8:src::--set,$at.SPLIT_WARPS=8" \
+          "pps1:src::--set,$at.PROGRAMS_PER_SM=1" \
+          "pps1w8:src::--set,$at.PROGRAMS_PER_SM=1,--set,$at.SPLIT_WARPS=8" ;;
   *) echo "usage: $0 b1|b8|long [ROUNDS]"; exit 2 ;;
 esac
