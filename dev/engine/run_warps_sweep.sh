@@ -4,8 +4,9 @@
 # ever swept). Decode-step A/Bs through dev/engine/ab_trees.sh (W4A16 + NVFP4 head), every
 # variant a module constant set with step_ms.py --set; defaults are the base.
 #   b1    batch 1, gen 128: producers (add + RMSNorm), sampler kernels, the one-tile split
-#         kernel at 16 warps (128 registers, 68 bytes of spill: dev/engine/triton_regs.py);
-#         ROUNDS (default 1)
+#         kernel at 16 warps (128 registers, 68 bytes of spill: dev/engine/triton_regs.py),
+#         the attention combine at 8 warps (1 and 2 lost in session 13); ROUNDS (default 1;
+#         9 variants, ~5 min a round)
 #   b8    the same variants at batch 8
 #   long  batch 1, gen 1024 (attention buckets 1024 and 2048): at bucket 2048 the split kernel
 #         has 256 one-tile programs, more than the SMs, so it keeps SPLIT_WARPS (4). Variants:
@@ -27,6 +28,7 @@ variants=(
   "fin4:src::--set,$sk.FINALIZE_WARPS=4"
   "samp8:src::--set,$sk.SAMPLE_WARPS=8"
   "split16:src::--set,$at.SPLIT_WARPS_ONE_TILE=16"
+  "comb8:src::--set,resetfp4.engine.attention_kernels.COMBINE_WARPS=8"
 )
 case ${1:-b1} in
   b1) AB_BATCH=1 AB_GEN=128 bash dev/engine/ab_trees.sh "${2:-1}" "${variants[@]}" ;;
