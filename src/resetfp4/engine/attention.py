@@ -147,16 +147,21 @@ def _decode_attention_op(q: Tensor, k: Tensor, v: Tensor, pos: Tensor) -> Tensor
     pos = pos.contiguous()
     from resetfp4.engine import attention_kernels as ak
 
-    splits, chunk, rows, acc, ml, out = _workspace(q, b, h_kv, rep, d, k.shape[2])
+    splits, chunk, rows, acc, ml, out = _workspace(q, b, h_kv, rep, d, k.shape[2], _sm_count(q))
     ak.launch(q, k, v, pos, acc, ml, out, splits, chunk, rows, BLOCK_N, 1.0 / math.sqrt(d))
     return out
 
 
-def _workspace(q: Tensor, b: int, h_kv: int, rep: int, d: int, attn_len: int):
-    """Split sizing and buffers of both ops: ``(splits, chunk, rows, acc, ml, out)`` with the
-    fp32 per-split partials ``acc`` ``[B*H_kv, splits, rows, D]``, ``ml`` (row max, row sum)
-    ``[B*H_kv, splits, 2, rows]`` and the output ``[B, H_kv, rep, D]`` in ``q.dtype``."""
-    sms = torch.cuda.get_device_properties(q.device).multi_processor_count if q.is_cuda else 132
+def _sm_count(q: Tensor) -> int:
+    """SMs of ``q``'s GPU (132, an H100's, for a CPU tensor: split sizing only)."""
+    return torch.cuda.get_device_properties(q.device).multi_processor_count if q.is_cuda else 132
+
+
+def _workspace(q: Tensor, b: int, h_kv: int, rep: int, d: int, attn_len: int, sms: int):
+    """Split sizing for ``sms`` SMs and buffers of both ops: ``(splits, chunk, rows, acc, ml,
+    out)`` with the fp32 per-split partials ``acc`` ``[B*H_kv, splits, rows, D]``, ``ml`` (row
+    max, row sum) ``[B*H_kv, splits, 2, rows]`` and the output ``[B, H_kv, rep, D]`` in
+    ``q.dtype``."""
     splits, chunk = num_splits(b * h_kv, attn_len, sms)
     rows = max(MIN_ROWS, 1 << (rep - 1).bit_length())
     acc = torch.empty(b * h_kv, splits, rows, d, dtype=torch.float32, device=q.device)
@@ -287,8 +292,8 @@ def _decode_attention_fused_op(q: Tensor, k: Tensor, v: Tensor, q_w: Tensor | No
     q_w = q_w.contiguous() if q_w is not None else None
     k_w = k_w.contiguous() if k_w is not None else None
     rep = q.shape[1] // (h_kv * d)
+    sms = _sm_count(q)
     if b * h_kv >= CUDA_MIN_ROWS and cuda_serves(q, k_cache, v_cache, rep):
-        sms = torch.cuda.get_device_properties(q.device).multi_processor_count
         plan = cuda_plan(b * h_kv, attn_len, sms)
         # One-CTA "clusters" (very large batches) were never measured or tested on a GPU:
         # they keep the Triton kernels.
@@ -297,8 +302,7 @@ def _decode_attention_fused_op(q: Tensor, k: Tensor, v: Tensor, q_w: Tensor | No
                                out_scale.reshape(1) if out_scale is not None else None, rep, plan)
     from resetfp4.engine import attention_kernels as ak
 
-    splits, chunk, rows, acc, ml, out = _workspace(q, b, h_kv, rep, d, attn_len)
-    sms = torch.cuda.get_device_properties(q.device).multi_processor_count
+    splits, chunk, rows, acc, ml, out = _workspace(q, b, h_kv, rep, d, attn_len, sms)
     ak.launch_fused(q, k, v, q_w, k_w, float(eps), cos, sin, k_cache, v_cache, pos, attn_len,
                     acc, ml, out, splits, chunk, rows, BLOCK_N, 1.0 / math.sqrt(d),
                     out_scale.reshape(1) if out_scale is not None else None,
