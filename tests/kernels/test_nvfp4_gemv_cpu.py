@@ -92,6 +92,24 @@ def test_plan_balances_the_machine():
     assert kg.plan(16, 65536, 132, 1, 8)[0] == 1  # no clusters before sm_90
 
 
+def test_wide_build_follows_the_plan():
+    """The 2-CTAs-per-SM build (mirrors launch_gemv) runs M <= 8 aligned-loop grids of at
+    most 2 CTAs per SM: on 132 SMs the Qwen3-8B o and down projections (256 one-tile CTAs),
+    not qkv (384) nor the lm_head (396); never for M > 8, K % 256 != 0, or mode 0."""
+    def wide(n, k, m=1, sms=132, mode=1):
+        s, r = kg.plan(n, k, sms, 8, 8 if m <= 8 else 16)
+        return kg.wide_build(m, n, k, s, r, sms, mode)
+    assert wide(4096, 4096) and wide(4096, 12288) and wide(4096, 12288, m=8)
+    assert not wide(6144, 4096) and not wide(151936, 4096)
+    assert not wide(4096, 12288, m=9)
+    assert not wide(4096, 4096, mode=0)
+    assert not wide(4096, 4160)  # K % 256 != 0: the general loop
+    assert kg.wide_build(1, 4096, 4096, 1, 1, 128) is True  # 256 CTAs = 2 x 128 SMs
+    assert kg.wide_build(1, 4096 + 16, 4096, 1, 1, 128) is False  # 257 CTAs
+    assert kg.wide_build(1, 4096, 4096, 2, 1, 256) is True  # clusters: S x ceil(tiles / R)
+    assert kg.wide_build(1, 4096, 4096, 2, 1, 255) is False
+
+
 def test_fallback_matches_reference():
     w = quantize(torch.randn(24, 48))
     x = torch.randn(3, 48).to(torch.bfloat16)

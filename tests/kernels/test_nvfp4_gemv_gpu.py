@@ -257,6 +257,63 @@ def test_pair_bodies_match_reference(n, k, dtype):
         assert_rel_close(y, _ref(x, w, "fp4", gs), rel_for_dtype(dtype), f"W4A4 M={m}")
 
 
+_WIDE_SCRIPT = r"""
+import sys, torch
+from safetensors.torch import save_file
+from resetfp4.kernels import nvfp4_gemv as kg
+from resetfp4.nvfp4 import quantize
+from resetfp4.ops import prepare_weight
+mode = int(sys.argv[2])
+assert kg._ext().gemv_wide_mode() == mode, (kg._ext().gemv_wide_mode(), mode)
+sms = torch.cuda.get_device_properties(0).multi_processor_count
+out, wide = {}, 0
+for n, k in [(16 * sms, 4096), (2 * 16 * sms, 512), (64, 12288), (32, 256), (16 * 2 * sms + 16, 256)]:
+    torch.manual_seed(n + k)
+    w = quantize(torch.randn(n, k, device="cuda"))
+    pw = prepare_weight(w)
+    tiles, _ = kg.grid_dims(n, k)
+    plans = {pw.plans[8], (1, 1), (1, 2) if tiles % 2 == 0 else (1, 1)}
+    for dtype in (torch.bfloat16, torch.float16):
+        x8 = torch.randn(8, k, device="cuda").to(dtype)
+        for plan in sorted(plans):
+            wide += kg.wide_build(1, n, k, *plan, sms, mode)
+            for m in range(1, 9):
+                for exact in (False, True):
+                    y = torch.full((m, n), float("nan"), dtype=dtype, device="cuda")
+                    kg.nvfp4_gemv_out(x8[:m], pw.packed, pw.global_scale, None, None, y, *plan,
+                                      exact or pw.exact_scales)
+                    out[f"{n}x{k}/{dtype}/{plan}/{m}/{exact}"] = y.cpu()
+assert (wide > 0) == (mode == 1), wide
+save_file(out, sys.argv[1])
+"""
+
+
+def test_wide_build_gives_the_same_bits(tmp_path):
+    """The 2-CTAs-per-SM build (RESETFP4_GEMV_WIDE, default on where a grid has <= 2 CTAs per
+    SM) and the 3-CTA build give bit-identical results: one-tile and pair plans, bf16 and
+    fp16, fast and exact scale decodes, M = 1..8, on grids of exactly 2 CTAs per SM, more
+    (not wide: must also match), small ones, and a non-default plan of one tile per CTA.
+    Each build runs in its own process (the mode is read once)."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    files = {}
+    for mode in (1, 0):
+        env = dict(os.environ, RESETFP4_GEMV_WIDE=str(mode))
+        f = tmp_path / f"wide{mode}.safetensors"
+        r = subprocess.run([sys.executable, "-c", _WIDE_SCRIPT, str(f), str(mode)], env=env,
+                           capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, r.stderr[-3000:]
+        files[mode] = load_file(str(f))
+    assert files[1].keys() == files[0].keys() and len(files[1]) > 100
+    for key, y in files[1].items():
+        assert not torch.isnan(y).any(), key
+        assert_bitexact(y, files[0][key], f"wide vs 3-CTA build: {key}")
+
+
 def test_too_many_tiles_per_cluster_is_an_error():
     pw = prepare_weight(quantize(torch.randn(4096, 64, device=DEV)))
     x = torch.randn(9, 64, device=DEV).to(torch.bfloat16)

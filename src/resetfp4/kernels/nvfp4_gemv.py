@@ -190,6 +190,19 @@ def pair_bodies(m: int, n: int, k: int, cluster: int, tiles_per_cluster: int, mo
             and cluster == 1 and tiles_per_cluster % 2 == 0 and tiles % 2 == 0)
 
 
+def wide_build(m: int, n: int, k: int, cluster: int, tiles_per_cluster: int, sm_count: int,
+               mode: int = 1) -> bool:
+    """Whether the GEMV runs its 2-CTAs-per-SM build (128 registers instead of 80) for this
+    call: mirrors ``launch_gemv`` in ``csrc/nvfp4_gemv.cu``. ``mode`` is ``RESETFP4_GEMV_WIDE``
+    as the extension read it (``gemv_wide_mode()``): 1 (default) for M <= 8 on the aligned
+    loop when the grid has at most 2 CTAs per SM, 0 never. The choice depends on the plan,
+    not on M within the class, and both builds give the same bits."""
+    tiles, _ = grid_dims(n, k)
+    ctas = cluster * math.ceil(tiles / tiles_per_cluster)
+    return (mode == 1 and m <= 8 and k % (CHUNK_K * ALIGNED_BODY[8]) == 0
+            and ctas <= 2 * sm_count)
+
+
 def needs_exact_scales(w: NVFP4Tensor) -> bool:
     """True if some block scale is zero, subnormal or negative (one device sync).
 

@@ -16,6 +16,7 @@ template <typename T>
 cudaError_t launch_quant_act(const void*, size_t, const float*, unsigned int*, float*, void*,
                              uint8_t*, uint8_t*, cudaStream_t);
 int gemv_pair_mode();
+int gemv_wide_mode();
 template <typename T>
 cudaError_t launch_decode_attention(const void*, const void*, const void*, const void*, const void*,
                                     const void*, const void*, void*, void*, const long long*, void*,
@@ -144,6 +145,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "silu(gate) * up of a gate/up-interleaved NVFP4 weight (M <= 16), writes h in place");
   m.def("gemv_pair_mode", &resetfp4::gemv_pair_mode,
         "RESETFP4_GEMV_PAIR as read: 1 pair bodies for M <= 8 (default), 0 none");
+  m.def("gemv_wide_mode", &resetfp4::gemv_wide_mode,
+        "RESETFP4_GEMV_WIDE as read: 1 the 2-CTA/SM build for M <= 8 grids of <= 2 CTAs per SM "
+        "(default), 0 never");
   m.def("decode_attention", &decode_attention,
         "decode attention from raw q/k/v (norm, RoPE, cache write) in one cluster kernel (sm_90)");
   m.def("quant_act", &quant_act, "NVFP4 activation quantization, no host sync");

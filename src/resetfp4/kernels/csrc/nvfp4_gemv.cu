@@ -220,8 +220,9 @@ __device__ __forceinline__ void store_y(const GemvArgs& a, float factor, int m, 
   reinterpret_cast<T*>(a.y)[(size_t)m * a.N + n] = Tr::from_float(v);
 }
 
+// The kernel body; the __global__ entries below differ only in their register budget.
 template <typename T, int kR, bool kExact, bool kGeneral, bool kPair>
-__global__ void __launch_bounds__(kThreads, Cfg<kR>::kMinBlocks) gemv_kernel(const GemvArgs a) {
+__device__ __forceinline__ void gemv_body(const GemvArgs& a) {
   constexpr bool kTwo = Cfg<kR>::kTwoHalves;
   constexpr int kBody = Cfg<kR>::kBody;
   // Aligned loop: a body is kCh consecutive chunks of kT tiles (pair mode: tiles 2p, 2p+1
@@ -527,17 +528,45 @@ __global__ void __launch_bounds__(kThreads, Cfg<kR>::kMinBlocks) gemv_kernel(con
   cluster_sync();  // no CTA leaves while another still reads its shared memory
 }
 
+template <typename T, int kR, bool kExact, bool kGeneral, bool kPair>
+__global__ void __launch_bounds__(kThreads, Cfg<kR>::kMinBlocks) gemv_kernel(const GemvArgs a) {
+  gemv_body<T, kR, kExact, kGeneral, kPair>(a);
+}
+
+// The wide build (M <= 8, aligned loop; session 14): RESETFP4_GEMV_WIDE_REGS registers per
+// thread instead of 80 (2 CTAs per SM instead of 3). Same source, same arithmetic order
+// (bit-identical results); with registers to spare ptxas issues the next body's weight loads
+// earlier in the body (4 of its 16 mmas after them instead of 2), so the first unit of the
+// next body waits less of an L2 round trip. 112, not 128: two CTAs of 128 fill the register
+// file, so the next kernel (the Triton add + RMSNorm, 52 registers x 128 threads) cannot
+// become resident before the GEMV's CTAs exit and its programmatic dependent launch gains
+// nothing. H200, Qwen3-8B decode step (dev/kernels/NOTES.md, session 14), W4A16 batch 1 /
+// batch 8: 3-CTA build 1.886 / 2.360 ms, wide 128 1.858 / 2.332, wide 112 1.863 / 2.189.
+// Used when the plan's grid has at most 2 CTAs per SM anyway (launch_gemv, gemv_wide_mode).
+#ifndef RESETFP4_GEMV_WIDE_REGS
+#define RESETFP4_GEMV_WIDE_REGS 112
+#endif
+constexpr int kWideRegs = RESETFP4_GEMV_WIDE_REGS;
+static_assert(kWideRegs <= 128 && kWideRegs % 8 == 0, "2 CTAs of 256 threads per SM");
+template <typename T, bool kExact, bool kPair>
+__global__ void __maxnreg__(kWideRegs) gemv_kernel_wide(const GemvArgs a) {
+  gemv_body<T, 8, kExact, false, kPair>(a);
+}
+
 // ---- host launcher (plain C++: the binding passes the current stream) ----
 
-template <typename T, int kR, bool kExact, bool kGeneral, bool kPair = false>
+template <typename T, int kR, bool kExact, bool kGeneral, bool kPair = false, bool kWide = false>
 static cudaError_t launch_kernel(const GemvArgs& a, cudaStream_t stream) {
-  auto* kern = gemv_kernel<T, kR, kExact, kGeneral, kPair>;
+  static_assert(!kWide || (kR <= 8 && !kGeneral), "the wide build is an M <= 8 aligned-loop build");
+  void (*kern)(const GemvArgs);
+  if constexpr (kWide) kern = gemv_kernel_wide<T, kExact, kPair>;
+  else kern = gemv_kernel<T, kR, kExact, kGeneral, kPair>;
   const size_t smem = smem_floats(kR, a.R, a.S, kPair ? 2 : 1) * sizeof(float);
   const int dev = current_device();
   const int optin = smem_optin(dev);
   if (smem > (size_t)(optin > 0 ? optin : 48 * 1024)) return cudaErrorInvalidValue;  // R too large
   // Opt in above 48 KB, per device and kernel, once per size increase.
-  static std::atomic<size_t> allowed[64];  // 0 = only the default 48 KB so far
+  static std::atomic<size_t> allowed[64];  // (one per template instance: kern's own)  // 0 = only the default 48 KB so far
   const bool cached = dev >= 0 && dev < 64;
   if (smem > 48 * 1024 && (!cached || smem > allowed[dev].load(std::memory_order_relaxed))) {
     const cudaError_t e =
@@ -550,11 +579,21 @@ static cudaError_t launch_kernel(const GemvArgs& a, cudaStream_t stream) {
 }
 
 template <typename T, int kR>
-static cudaError_t launch_class(const GemvArgs& a, bool exact, bool pair, cudaStream_t stream) {
+static cudaError_t launch_class(const GemvArgs& a, bool exact, bool pair, bool wide,
+                                cudaStream_t stream) {
   // The aligned loop needs whole bodies of 64-wide chunks (K % (64 kBody) == 0).
   if (a.K % (kChunkK * Cfg<kR>::kBody) != 0)
     return exact ? launch_kernel<T, kR, true, true>(a, stream)
                  : launch_kernel<T, kR, false, true>(a, stream);
+  if constexpr (kR <= 8) {
+    if (wide) {
+      if (pair)
+        return exact ? launch_kernel<T, kR, true, false, true, true>(a, stream)
+                     : launch_kernel<T, kR, false, false, true, true>(a, stream);
+      return exact ? launch_kernel<T, kR, true, false, false, true>(a, stream)
+                   : launch_kernel<T, kR, false, false, false, true>(a, stream);
+    }
+  }
   if (pair)
     return exact ? launch_kernel<T, kR, true, false, true>(a, stream)
                  : launch_kernel<T, kR, false, false, true>(a, stream);
@@ -573,6 +612,20 @@ static cudaError_t launch_class(const GemvArgs& a, bool exact, bool pair, cudaSt
 int gemv_pair_mode() {
   static const int mode = [] {
     const char* e = std::getenv("RESETFP4_GEMV_PAIR");
+    return (e && e[0] == '0') ? 0 : 1;
+  }();
+  return mode;
+}
+
+// Wide build (session 14; gemv_kernel_wide): M <= 8 on the aligned loop runs the build for
+// 2 CTAs per SM when the plan's grid has at most 2 CTAs per SM (S * ceil(tiles / R) <= 2 SMs),
+// where the 3-CTA build's third slot would stay empty anyway. H200, bench kernels at M = 1
+// with the 128-register wide build: 8B.down 12.0 -> 9.4 µs, 8B.o 4.9 -> 4.4
+// (dev/kernels/NOTES.md, session 14).
+// RESETFP4_GEMV_WIDE (read once): 1 (default) on, 0 off. The results are bit-identical.
+int gemv_wide_mode() {
+  static const int mode = [] {
+    const char* e = std::getenv("RESETFP4_GEMV_WIDE");
     return (e && e[0] == '0') ? 0 : 1;
   }();
   return mode;
@@ -605,8 +658,11 @@ cudaError_t launch_gemv(const void* x, const void* w, const float* g_w,
                    M, N, K, KC, tiles, S, R, P, swiglu ? 1 : 0};
   const bool pair = gemv_pair_mode() == 1 && M <= 8 && aligned && S == 1 && R % 2 == 0 &&
                     tiles % 2 == 0;
-  if (M > 8) return launch_class<T, 16>(a, exact, pair, stream);
-  return launch_class<T, 8>(a, exact, pair, stream);
+  const long long ctas = (long long)S * ((tiles + R - 1) / R);
+  const bool wide = gemv_wide_mode() == 1 && M <= 8 && aligned &&
+                    ctas <= 2ll * device_attr(cudaDevAttrMultiProcessorCount, 2, current_device());
+  if (M > 8) return launch_class<T, 16>(a, exact, pair, false, stream);
+  return launch_class<T, 8>(a, exact, pair, wide, stream);
 }
 
 template cudaError_t launch_gemv<__nv_bfloat16>(const void*, const void*, const float*,
