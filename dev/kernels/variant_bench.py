@@ -39,7 +39,7 @@ def _v(depth: int, body: int, pf: int, blocks: int) -> tuple:
 # per SM (M <= 8).
 VARIANTS = {"base": ("base", {}, 3, 2)}
 VARIANTS.update({f"d{d}b{b}p{p}c{c}": _v(d, b, p, c) for d in (2, 4, 6, 8) for b in (2, 4, 8)
-                 for p in (0, 1, 2, 4) for c in (2, 3, 4)})
+                 for p in (0, 1, 2, 3, 4) for c in (2, 3, 4)})
 # the M <= 16 class with 2-unit bodies (the default since session 4) or 4
 VARIANTS["m16b2"] = ("pkg", {"RESETFP4_GEMV_BODY16": 2}, 3, 2)
 VARIANTS["m16b4"] = ("pkg", {"RESETFP4_GEMV_BODY16": 4}, 3, 2)
@@ -100,7 +100,7 @@ def time_w4a16(n: int, k: int, ms: list[int], l2: int) -> dict[int, float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", default=None)
-    ap.add_argument("--variants", nargs="+", default=["base", "lean"])
+    ap.add_argument("--variants", nargs="+", default=["d4b4p1c3"])
     ap.add_argument("--src-base", type=Path, default=None, help="csrc dir of variant 'base'")
     ap.add_argument("--m", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--shapes", nargs="+", default=SHAPES)
@@ -109,6 +109,10 @@ def main() -> None:
     if args.build_only:
         build_variant(args.build_only, args.src_base)
         return
+    unknown = [v for v in args.variants if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}; known: dDbBpPcC (D in 2,4,6,8; B in 2,4,8; "
+                         f"P in 0..4; C in 2,3,4), {[k for k in VARIANTS if k[0] != 'd']}")
     procs = [subprocess.Popen([sys.executable, __file__, "--build-only", v]
                               + (["--src-base", str(args.src_base)] if args.src_base else []))
              for v in args.variants]
