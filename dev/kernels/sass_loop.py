@@ -3,10 +3,11 @@
     nvcc ... -cubin nvfp4_gemv.cu -o g.cubin && cuobjdump -sass g.cubin > g.sass
     python3 dev/kernels/sass_loop.py g.sass [FUNCTION_SUBSTRING]
 
-For each matching function, finds the backward branches (loops), and for the largest loop
-prints its length and the position (instruction index from the loop head) of every weight
-load (LDG.E.NA), x load (LDG.E.128 without NA), HMMA, bulk prefetch and loop-carried dummy
-(LOP3 into the sink), so a change of the load placement can be checked before a GPU run.
+For each matching function, finds the backward branches (loops), takes the one with the
+most HMMAs per instruction (the aligned main loop), and prints its length and the position
+(instruction index from the loop head) of every weight load (W: LDG.E.NA.128), scale load
+(S: LDG.E.NA.U16), x load (X: LDG.E.128 without NA), HMMA (M) and L2 bulk prefetch (P), so
+a change of the load placement can be checked before a GPU run.
 """
 
 import re

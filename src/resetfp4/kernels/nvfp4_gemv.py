@@ -192,7 +192,7 @@ def pair_bodies(m: int, n: int, k: int, cluster: int, tiles_per_cluster: int, mo
 
 def wide_build(m: int, n: int, k: int, cluster: int, tiles_per_cluster: int, sm_count: int,
                mode: int = 1) -> bool:
-    """Whether the GEMV runs its 2-CTAs-per-SM build (128 registers instead of 80) for this
+    """Whether the GEMV runs its 2-CTAs-per-SM build (112 registers instead of 80) for this
     call: mirrors ``launch_gemv`` in ``csrc/nvfp4_gemv.cu``. ``mode`` is ``RESETFP4_GEMV_WIDE``
     as the extension read it (``gemv_wide_mode()``): 1 (default) for M <= 8 on the aligned
     loop when the grid has at most 2 CTAs per SM, 0 never. The choice depends on the plan,

@@ -566,7 +566,7 @@ static cudaError_t launch_kernel(const GemvArgs& a, cudaStream_t stream) {
   const int optin = smem_optin(dev);
   if (smem > (size_t)(optin > 0 ? optin : 48 * 1024)) return cudaErrorInvalidValue;  // R too large
   // Opt in above 48 KB, per device and kernel, once per size increase.
-  static std::atomic<size_t> allowed[64];  // (one per template instance: kern's own)  // 0 = only the default 48 KB so far
+  static std::atomic<size_t> allowed[64];  // per template instance; 0 = only the default 48 KB so far
   const bool cached = dev >= 0 && dev < 64;
   if (smem > 48 * 1024 && (!cached || smem > allowed[dev].load(std::memory_order_relaxed))) {
     const cudaError_t e =
@@ -609,11 +609,13 @@ static cudaError_t launch_class(const GemvArgs& a, bool exact, bool pair, bool w
 // how many rows share the call within the M <= 8 class (continuous batching relies on it).
 // Not for M > 8: measured slower there (8B.gate_up M=16 24.4 -> 25.1 µs, 14B.qkv 10.7 ->
 // 11.2; dev/kernels/NOTES.md, session 8).
+// An on/off environment switch, on unless it starts with '0'.
+static int env_switch(const char* name) {
+  const char* e = std::getenv(name);
+  return (e && e[0] == '0') ? 0 : 1;
+}
 int gemv_pair_mode() {
-  static const int mode = [] {
-    const char* e = std::getenv("RESETFP4_GEMV_PAIR");
-    return (e && e[0] == '0') ? 0 : 1;
-  }();
+  static const int mode = env_switch("RESETFP4_GEMV_PAIR");
   return mode;
 }
 
@@ -624,10 +626,7 @@ int gemv_pair_mode() {
 // (dev/kernels/NOTES.md, session 14).
 // RESETFP4_GEMV_WIDE (read once): 1 (default) on, 0 off. The results are bit-identical.
 int gemv_wide_mode() {
-  static const int mode = [] {
-    const char* e = std::getenv("RESETFP4_GEMV_WIDE");
-    return (e && e[0] == '0') ? 0 : 1;
-  }();
+  static const int mode = env_switch("RESETFP4_GEMV_WIDE");
   return mode;
 }
 
