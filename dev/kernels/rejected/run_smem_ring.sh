@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Session-14 candidate gemv_smem_ring.patch, tested and measured in one device call
-# (written with no device time left; not run yet). Applies to the commit that added it.
-#   OUT=$OUT bash dev/kernels/candidates/run_smem_ring.sh [variants|tests|grid ...]
+# Session-14 candidate gemv_smem_ring.patch (rejected in session 15), tested and measured in one call
+# Measured in session 15 (variants only: slower). Applies to commit 2c5f5db.
+#   OUT=$OUT bash dev/kernels/rejected/run_smem_ring.sh [variants|tests|grid ...]
 #     (default: variants tests grid; about 8-9 minutes: run `tests` in a call of its own if short)
 # variants: variant_bench.py, the default build against the ring of 2 and 3 bodies (6 shapes,
 #           M = 1 / 8, each checked against the float64 reference);
@@ -12,7 +12,7 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 root=$PWD; d=/tmp/ring_tree
 if [[ ! -d $d/src ]]; then
   rm -rf "$d"; mkdir -p "$d"; cp -r src dev tests pyproject.toml "$d"/
-  (cd "$d" && patch -p1 -s < "$root/dev/kernels/candidates/gemv_smem_ring.patch") \
+  (cd "$d" && patch -p1 -s < "$root/dev/kernels/rejected/gemv_smem_ring.patch") \
     || { echo "patch failed"; rm -rf "$d"; exit 1; }
 fi
 for p in ${*:-variants tests grid}; do case $p in
