@@ -78,7 +78,12 @@ namespace resetfp4 {
 #ifndef RESETFP4_GEMV_PREFETCH
 #define RESETFP4_GEMV_PREFETCH 1
 #endif
-constexpr int kWarps = 8;
+// _WARPS, warps per CTA; _MAXNREG (dev only, unset by default), a register cap for every
+// gemv_kernel instance in place of the launch bounds' CTAs-per-SM minimum.
+#ifndef RESETFP4_GEMV_WARPS
+#define RESETFP4_GEMV_WARPS 8
+#endif
+constexpr int kWarps = RESETFP4_GEMV_WARPS;
 constexpr int kPf = RESETFP4_GEMV_PREFETCH;  // aligned path: L2 prefetch, bodies ahead
 constexpr int kThreads = kWarps * 32;
 constexpr int kDepth = RESETFP4_GEMV_DEPTH;  // weight units in flight per warp
@@ -528,8 +533,13 @@ __device__ __forceinline__ void gemv_body(const GemvArgs& a) {
   cluster_sync();  // no CTA leaves while another still reads its shared memory
 }
 
+#ifdef RESETFP4_GEMV_MAXNREG
+#define RESETFP4_GEMV_BOUNDS(kR) __maxnreg__(RESETFP4_GEMV_MAXNREG)
+#else
+#define RESETFP4_GEMV_BOUNDS(kR) __launch_bounds__(kThreads, Cfg<kR>::kMinBlocks)
+#endif
 template <typename T, int kR, bool kExact, bool kGeneral, bool kPair>
-__global__ void __launch_bounds__(kThreads, Cfg<kR>::kMinBlocks) gemv_kernel(const GemvArgs a) {
+__global__ void RESETFP4_GEMV_BOUNDS(kR) gemv_kernel(const GemvArgs a) {
   gemv_body<T, kR, kExact, kGeneral, kPair>(a);
 }
 
