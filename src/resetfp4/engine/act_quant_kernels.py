@@ -144,8 +144,11 @@ def _silu_mul_quant_kernel(gu_ptr, xq_ptr, gs_ptr, N, sg, BLOCK: tl.constexpr, Q
 
 BLOCK = 512  # columns per program (a multiple of 16: quantization blocks never straddle two)
 # num_warps of the two producers (module constants so that a decode-step A/B can set them:
-# dev/engine/step_ms.py --set; see dev/engine/run_warps_sweep.sh)
-NORM_WARPS = 4
+# dev/engine/step_ms.py --set; see dev/engine/run_warps_sweep.sh). NORM_WARPS 8, not 4
+# (session 15, H200, W4A16 + NVFP4 head, gen 128, alternating rounds): batch 8 2.1676 /
+# 2.1687 / 2.1602 -> 2.1458 / 2.1457 / 2.1446 ms, batch 1 1.8575 / 1.8545 -> 1.8287 /
+# 1.8297 ms per step (dev/engine/NOTES.md, session 15).
+NORM_WARPS = 8
 SILU_WARPS = 4
 
 
