@@ -132,6 +132,12 @@ def test_eval_compare_and_plots(tmp_path, fake_engine, capsys):
     assert comp["paired_vs_first"][0]["n_problems"] == 30
     assert (tmp_path / "t.md").read_text().startswith("| run |")
     assert (tmp_path / "bars.png").stat().st_size > 0 and (tmp_path / "ent.png").stat().st_size > 0
+    # a 0-point gap (low and high the same run): recovery is undefined, said in words
+    capsys.readouterr()
+    base, reset = str(tmp_path / "base"), str(tmp_path / "reset")
+    assert main(["compare", base, reset, "--n-boot", "200", "--recovery", base, base, reset]) == 0
+    out = capsys.readouterr().out
+    assert "gap recovered: undefined" in out and "0-point gap" in out and "nan" not in out
 
 
 def test_eval_resumes_and_params_file(tmp_path, fake_engine):

@@ -45,3 +45,18 @@ def test_flags_override_params_file(tmp_path):
 def test_missing_params_file_is_an_error(tmp_path):
     with pytest.raises((FileNotFoundError, ValueError)):
         sampler_config(_args("--params", str(tmp_path / "none.json")), _Engine(None))
+
+
+def test_params_from_another_precision_get_a_note(tmp_path, capsys):
+    f = tmp_path / "params.json"
+    write_params(f, ReSETParams(t_low=0.3, tau0=0.499), precision="nvfp4-w4a4")
+    eng = _Engine(None)
+    eng.precision = "fp32"
+    cfg = sampler_config(_args("--params", str(f)), eng)
+    assert (cfg.t_low, cfg.tau0) == (0.3, 0.499)  # still used, as asked
+    err = capsys.readouterr().err
+    assert "calibrated at precision nvfp4-w4a4, this run uses fp32" in err
+    assert "resetfp4 calibrate --precision fp32" in err
+    eng.precision = "nvfp4-w4a4"
+    sampler_config(_args("--params", str(f)), eng)
+    assert capsys.readouterr().err == ""

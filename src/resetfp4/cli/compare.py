@@ -145,11 +145,16 @@ def _recovery(args: argparse.Namespace, trio: list[str]) -> dict:
 
     low, high, treated = (load_run(p).scores for p in trio)
     rec = gap_recovered(low, high, treated, n_boot=args.n_boot, seed=args.seed)
-    print(
-        f"gap recovered: {100 * rec['share']:.1f}% [95% CI {100 * rec['ci95'][0]:.1f}, "
-        f"{100 * rec['ci95'][1]:.1f}] of a {100 * rec['gap']:.2f}-point gap, by {trio[2]} "
-        f"(n = {rec['n_problems']} problems)"
-    )
+    if rec["share"] != rec["share"]:  # NaN: the two reference runs score the same
+        print(f"gap recovered: undefined, {trio[0]} and {trio[1]} have the same accuracy on their "
+              f"{rec['n_problems']} common problems (a 0-point gap); {trio[2]} gains "
+              f"{100 * rec['gain']:+.2f} points over {trio[0]}")
+    else:
+        print(
+            f"gap recovered: {100 * rec['share']:.1f}% [95% CI {100 * rec['ci95'][0]:.1f}, "
+            f"{100 * rec['ci95'][1]:.1f}] of a {100 * rec['gap']:.2f}-point gap, by {trio[2]} "
+            f"(n = {rec['n_problems']} problems)"
+        )
     return {"low": trio[0], "high": trio[1], "treated": trio[2], **rec}
 
 

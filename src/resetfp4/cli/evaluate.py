@@ -80,9 +80,13 @@ def sampler_from_args(args: argparse.Namespace, engine: Any = None) -> SamplerCo
         return SamplerConfig(mode=args.sampler, temperature=args.temperature, top_p=args.top_p)
     base = None
     if args.params:
-        from resetfp4.eval.params import load_params
+        from resetfp4.eval.params import load_params, precision_note
 
         base = load_params(args.params)
+        prec = getattr(engine, "precision", None)
+        note = precision_note(args.params, prec) if isinstance(prec, str) else None
+        if note:
+            print(note, file=sys.stderr)
     elif engine is not None:
         base = getattr(engine, "reset_params", None)
     vals = {k: getattr(args, k) for k in ("t_low", "tau0", "t_high", "window")}
@@ -133,7 +137,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--task", required=True, help="gsm8k | math500 | math-heldout | path to a .jsonl file")
+    p.add_argument("--task", required=True,
+                   help="gsm8k | math500 | math-heldout | math-easy | path to a .jsonl file")
     p.add_argument("--limit", type=int, default=None, help="only the first N problems (smoke runs)")
     p.add_argument("--out", required=True, help="run folder (created; an existing one is resumed)")
     p.add_argument("--overwrite", action="store_true", help="discard an existing run in --out")

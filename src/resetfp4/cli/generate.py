@@ -59,7 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--params", type=Path, default=None,
                    help="ReSET params JSON from `resetfp4 calibrate` (flags override it)")
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
+    p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS,
+                   help=f"tokens to generate per prompt (default {DEFAULT_MAX_NEW_TOKENS})")
     p.add_argument(
         "--max-seq-len",
         type=int,
@@ -92,9 +93,13 @@ def sampler_config(args: argparse.Namespace, engine) -> SamplerConfig:
     flags = _sampler_flags(args)
     if args.sampler == "reset":
         if getattr(args, "params", None) is not None:
-            from resetfp4.eval.params import load_params
+            from resetfp4.eval.params import load_params, precision_note
 
             calib = load_params(args.params)
+            prec = getattr(engine, "precision", None)
+            note = precision_note(args.params, prec) if isinstance(prec, str) else None
+            if note:
+                print(note, file=sys.stderr)
             for name in ("t_low", "tau0", "t_high", "window"):
                 if flags[name] is None:
                     flags[name] = getattr(calib, name)

@@ -25,6 +25,18 @@ DEFAULT_T_HIGH: float = _FIELDS["t_high"].default  # the one place these default
 DEFAULT_WINDOW: int = _FIELDS["window"].default
 
 
+def precision_note(path: str | Path, precision: str) -> str | None:
+    """A one-line note when the params file (already read by :func:`load_params`) records a
+    precision other than the run's: tau0 is an entropy threshold, and entropies shift with
+    quantization, so calibrated values carry over only to the precision they came from."""
+    d = json.loads(Path(path).read_text())
+    rec = d.get("precision")
+    if not isinstance(rec, str) or rec == precision:
+        return None
+    return (f"note: {path} was calibrated at precision {rec}, this run uses {precision}; its tau0 may "
+            f"not fit (recalibrate with `resetfp4 calibrate --precision {precision}`)")
+
+
 def load_params(path: str | Path) -> ReSETParams:
     """Read and validate a params file; errors name the file and the bad field."""
     path = Path(path)
