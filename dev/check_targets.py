@@ -13,13 +13,9 @@ target card.
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
-
-
-def geomean(v: list[float]) -> float:
-    return math.exp(sum(math.log(x) for x in v) / len(v))
+from statistics import geometric_mean as geomean
 
 
 def decode_lines(path: Path, label: str) -> list[tuple[str, float, str, bool | None]]:

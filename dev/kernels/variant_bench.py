@@ -4,11 +4,11 @@
 
 A variant is a source directory (default: the package's csrc; ``--src-base`` names another,
 e.g. an older commit's csrc for a baseline in the same run) plus -D build knobs of
-csrc/nvfp4_gemv.cu (RESETFP4_GEMV_DEPTH / _BODY / _MIN_BLOCKS / _PREFETCH / _WARPS / _MAXNREG). All variants are
-compiled first, in parallel processes (-DRESETFP4_GEMV_* knobs); then each is checked against the float64 reference
-and W4A16 is timed as `bench kernels` does (CUDA graph of launches rotating over weight
-copies), with the plan's CTAS_PER_SM matched to the variant's occupancy. BF16 F.linear is
-timed once per shape in the same run for the speedup columns. Since session 14 every variant
+csrc/nvfp4_gemv.cu (RESETFP4_GEMV_DEPTH / _BODY / _MIN_BLOCKS / _PREFETCH / _WARPS /
+_MAXNREG). All variants are compiled first, in parallel processes; then each is checked
+against the float64 reference and W4A16 is timed as `bench kernels` does (CUDA graph of
+launches rotating over weight copies), with the plan's CTAS_PER_SM matched to the variant's
+occupancy. BF16 F.linear is timed once per shape in the same run for the speedup columns. Since session 14 every variant
 also runs the 112-register wide build where its plan's grid has at most 2 CTAs per SM (8B.o,
 8B.down on 132 SMs); set RESETFP4_GEMV_WIDE=0 in the environment to compare builds without it.
 """
@@ -46,15 +46,15 @@ VARIANTS.update({f"d{d}b{b}p{p}c{c}": _v(d, b, p, c) for d in (2, 4, 6, 8) for b
 VARIANTS["m16b2"] = ("pkg", {"RESETFP4_GEMV_BODY16": 2}, 3, 2)
 VARIANTS["m16b4"] = ("pkg", {"RESETFP4_GEMV_BODY16": 4}, 3, 2)
 # session 15: fewer warps per CTA, more registers per thread at the same CTAs per SM
-# (wWcC[rR]: W warps, C CTAs per SM for M <= 8, optional register cap R)
-_D = {"RESETFP4_GEMV_DEPTH": 4, "RESETFP4_GEMV_BODY": 4, "RESETFP4_GEMV_PREFETCH": 1}
-VARIANTS["w6c3"] = ("pkg", {**_D, "RESETFP4_GEMV_WARPS": 6, "RESETFP4_GEMV_MIN_BLOCKS": 3}, 3, 2)
-VARIANTS["w6c3r104"] = ("pkg", {**_D, "RESETFP4_GEMV_WARPS": 6, "RESETFP4_GEMV_MIN_BLOCKS": 3,
-                                "RESETFP4_GEMV_MAXNREG": 104}, 3, 2)
-VARIANTS["w4c4"] = ("pkg", {**_D, "RESETFP4_GEMV_WARPS": 4, "RESETFP4_GEMV_MIN_BLOCKS": 4}, 4, 2)
-VARIANTS["w4c4r112"] = ("pkg", {**_D, "RESETFP4_GEMV_WARPS": 4, "RESETFP4_GEMV_MIN_BLOCKS": 4,
-                                "RESETFP4_GEMV_MAXNREG": 112}, 4, 2)
-VARIANTS["w4c6"] = ("pkg", {**_D, "RESETFP4_GEMV_WARPS": 4, "RESETFP4_GEMV_MIN_BLOCKS": 6}, 6, 2)
+# (wWcC[rR]: the default build with W warps, C CTAs per SM for M <= 8, optional register cap R)
+def _w(warps: int, blocks: int, maxnreg: int | None = None) -> tuple:
+    src, defines, _, m16 = _v(4, 4, 1, blocks)
+    extra = {"RESETFP4_GEMV_WARPS": warps} | ({"RESETFP4_GEMV_MAXNREG": maxnreg} if maxnreg else {})
+    return (src, defines | extra, blocks, m16)
+
+
+VARIANTS.update({"w6c3": _w(6, 3), "w6c3r104": _w(6, 3, 104), "w4c4": _w(4, 4),
+                 "w4c4r112": _w(4, 4, 112), "w4c6": _w(4, 6)})
 SHAPES = ["8B.qkv", "8B.o", "8B.gate_up", "8B.down", "14B.o", "32B.gate_up"]
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 
@@ -145,7 +146,7 @@ def _recovery(args: argparse.Namespace, trio: list[str]) -> dict:
 
     low, high, treated = (load_run(p).scores for p in trio)
     rec = gap_recovered(low, high, treated, n_boot=args.n_boot, seed=args.seed)
-    if rec["share"] != rec["share"]:  # NaN: the two reference runs score the same
+    if math.isnan(rec["share"]):  # the two reference runs score the same
         print(f"gap recovered: undefined, {trio[0]} and {trio[1]} have the same accuracy on their "
               f"{rec['n_problems']} common problems (a 0-point gap); {trio[2]} gains "
               f"{100 * rec['gain']:+.2f} points over {trio[0]}")

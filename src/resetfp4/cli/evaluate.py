@@ -80,13 +80,10 @@ def sampler_from_args(args: argparse.Namespace, engine: Any = None) -> SamplerCo
         return SamplerConfig(mode=args.sampler, temperature=args.temperature, top_p=args.top_p)
     base = None
     if args.params:
-        from resetfp4.eval.params import load_params, precision_note
+        from resetfp4.eval.params import load_params, note_other_precision
 
         base = load_params(args.params)
-        prec = getattr(engine, "precision", None)
-        note = precision_note(args.params, prec) if isinstance(prec, str) else None
-        if note:
-            print(note, file=sys.stderr)
+        note_other_precision(args.params, engine)
     elif engine is not None:
         base = getattr(engine, "reset_params", None)
     vals = {k: getattr(args, k) for k in ("t_low", "tau0", "t_high", "window")}

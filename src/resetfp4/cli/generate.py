@@ -93,13 +93,10 @@ def sampler_config(args: argparse.Namespace, engine) -> SamplerConfig:
     flags = _sampler_flags(args)
     if args.sampler == "reset":
         if getattr(args, "params", None) is not None:
-            from resetfp4.eval.params import load_params, precision_note
+            from resetfp4.eval.params import load_params, note_other_precision
 
             calib = load_params(args.params)
-            prec = getattr(engine, "precision", None)
-            note = precision_note(args.params, prec) if isinstance(prec, str) else None
-            if note:
-                print(note, file=sys.stderr)
+            note_other_precision(args.params, engine)
             for name in ("t_low", "tau0", "t_high", "window"):
                 if flags[name] is None:
                     flags[name] = getattr(calib, name)

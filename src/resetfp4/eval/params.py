@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 from pathlib import Path
 
 from resetfp4.sampling.config import ReSETParams
@@ -25,16 +26,16 @@ DEFAULT_T_HIGH: float = _FIELDS["t_high"].default  # the one place these default
 DEFAULT_WINDOW: int = _FIELDS["window"].default
 
 
-def precision_note(path: str | Path, precision: str) -> str | None:
-    """A one-line note when the params file (already read by :func:`load_params`) records a
-    precision other than the run's: tau0 is an entropy threshold, and entropies shift with
-    quantization, so calibrated values carry over only to the precision they came from."""
-    d = json.loads(Path(path).read_text())
-    rec = d.get("precision")
-    if not isinstance(rec, str) or rec == precision:
-        return None
-    return (f"note: {path} was calibrated at precision {rec}, this run uses {precision}; its tau0 may "
-            f"not fit (recalibrate with `resetfp4 calibrate --precision {precision}`)")
+def note_other_precision(path: str | Path, engine: object) -> None:
+    """Print a one-line note on stderr when the params file (already read by
+    :func:`load_params`) records a precision other than ``engine.precision``: tau0 is an
+    entropy threshold, and entropies shift with quantization, so calibrated values carry over
+    only to the precision they came from. Nothing when either side has no precision."""
+    run = getattr(engine, "precision", None)
+    rec = json.loads(Path(path).read_text()).get("precision")
+    if isinstance(run, str) and isinstance(rec, str) and rec != run:
+        print(f"note: {path} was calibrated at precision {rec}, this run uses {run}; its tau0 may "
+              f"not fit (recalibrate with `resetfp4 calibrate --precision {run}`)", file=sys.stderr)
 
 
 def load_params(path: str | Path) -> ReSETParams:
