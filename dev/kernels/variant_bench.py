@@ -10,7 +10,8 @@ against the float64 reference and W4A16 is timed as `bench kernels` does (CUDA g
 launches rotating over weight copies), with the plan's CTAS_PER_SM matched to the variant's
 occupancy. BF16 F.linear is timed once per shape in the same run for the speedup columns.
 Since session 14 every variant also runs the 112-register wide build where its plan's grid
-has at most 2 CTAs per SM (8B.o, 8B.down on 132 SMs); set RESETFP4_GEMV_WIDE=0 in the environment to compare builds without it.
+has at most 2 CTAs per SM (8B.o, 8B.down on 132 SMs); set RESETFP4_GEMV_WIDE=0 in the
+environment to compare builds without it.
 """
 
 from __future__ import annotations
