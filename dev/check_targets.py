@@ -32,7 +32,7 @@ def decode_lines(path: Path, label: str) -> list[tuple[str, float, str, bool | N
     return out
 
 
-def kernel_lines(path: Path) -> list[tuple[str, float, str, bool]]:
+def kernel_lines(path: Path) -> list[tuple[str, float, str, bool | None]]:
     rows = json.loads(path.read_text())["rows"]
     out = []
     for m, target in ((1, 3.2), (8, 3.0)):

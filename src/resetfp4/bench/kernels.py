@@ -135,6 +135,7 @@ def _bench_shape(name: str, n: int, k: int, ms: list[int], batches: int, copy_gb
                  l2: int) -> list[dict]:
     from resetfp4.nvfp4 import quantize
     from resetfp4.ops import prepare_weight
+    from resetfp4.sampling import triton_available
 
     q_bytes = n * k * 9 // 16
     copies = max(2, min(16, math.ceil(2 * l2 / q_bytes)))
@@ -147,7 +148,7 @@ def _bench_shape(name: str, n: int, k: int, ms: list[int], batches: int, copy_gb
     for pw in pws:
         pw.act_workspace(torch.bfloat16)
     wbs = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) for _ in range(bcopies)]
-    engine = _engine_form_available()
+    engine = triton_available()  # the engine-form columns run the engine's Triton producers
     rows = []
     for m in ms:
         x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
@@ -171,13 +172,6 @@ def _bench_shape(name: str, n: int, k: int, ms: list[int], batches: int, copy_gb
     del pws, wbs
     torch.cuda.empty_cache()
     return rows
-
-
-def _engine_form_available() -> bool:
-    """The engine-form columns need the engine's Triton producers."""
-    import importlib.util
-
-    return importlib.util.find_spec("triton") is not None
 
 
 def _engine_form(name: str, n: int, k: int, m: int, pws: list, batches: int) -> dict:
@@ -246,7 +240,7 @@ def _print_table(rows: list[dict], copy_gbs: float) -> None:
     print(f"copy bandwidth {copy_gbs:.0f} GB/s")
     print("w4a4s: static input_scale (quantizer launch + GEMV); w4a4d: dynamic scale; eng*: "
           "the engine's form, producer + GEMV with the static scale's quantization fused "
-          "(docs/bench_kernels.md)")
+          "(docs/bench_kernels.md; M <= 16 and Triton installed, else '-')")
     print(f"{'shape':12} {'M':>2} {'bf16us':>7} {'w4a16us':>8} {'GB/s':>6} {'%copy':>5} "
           f"{'xBF16':>5} {'w4a4sus':>7} {'xBF16':>5} {'s/a16':>6} {'w4a4dus':>7} {'d/a16':>6} "
           f"{'eng16us':>7} {'eng4us':>7} {'e4/e16':>6}")
