@@ -3,6 +3,15 @@
     nvcc ... -cubin nvfp4_gemv.cu -o g.cubin && cuobjdump -sass g.cubin > g.sass
     python3 dev/kernels/sass_loop.py g.sass [FUNCTION_SUBSTRING]
 
+The CUDA toolkit here has nvcc and ptxas but no cuobjdump. Its PyPI wheels work (session 17):
+
+    pip download --no-deps -d /tmp/cu nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm
+    cd /tmp/cu && for w in *.whl; do python3 -m zipfile -e "$w" x; done
+    chmod +x x/nvidia/cu13/bin/*; export PATH=/tmp/cu/x/nvidia/cu13/bin:$PATH
+
+Compile as the package does: `nvcc -std=c++17 -O3 --expt-relaxed-constexpr
+-gencode=arch=compute_90a,code=sm_90a -cubin -I src/resetfp4/kernels/csrc ...`.
+
 For each matching function, finds the backward branches (loops), takes the one with the
 most HMMAs per instruction (the aligned main loop), and prints its length and the position
 (instruction index from the loop head) of every weight load (W: LDG.E.NA.128), scale load
