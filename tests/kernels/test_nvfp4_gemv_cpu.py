@@ -110,6 +110,31 @@ def test_wide_build_follows_the_plan():
     assert kg.wide_build(1, 4096, 4096, 2, 1, 255) is False
 
 
+def test_two_body_prefetch_follows_the_plan():
+    """The two-body L2 prefetch (mirrors launch_gemv) runs M <= 8 aligned-loop grids of
+    one-tile bodies (no pair bodies, not the wide build) whose warps stream >= 7 bodies: on
+    132 SMs the Qwen3-14B / 32B gate/up and down projections, no Qwen3-8B layer (nor its
+    pair-mode lm_head); never for M > 8, K % 256 != 0, or mode 0."""
+    def pf2(n, k, m=1, sms=132, mode=1):
+        s, r = kg.plan(n, k, sms, 8, 8 if m <= 8 else 16)
+        return kg.two_body_prefetch(m, n, k, s, r, sms, mode)
+    for n, k in ((17408, 5120), (5120, 17408), (25600, 5120), (5120, 25600)):
+        assert pf2(n, k) and pf2(n, k, m=8), (n, k)
+        assert not pf2(n, k, m=9) and not pf2(n, k, mode=0), (n, k)
+    for n, k in ((6144, 4096), (4096, 4096), (24576, 4096), (4096, 12288), (151936, 4096),
+                 (7168, 5120), (5120, 5120), (10240, 5120), (5120, 8192)):
+        assert not pf2(n, k), (n, k)
+    # 8B.down with 6 bodies a warp (below 7), and one-tile CTAs over 16384 K (8 bodies) on a
+    # grid too large for the wide build and with an odd tile count (no pair bodies)
+    assert kg.two_body_prefetch(1, 4096, 12288, 1, 1, 100) is False  # 256 CTAs > 200: not wide
+    assert kg.two_body_prefetch(1, 16 * 265, 16384, 1, 1, 132) is True
+    assert kg.two_body_prefetch(1, 16 * 265, 16384 + 64, 1, 1, 132) is False  # general loop
+    assert kg.two_body_prefetch(1, 16 * 264, 16384, 1, 1, 132) is False  # 264 CTAs: wide
+    assert kg.two_body_prefetch(1, 16 * 264, 16384, 1, 1, 132, wide_mode=0) is True
+    assert kg.two_body_prefetch(1, 24576, 4096, 1, 4, 132) is False  # pair bodies
+    assert kg.two_body_prefetch(1, 24576, 4096, 1, 4, 132, pair_mode=0) is True  # 8 bodies
+
+
 def test_fallback_matches_reference():
     w = quantize(torch.randn(24, 48))
     x = torch.randn(3, 48).to(torch.bfloat16)

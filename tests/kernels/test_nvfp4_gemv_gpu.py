@@ -257,43 +257,53 @@ def test_pair_bodies_match_reference(n, k, dtype):
         assert_rel_close(y, _ref(x, w, "fp4", gs), rel_for_dtype(dtype), f"W4A4 M={m}")
 
 
-_WIDE_SCRIPT = r"""
+# One process per build switch setting (the extension reads RESETFP4_GEMV_WIDE / _PF2 once):
+# argv = output file, switch ("wide" or "pf2"), mode. Every (shape, dtype, plan, M, scale
+# decode) result is saved, and the number of calls the switch applied to (by the Python
+# mirror of launch_gemv's rule) must be > 0 exactly when the mode is on.
+_SWITCH_SCRIPT = r"""
 import sys, torch
 from safetensors.torch import save_file
 from resetfp4.kernels import nvfp4_gemv as kg
 from resetfp4.nvfp4 import quantize
 from resetfp4.ops import prepare_weight
-mode = int(sys.argv[2])
-assert kg._ext().gemv_wide_mode() == mode, (kg._ext().gemv_wide_mode(), mode)
+switch, mode = sys.argv[2], int(sys.argv[3])
+read = {"wide": kg._ext().gemv_wide_mode, "pf2": kg._ext().gemv_pf2_mode}[switch]()
+assert read == mode, (switch, read, mode)
 sms = torch.cuda.get_device_properties(0).multi_processor_count
-out, wide = {}, 0
-for n, k in [(16 * sms, 4096), (2 * 16 * sms, 512), (64, 12288), (32, 256), (16 * 2 * sms + 16, 256)]:
+if switch == "wide":
+    shapes = [(16 * sms, 4096), (2 * 16 * sms, 512), (64, 12288), (32, 256), (16 * 2 * sms + 16, 256)]
+    extra = lambda tiles: (1, 2) if tiles % 2 == 0 else (1, 1)
+    applies = lambda n, k, plan: kg.wide_build(1, n, k, *plan, sms, mode)
+else:  # one-tile bodies on grids past the wide build: 8, 7 (odd) and 8 bodies a warp with
+    # tile groups ending inside warp ranges (R = 3, 20 bodies a tile), and a short one (2)
+    shapes = [(16 * (2 * sms + 1), 16384), (16 * (2 * sms + 1), 14336),
+              (48 * (2 * sms + 1), 5120), (16 * (2 * sms + 1), 4096)]
+    extra = lambda tiles: (1, 3)
+    applies = lambda n, k, plan: kg.two_body_prefetch(1, n, k, *plan, sms, mode)
+out, used = {}, 0
+for n, k in shapes:
     torch.manual_seed(n + k)
     w = quantize(torch.randn(n, k, device="cuda"))
     pw = prepare_weight(w)
     tiles, _ = kg.grid_dims(n, k)
-    plans = {pw.plans[8], (1, 1), (1, 2) if tiles % 2 == 0 else (1, 1)}
+    plans = {pw.plans[8], (1, 1), extra(tiles)}
     for dtype in (torch.bfloat16, torch.float16):
         x8 = torch.randn(8, k, device="cuda").to(dtype)
         for plan in sorted(plans):
-            wide += kg.wide_build(1, n, k, *plan, sms, mode)
+            used += applies(n, k, plan)
             for m in range(1, 9):
                 for exact in (False, True):
                     y = torch.full((m, n), float("nan"), dtype=dtype, device="cuda")
                     kg.nvfp4_gemv_out(x8[:m], pw.packed, pw.global_scale, None, None, y, *plan,
                                       exact or pw.exact_scales)
                     out[f"{n}x{k}/{dtype}/{plan}/{m}/{exact}"] = y.cpu()
-assert (wide > 0) == (mode == 1), wide
+assert (used > 0) == (mode == 1), used
 save_file(out, sys.argv[1])
 """
 
 
-def test_wide_build_gives_the_same_bits(tmp_path):
-    """The 2-CTAs-per-SM build (RESETFP4_GEMV_WIDE, default on where a grid has <= 2 CTAs per
-    SM) and the 3-CTA build give bit-identical results: one-tile and pair plans, bf16 and
-    fp16, fast and exact scale decodes, M = 1..8, on grids of exactly 2 CTAs per SM, more
-    (not wide: must also match), small ones, and a non-default plan of one tile per CTA.
-    Each build runs in its own process (the mode is read once)."""
+def _switch_gives_the_same_bits(tmp_path, switch: str, env_name: str) -> None:
     import os
     import subprocess
     import sys
@@ -302,16 +312,34 @@ def test_wide_build_gives_the_same_bits(tmp_path):
 
     files = {}
     for mode in (1, 0):
-        env = dict(os.environ, RESETFP4_GEMV_WIDE=str(mode))
-        f = tmp_path / f"wide{mode}.safetensors"
-        r = subprocess.run([sys.executable, "-c", _WIDE_SCRIPT, str(f), str(mode)], env=env,
+        env = dict(os.environ, **{env_name: str(mode)})
+        f = tmp_path / f"{switch}{mode}.safetensors"
+        r = subprocess.run([sys.executable, "-c", _SWITCH_SCRIPT, str(f), switch, str(mode)], env=env,
                            capture_output=True, text=True, timeout=900)
         assert r.returncode == 0, r.stderr[-3000:]
         files[mode] = load_file(str(f))
     assert files[1].keys() == files[0].keys() and len(files[1]) > 100
     for key, y in files[1].items():
         assert not torch.isnan(y).any(), key
-        assert_bitexact(y, files[0][key], f"wide vs 3-CTA build: {key}")
+        assert_bitexact(y, files[0][key], f"{switch} on vs off: {key}")
+
+
+def test_wide_build_gives_the_same_bits(tmp_path):
+    """The 2-CTAs-per-SM build (RESETFP4_GEMV_WIDE, default on where a grid has <= 2 CTAs per
+    SM) and the 3-CTA build give bit-identical results: one-tile and pair plans, bf16 and
+    fp16, fast and exact scale decodes, M = 1..8, on grids of exactly 2 CTAs per SM, more
+    (not wide: must also match), small ones, and a non-default plan of one tile per CTA.
+    Each build runs in its own process (the mode is read once)."""
+    _switch_gives_the_same_bits(tmp_path, "wide", "RESETFP4_GEMV_WIDE")
+
+
+def test_two_body_prefetch_gives_the_same_bits(tmp_path):
+    """The two-body L2 prefetch (RESETFP4_GEMV_PF2, default on where a warp streams >= 7
+    one-tile bodies) changes no result bit: bf16 and fp16, fast and exact scale decodes,
+    M = 1..8, warp ranges of 7 and 8 bodies, tile groups ending inside a warp's range
+    (R = 3), and a short range where the rule does not apply. Each setting runs in its own
+    process (the mode is read once)."""
+    _switch_gives_the_same_bits(tmp_path, "pf2", "RESETFP4_GEMV_PF2")
 
 
 def test_too_many_tiles_per_cluster_is_an_error():

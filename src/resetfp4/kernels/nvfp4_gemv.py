@@ -203,6 +203,31 @@ def wide_build(m: int, n: int, k: int, cluster: int, tiles_per_cluster: int, sm_
             and ctas <= 2 * sm_count)
 
 
+# Bodies a warp must stream before the two-body L2 prefetch is used (kPf2MinBodies in
+# nvfp4_gemv.cu).
+PF2_MIN_BODIES = 7
+
+
+def two_body_prefetch(m: int, n: int, k: int, cluster: int, tiles_per_cluster: int, sm_count: int,
+                      mode: int = 1, pair_mode: int = 1, wide_mode: int = 1) -> bool:
+    """Whether the GEMV issues its L2 prefetch after every other body, two bodies at a time
+    (session 17): mirrors ``launch_gemv`` in ``csrc/nvfp4_gemv.cu``. ``mode`` is
+    ``RESETFP4_GEMV_PF2`` as the extension read it (``gemv_pf2_mode()``): 1 (default) for
+    M <= 8 on the aligned loop with one-tile bodies (neither pair bodies nor the wide build)
+    when a warp of a full CTA streams at least :data:`PF2_MIN_BODIES` bodies; 0 never. On the
+    Qwen3 shapes on 132 SMs that is 14B gate/up and down and 32B gate/up and down, and no
+    Qwen3-8B layer. The arithmetic is the same either way. ``pair_mode`` / ``wide_mode``:
+    ``RESETFP4_GEMV_PAIR`` / ``_WIDE`` as read (see :func:`pair_bodies`, :func:`wide_build`)."""
+    if mode != 1 or m > 8 or k % (CHUNK_K * ALIGNED_BODY[8]) != 0:
+        return False
+    if (pair_bodies(m, n, k, cluster, tiles_per_cluster, pair_mode)
+            or wide_build(m, n, k, cluster, tiles_per_cluster, sm_count, wide_mode)):
+        return False
+    _, kc = grid_dims(n, k)
+    per_cta = tiles_per_cluster * min(chunks_per_rank(k, cluster, 8), kc)
+    return math.ceil(per_cta / (8 * ALIGNED_BODY[8])) >= PF2_MIN_BODIES
+
+
 def needs_exact_scales(w: NVFP4Tensor) -> bool:
     """True if some block scale is zero, subnormal or negative (one device sync).
 

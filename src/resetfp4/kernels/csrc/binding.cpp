@@ -17,6 +17,7 @@ cudaError_t launch_quant_act(const void*, size_t, const float*, unsigned int*, f
                              uint8_t*, uint8_t*, cudaStream_t);
 int gemv_pair_mode();
 int gemv_wide_mode();
+int gemv_pf2_mode();
 template <typename T>
 cudaError_t launch_decode_attention(const void*, const void*, const void*, const void*, const void*,
                                     const void*, const void*, void*, void*, const long long*, void*,
@@ -148,6 +149,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gemv_wide_mode", &resetfp4::gemv_wide_mode,
         "RESETFP4_GEMV_WIDE as read: 1 the 2-CTA/SM build for M <= 8 grids of <= 2 CTAs per SM "
         "(default), 0 never");
+  m.def("gemv_pf2_mode", &resetfp4::gemv_pf2_mode,
+        "RESETFP4_GEMV_PF2 as read: 1 the two-body L2 prefetch where a warp streams >= 7 one-tile "
+        "bodies at M <= 8 (default), 0 never");
   m.def("decode_attention", &decode_attention,
         "decode attention from raw q/k/v (norm, RoPE, cache write) in one cluster kernel (sm_90)");
   m.def("quant_act", &quant_act, "NVFP4 activation quantization, no host sync");

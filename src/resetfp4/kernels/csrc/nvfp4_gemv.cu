@@ -226,7 +226,9 @@ __device__ __forceinline__ void store_y(const GemvArgs& a, float factor, int m, 
 }
 
 // The kernel body; the __global__ entries below differ only in their register budget.
-template <typename T, int kR, bool kExact, bool kGeneral, bool kPair>
+// kPf2 (the two-body prefetch, gemv_pf2_mode; aligned loop only): the L2 prefetch is issued
+// after every other body and covers the next two bodies where they are contiguous.
+template <typename T, int kR, bool kExact, bool kGeneral, bool kPair, bool kPf2 = false>
 __device__ __forceinline__ void gemv_body(const GemvArgs& a) {
   constexpr bool kTwo = Cfg<kR>::kTwoHalves;
   constexpr int kBody = Cfg<kR>::kBody;
@@ -235,6 +237,7 @@ __device__ __forceinline__ void gemv_body(const GemvArgs& a) {
   constexpr int kT = kPair ? 2 : 1;
   constexpr int kCh = kBody / kT;
   static_assert(!kPair || !kGeneral, "pair mode is an aligned-loop mode");
+  static_assert(!kPf2 || !kGeneral, "the two-body prefetch is an aligned-loop mode");
   static_assert(kBody % kT == 0, "a pair body holds whole chunks of both tiles");
   extern __shared__ __align__(16) float red[];
   // The epilogue's constant global scales, read into shared memory by thread 0 just before
@@ -297,7 +300,9 @@ __device__ __forceinline__ void gemv_body(const GemvArgs& a) {
     // L2 prefetch (lane 0, bulk copy unit) of the body kPf + 1 bodies ahead of the one
     // being processed, i.e. kPf ahead of the end-of-body refill. `body_ptr`, `chunk`: the
     // current body's pointer and first chunk within the rank's range; `bodies`: its index
-    // among the warp's bodies (nothing past the warp's last body is prefetched).
+    // among the warp's bodies (nothing past the warp's last body is prefetched). kPf2: only
+    // after even-numbered bodies, and then that body and the next one together where they
+    // are contiguous (not across a group's end): half the prefetch instructions issued.
     auto next_body = [&](const uint8_t*& p, int& chunk) {  // the following body of the rank
       const bool wrap = chunk + kCh == Pn;
       p += wrap ? step_wrap : step_in;
@@ -308,10 +313,20 @@ __device__ __forceinline__ void gemv_body(const GemvArgs& a) {
       for (int j = 0; j < kT; ++j) prefetch_l2(p + j * tstride, kCh * kUnitBytes);
     };
     auto prefetch_ahead = [&](const uint8_t* body_ptr, int chunk, int bodies) {
+      if (kPf2 && bodies % 2 != 0) return;  // (warp-uniform)
       const uint8_t* p = body_ptr - lane * 16;
 #pragma unroll
       for (int j = 0; j < kPf + 1; ++j) next_body(p, chunk);
-      if (lane == 0 && bodies + kPf + 1 < n / kBody) prefetch_body(p);
+      if constexpr (kPf2) {
+        const int left = n / kBody - (bodies + kPf + 1);  // bodies from p on in the warp's range
+        const uint32_t bytes = (left >= 2 && chunk + kCh != Pn ? 2 : 1) * kCh * kUnitBytes;
+        if (lane == 0 && left > 0) {
+#pragma unroll
+          for (int j = 0; j < kT; ++j) prefetch_l2(p + j * tstride, bytes);
+        }
+      } else {
+        if (lane == 0 && bodies + kPf + 1 < n / kBody) prefetch_body(p);
+      }
     };
     if constexpr (kPf > 0) {  // the bodies the first kPf refills load
       const uint8_t* p = wp - lane * 16;
@@ -538,9 +553,9 @@ __device__ __forceinline__ void gemv_body(const GemvArgs& a) {
 #else
 #define RESETFP4_GEMV_BOUNDS(kR) __launch_bounds__(kThreads, Cfg<kR>::kMinBlocks)
 #endif
-template <typename T, int kR, bool kExact, bool kGeneral, bool kPair>
+template <typename T, int kR, bool kExact, bool kGeneral, bool kPair, bool kPf2 = false>
 __global__ void RESETFP4_GEMV_BOUNDS(kR) gemv_kernel(const GemvArgs a) {
-  gemv_body<T, kR, kExact, kGeneral, kPair>(a);
+  gemv_body<T, kR, kExact, kGeneral, kPair, kPf2>(a);
 }
 
 // The wide build (M <= 8, aligned loop; session 14): RESETFP4_GEMV_WIDE_REGS registers per
@@ -565,12 +580,15 @@ __global__ void __maxnreg__(kWideRegs) gemv_kernel_wide(const GemvArgs a) {
 
 // ---- host launcher (plain C++: the binding passes the current stream) ----
 
-template <typename T, int kR, bool kExact, bool kGeneral, bool kPair = false, bool kWide = false>
+template <typename T, int kR, bool kExact, bool kGeneral, bool kPair = false, bool kWide = false,
+          bool kPf2 = false>
 static cudaError_t launch_kernel(const GemvArgs& a, cudaStream_t stream) {
   static_assert(!kWide || (kR <= 8 && !kGeneral), "the wide build is an M <= 8 aligned-loop build");
+  static_assert(!kPf2 || (kR <= 8 && !kGeneral && !kPair && !kWide),
+                "the two-body prefetch runs only in the one-tile 3-CTA build for M <= 8");
   void (*kern)(const GemvArgs);
   if constexpr (kWide) kern = gemv_kernel_wide<T, kExact, kPair>;
-  else kern = gemv_kernel<T, kR, kExact, kGeneral, kPair>;
+  else kern = gemv_kernel<T, kR, kExact, kGeneral, kPair, kPf2>;
   const size_t smem = smem_floats(kR, a.R, a.S, kPair ? 2 : 1) * sizeof(float);
   const int dev = current_device();
   const int optin = smem_optin(dev);
@@ -589,7 +607,7 @@ static cudaError_t launch_kernel(const GemvArgs& a, cudaStream_t stream) {
 }
 
 template <typename T, int kR>
-static cudaError_t launch_class(const GemvArgs& a, bool exact, bool pair, bool wide,
+static cudaError_t launch_class(const GemvArgs& a, bool exact, bool pair, bool wide, bool pf2,
                                 cudaStream_t stream) {
   // The aligned loop needs whole bodies of 64-wide chunks (K % (64 kBody) == 0).
   if (a.K % (kChunkK * Cfg<kR>::kBody) != 0)
@@ -603,6 +621,9 @@ static cudaError_t launch_class(const GemvArgs& a, bool exact, bool pair, bool w
       return exact ? launch_kernel<T, kR, true, false, false, true>(a, stream)
                    : launch_kernel<T, kR, false, false, false, true>(a, stream);
     }
+    if (pf2 && !pair)
+      return exact ? launch_kernel<T, kR, true, false, false, false, true>(a, stream)
+                   : launch_kernel<T, kR, false, false, false, false, true>(a, stream);
   }
   if (pair)
     return exact ? launch_kernel<T, kR, true, false, true>(a, stream)
@@ -640,6 +661,20 @@ int gemv_wide_mode() {
   return mode;
 }
 
+// Two-body prefetch (session 17; gemv_body's kPf2): for M <= 8 on the aligned loop with
+// one-tile bodies (not pair, not wide) where a warp streams at least kPf2MinBodies bodies,
+// the L2 prefetch is issued after every other body and covers two. H200, variant_bench.py,
+// two runs, M = 1: 14B.gate_up -2%, 14B.down -4 to -6%, 32B.gate_up -4% (µs); it was slower on
+// the short ranges (8B.down, 6 bodies a warp: +2%; 8B.qkv, 2: +3%, from the loop's schedule
+// alone) and in the Qwen3-8B decode step at batch 8 (+1.3%), hence the rule, which no
+// Qwen3-8B layer meets (dev/kernels/NOTES.md, session 17). Same arithmetic: bit-identical.
+// RESETFP4_GEMV_PF2 (read once): 1 (default) on where the rule holds, 0 never.
+constexpr int kPf2MinBodies = 7;
+int gemv_pf2_mode() {
+  static const int mode = env_switch("RESETFP4_GEMV_PF2");
+  return mode;
+}
+
 // plan = {S, R} for the class of M (cluster size, tiles per cluster; see nvfp4_gemv.py plan).
 // exact: some block scale is zero / subnormal / negative (decode_scales instead of fast_scale).
 // swiglu: w holds [gate; up] (N = 2I rows) with the rows interleaved per 16 (tile 2j = gate
@@ -670,8 +705,12 @@ cudaError_t launch_gemv(const void* x, const void* w, const float* g_w,
   const long long ctas = (long long)S * ((tiles + R - 1) / R);
   const bool wide = gemv_wide_mode() == 1 && M <= 8 && aligned &&
                     ctas <= 2ll * device_attr(cudaDevAttrMultiProcessorCount, 2, current_device());
-  if (M > 8) return launch_class<T, 16>(a, exact, pair, false, stream);
-  return launch_class<T, 8>(a, exact, pair, wide, stream);
+  // Bodies per warp of a full CTA (gemv_body's Q / kBody for R tiles and P chunks).
+  const long long warp_bodies = ((long long)R * std::min(P, KC) + kWarps * body - 1) / (kWarps * body);
+  const bool pf2 = gemv_pf2_mode() == 1 && M <= 8 && aligned && !pair && !wide &&
+                   warp_bodies >= kPf2MinBodies;
+  if (M > 8) return launch_class<T, 16>(a, exact, pair, false, false, stream);
+  return launch_class<T, 8>(a, exact, pair, wide, pf2, stream);
 }
 
 template cudaError_t launch_gemv<__nv_bfloat16>(const void*, const void*, const float*,
