@@ -21,9 +21,25 @@ pytestmark = [
 ]
 
 # bf16 inputs, fp32 softmax/accumulation; p is rounded to bf16 before p @ V (as flash
-# attention does), a relative error of up to 2^-9 per weight: 1e-2 relative to the
+# attention does), a relative error of up to 2^-8 per weight: 1e-2 relative to the
 # output norm leaves room for that and catches any indexing or masking error (O(1)).
 REL = 1e-2
+
+
+@pytest.fixture
+def poisoned_buffers(monkeypatch):
+    """Every floating-point ``torch.empty`` in the test comes back NaN-filled, so the ops'
+    own output and partial buffers (allocated inside the ops) start poisoned: whatever a
+    kernel leaves unwritten shows as NaN in the result."""
+    orig = torch.empty
+
+    def empty(*args, **kwargs):
+        t = orig(*args, **kwargs)
+        if t.is_floating_point():
+            t.fill_(float("nan"))
+        return t
+
+    monkeypatch.setattr(torch, "empty", empty)
 
 
 def _case(b, h_kv, rep, d, seq, dtype, seed):
@@ -47,7 +63,7 @@ def _case(b, h_kv, rep, d, seq, dtype, seed):
     [(1, 8, 4, 128, 1024), (1, 2, 7, 64, 256), (3, 1, 1, 64, 300), (8, 8, 4, 128, 2048), (64, 2, 7, 64, 512),
      (2, 4, 16, 128, 64), (5, 3, 2, 32, 1000)],
 )
-def test_matches_reference(b, h_kv, rep, d, seq, dtype):
+def test_matches_reference(b, h_kv, rep, d, seq, dtype, poisoned_buffers):
     q, k, v, pos = _case(b, h_kv, rep, d, seq, dtype, seed=b * 1000 + seq)
     assert A.available(q)
     got = A.decode_attention(q, k, v, pos)
@@ -144,7 +160,8 @@ def _fused_case(b, h_kv, rep, d, seq, max_seq, norm, dtype, seed):
     [(1, 8, 4, 128, 1024, 1536, True), (1, 2, 7, 64, 256, 256, False), (3, 1, 1, 64, 300, 333, True),
      (8, 8, 4, 128, 2048, 2048, True), (5, 3, 2, 32, 1000, 1100, False), (64, 2, 7, 64, 512, 600, True)],
 )
-def test_fused_matches_reference(b, h_kv, rep, d, seq, max_seq, norm, dtype, fused_backend):
+def test_fused_matches_reference(b, h_kv, rep, d, seq, max_seq, norm, dtype, fused_backend,
+                                 poisoned_buffers):
     q, k, v, qw, kw, cos, sin, kc, vc, pos = _fused_case(b, h_kv, rep, d, seq, max_seq, norm, dtype, b + seq)
     assert A.fused_available(q, d)
     _check_backend(fused_backend, q, kc, vc, rep)

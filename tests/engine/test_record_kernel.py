@@ -31,7 +31,9 @@ def random_state(b: int, g: torch.Generator, dev: torch.device) -> tuple[DecodeS
     st.hidx[-1] = T - 1
     st.step.fill_(int(torch.randint(0, 100, (1,), generator=g)))
     st.hist_ids.copy_(torch.randint(-5, 5, (b, T), generator=g))
-    st.hist_ent.fill_(float("nan"))  # poisoned: every written cell must be overwritten exactly
+    # poisoned with a finite sentinel (not NaN: row 0 writes a NaN entropy, which a NaN
+    # poison would hide): every written cell must be overwritten exactly
+    st.hist_ent.fill_(-123.0)
     st.hist_temp.copy_(torch.randn(b, T, generator=g))
     st.hist_start.copy_(torch.rand(b, T, generator=g) < 0.5)
     ids = torch.randint(0, 151_936, (b,), generator=g).to(dev)

@@ -39,6 +39,7 @@ def test_small_m_matches_reference(n, k, dtype, act):
             gs = (x.float().abs().amax() / 2688).reshape(1)
             out.fill_(float("nan"))
             y = pw(x, act=act, input_scale=gs, out=out)
+            assert y.data_ptr() == out.data_ptr()
             assert_rel_close(y, _ref(x, w, act, gs), rel_for_dtype(dtype), f"M={m} static")
 
 

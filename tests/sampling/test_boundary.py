@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 
@@ -13,10 +11,8 @@ from resetfp4.sampling.boundary import _byte_decoder
 
 def test_smollm2_tables(smollm2_tokenizer):
     tok = smollm2_tokenizer
-    t0 = time.perf_counter()
     tab = BoundaryTables.from_tokenizer(tok)
     assert BoundaryTables.from_tokenizer(tok) is tab  # cached
-    assert time.perf_counter() - t0 < 5
     assert tab.vocab_size == len(tok)
     nl, dnl = tok.encode("\n"), tok.encode("\n\n")
     assert len(nl) == 1 and tab.is_newline[nl[0]] and not tab.has_double_newline[nl[0]]

@@ -7,9 +7,9 @@
    quantization error. ``||out - ref|| / ||ref||`` under a tier bound:
    - :data:`REL_FP32` = 1e-5: fp32 arithmetic, only summation order differs
      (~sqrt(K) * 2^-24 for K up to ~1e5, with margin);
-   - :data:`REL_BF16_OUT` = 8e-3: fp32 accumulation, output rounded to bf16
-     (one bf16 rounding is 2^-9 = 2e-3 relative, worst case per element ~4e-3 RMS well
-     under; bound leaves a 2x margin);
+   - :data:`REL_BF16_OUT` = 8e-3: fp32 accumulation, output rounded to bf16 (8 significant
+     bits: one rounding is at most 2^-8 = 3.9e-3 relative per element, about 2.3e-3 RMS);
+     the bound leaves a 2x margin over the worst case;
    - :data:`REL_FP16_OUT` = 1e-3: as above with an fp16 output (2^-11 = 4.9e-4).
 3. **SQNR floors** (:func:`sqnr_db`, :func:`assert_sqnr`): lossy quantization round
    trips. NVFP4 on Gaussian data gives ~19-20 dB per element (E2M1 with a per-16 E4M3
