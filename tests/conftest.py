@@ -17,18 +17,27 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-@pytest.fixture
-def rng() -> torch.Generator:
-    """A fresh generator per test, seeded from the OS so inputs are new every run.
+@pytest.fixture(autouse=True)
+def test_seed() -> int:
+    """Every test's seed, drawn from the OS so inputs are new every run; torch's global
+    generators (CPU and CUDA) start from it, so tests that draw from them get fresh inputs
+    too (unseeded, a new process would replay the same default-seeded draws every run).
 
     The seed is printed, and pytest shows it with a failure; rerun with
     ``RESETFP4_TEST_SEED=<seed>`` to reproduce that failure exactly.
     """
     fixed = os.environ.get("RESETFP4_TEST_SEED")
-    seed = int(fixed) if fixed else torch.seed() % (2**31)
-    print(f"rng seed = {seed} (reproduce with RESETFP4_TEST_SEED={seed})")
+    seed = int(fixed) if fixed else int.from_bytes(os.urandom(4), "little") % (2**31)
+    print(f"test seed = {seed} (reproduce with RESETFP4_TEST_SEED={seed})")
+    torch.manual_seed(seed)
+    return seed
+
+
+@pytest.fixture
+def rng(test_seed: int) -> torch.Generator:
+    """A CPU generator of its own per test, seeded with the test's printed seed."""
     g = torch.Generator()
-    g.manual_seed(seed)
+    g.manual_seed(test_seed)
     return g
 
 
