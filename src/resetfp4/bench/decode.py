@@ -16,6 +16,7 @@ import argparse
 import inspect
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -309,12 +310,39 @@ def _load_real(ref: str, precision: str, dev: torch.device, lm_head: str) -> Tra
     return build_model(src, precision, dev, lm_head=lm_head, tokenizer=load_tokenizer(src))
 
 
-def run(args: argparse.Namespace) -> int:
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse sizes that would benchmark nothing (0 layers) or divide by zero, before any work."""
     if args.random_weights == bool(args.model):
         raise ValueError(
             "pass --random-weights (speed does not depend on weight values) or --model PATH_OR_ALIAS "
             "(a real-model sanity row), not both"
         )
+    if args.layers is not None:
+        if args.model:
+            raise ValueError("--layers applies to --random-weights only (a real model keeps its layers)")
+        if args.layers < 1:
+            raise ValueError(f"--layers must be >= 1 (a model needs a layer to benchmark), got {args.layers}")
+    if args.prompt_len < 1:
+        raise ValueError(f"--prompt-len must be >= 1 (tokens prefilled first), got {args.prompt_len}")
+    if args.gen_len < 2:
+        raise ValueError(
+            f"--gen-len must be >= 2 (the first token comes from the prefill, the other gen-len - 1 are "
+            f"the timed decode steps), got {args.gen_len}"
+        )
+
+
+def cpu_notice(args: argparse.Namespace, layers: int) -> str:
+    """The note printed before a CPU run: it is a smoke run, and a full-size model is slow."""
+    what = args.model or f"{args.arch}, {layers} layers"
+    return (
+        f"note: running the decode benchmark on the CPU ({what}): CPU numbers are a smoke test, not "
+        "the GPU benchmark the docs report, and a full-size model takes many minutes here; use a CUDA "
+        "GPU, or for a quick check e.g. --layers 1 --prompt-len 8 --gen-len 3"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    check_args(args)
     dev = resolve_device(args.device)
     compile = dev.type == "cuda" if args.compile is None else args.compile
     kernels = dev.type == "cuda" if args.count_kernels is None else args.count_kernels
@@ -332,6 +360,8 @@ def run(args: argparse.Namespace) -> int:
         if args.layers is None
         else PRESETS[args.arch].__class__(**{**PRESETS[args.arch].as_dict(), "n_layers": args.layers})
     )
+    if dev.type == "cpu":
+        print(cpu_notice(args, arch.n_layers), file=sys.stderr, flush=True)
     copy_gbs = copy_bandwidth_gbs(dev, (1 << 30) if dev.type == "cuda" else (1 << 26))
     rows: list[dict[str, Any]] = []
     for prec in precisions:

@@ -169,11 +169,29 @@ def _decode_ms(args: argparse.Namespace) -> dict[int, float | None]:
         if len(v) not in (1, len(args.batch)):
             n = len(args.batch)
             raise ValueError(f"--decode-step-ms takes 1 value or one per batch ({n}), got {len(v)}")
+        if any(not 0 < x < float("inf") for x in v):
+            raise ValueError(f"--decode-step-ms values must be finite and > 0 (ms per decode step), got {v}")
         return {B: (v[0] if len(v) == 1 else v[i]) for i, B in enumerate(args.batch)}
     if args.decode_json:
-        data = json.loads(args.decode_json.read_text())
+        try:
+            data = json.loads(args.decode_json.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(
+                f"--decode-json {args.decode_json} is not valid JSON ({e}); pass the file "
+                "`resetfp4 bench decode --json` wrote"
+            ) from None
         return {B: _find_step_ms(data, B) for B in args.batch}
     return {B: None for B in args.batch}
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse counts that would time nothing (ZeroDivisionError, an empty median), before any work."""
+    for flag, v in (("--iters", args.iters), ("--repeats", args.repeats)):
+        if v < 1:
+            raise ValueError(f"{flag} must be >= 1, got {v}")
+    bad = [b for b in args.batch if b < 1]
+    if bad:
+        raise ValueError(f"--batch sizes must be >= 1, got {bad}")
 
 
 def _fmt(v: float | None, spec: str = ".1f") -> str:
@@ -183,6 +201,7 @@ def _fmt(v: float | None, spec: str = ".1f") -> str:
 def run(args: argparse.Namespace) -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError("--device cuda but no CUDA GPU is visible; pass --device cpu for a smoke run")
+    check_args(args)
     decode = _decode_ms(args)
     rows = []
     for B in args.batch:

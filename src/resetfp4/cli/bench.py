@@ -7,7 +7,9 @@ Each benchmark module ``resetfp4.bench.<name>`` exposes ``add_arguments(parser)`
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
+from collections.abc import Callable
 
 BENCHES = {
     "kernels": "NVFP4 small-M GEMV kernels vs BF16 F.linear on real layer shapes",
@@ -29,4 +31,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         bp = bsub.add_parser(name, help=help_)
         mod.add_arguments(bp)
         bp.add_argument("--debug", action="store_true", help="show tracebacks")
-        bp.set_defaults(func=mod.run)
+        # bench kernels creates the folders above its --json; the others write into an existing one
+        bp.set_defaults(func=functools.partial(_run, mod.run, name == "kernels"))
+
+
+def _run(run: Callable[[argparse.Namespace], int], parents_ok: bool, args: argparse.Namespace) -> int:
+    """``run(args)`` once ``--json`` is known to be writable (it is written after the benchmark)."""
+    from resetfp4.cli.main import check_output_file
+
+    check_output_file(getattr(args, "json", None), "--json", parents_ok)
+    return run(args)

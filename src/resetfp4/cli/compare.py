@@ -77,11 +77,15 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("compare needs at least two run folders (RUN_A RUN_B)")
     if args.n_boot < 100:
         raise ValueError(f"--n-boot must be >= 100, got {args.n_boot}")
+    from resetfp4.cli.main import check_output_file
+
+    for flag in ("analysis", "markdown", "json", "bars", "entropy_hist"):
+        check_output_file(getattr(args, flag), f"--{flag.replace('_', '-')}")
     runs = [load_run(r) for r in args.runs]
     labels = [s.strip() for s in args.labels.split(",")] if args.labels else [r.label for r in runs]
     if len(labels) != len(runs):
         raise ValueError(f"--labels has {len(labels)} entries for {len(runs)} runs")
-    tasks = {r.summary["config"].get("task_fingerprint") for r in runs}
+    tasks = {r.summary["config"].get("task_fingerprint") for r in runs}  # load_run checked "config"
     if len(tasks) > 1:
         print("warning: the runs were made on different problem sets; pairing uses common ids only")
     paired: list[dict | None] = [None]

@@ -20,6 +20,8 @@ def run(args: argparse.Namespace) -> int:
     from resetfp4.nvfp4 import quantize
     from resetfp4.testing.tolerances import sqnr_db
 
+    if args.limit < 1:
+        raise ValueError(f"--limit must be >= 1 (how many weights to show), got {args.limit}")
     path = Path(args.gguf) if args.gguf else smollm2_path()
     from resetfp4.engine.loader import open_gguf
 

@@ -9,8 +9,10 @@ fast and a broken optional dependency only affects its own command.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
+from pathlib import Path
 
 # (command name, module under resetfp4.cli, one-line help)
 COMMANDS: tuple[tuple[str, str, str], ...] = (
@@ -59,11 +61,51 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args.command is None else 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:
+    except (ValueError, TypeError, RuntimeError, OSError) as e:  # OSError includes FileNotFoundError
         if getattr(args, "debug", False):
             raise
-        print(f"resetfp4 {args.command}: error: {e}", file=sys.stderr)
+        print(f"resetfp4 {args.command}: error: {error_message(e)}", file=sys.stderr)
         return 2
+
+
+def check_output_file(path: str | Path | None, flag: str, parents_ok: bool = False) -> None:
+    """Raise when ``path`` (a flag's output file; None = not asked for) cannot be written:
+    checked before a command's slow work, so a typo does not cost the whole run.
+    ``parents_ok``: the command creates missing folders above the file."""
+    if path is None:
+        return
+    if not str(path).strip():
+        raise ValueError(f"{flag} is empty; give a file path")
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{flag} {p} is a folder; give a file path (a new file inside it, say)")
+    above = next((a for a in p.parents if a.exists()), None)
+    if above is not None and not above.is_dir():
+        raise ValueError(f"{flag} {p}: {above} is a file, not a folder; choose another path")
+    if not parents_ok and not p.parent.is_dir():
+        raise ValueError(f"{flag} {p}: its folder {p.parent} does not exist; create it or choose another")
+
+
+def error_message(e: BaseException) -> str:
+    """The text shown for ``e``; an operating-system error names its path and what went wrong
+    (``str(e)`` would read ``[Errno 17] File exists: 'x'``)."""
+    if isinstance(e, OSError) and e.strerror and e.filename is not None:
+        path = str(e.filename) if e.filename2 is None else f"{e.filename} -> {e.filename2}"
+        hint = _OS_HINTS.get(e.errno or 0, "check the path, its permissions and the free disk space")
+        return f"cannot use {path}: {e.strerror}; {hint}"
+    return str(e)
+
+
+_OS_HINTS = {
+    errno.ENOENT: "check the path (does its folder exist?)",
+    errno.EEXIST: "something (a file?) is already there: choose another path",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
+    errno.EISDIR: "it is a folder where a file is needed: give a file path",
+    errno.EACCES: "no permission: fix its permissions or choose another path",
+    errno.EPERM: "no permission: fix its permissions or choose another path",
+    errno.EROFS: "the file system is read-only: choose another path",
+    errno.ENOSPC: "the disk is full: free space or choose another disk",
+}
 
 
 if __name__ == "__main__":

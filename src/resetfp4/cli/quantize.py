@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", required=True, help=f"alias {list(ALIASES)}, a .gguf file or an HF folder")
-    p.add_argument("--out", required=True, help="output folder (created)")
+    p.add_argument("--out", required=True, help="output folder: a new or empty one (created)")
     p.add_argument("--overwrite", action="store_true", help="replace a checkpoint already in --out")
     p.add_argument("--w4a16", action="store_true", help="weight-only NVFP4 (no activation scales)")
     p.add_argument("--lm-head", choices=("bf16", "nvfp4"), default="bf16", help="also quantize lm_head")

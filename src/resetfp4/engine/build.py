@@ -170,6 +170,7 @@ def build_model(
     _load_dense(model, src, dtype, device)
     if precision in ACT:
         with_head = lm_head == "nvfp4"
+        q.check_nvfp4_shapes(q.linear_modules(model, with_head))  # before the calibration runs
         scales = None
         if ACT[precision] == "fp4":
             if tokenizer is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -28,6 +29,33 @@ def check_hf_rope(cfg: dict[str, Any]) -> None:
         rope_type = rs.get("rope_type", rs.get("type"))
         if rope_type not in _PLAIN_ROPE:
             raise _unsupported_rope(rope_type, f"config.json {key}")
+
+
+def _config_error(where: str, key: str, want: str, value: Any) -> ValueError:
+    return ValueError(f"{where}: {key} must be {want}, got {value!r}; fix that field of the model's config")
+
+
+def _pos_int(cfg: dict[str, Any], key: str, where: str, default: Any = None) -> int:
+    """``cfg[key]`` as an int >= 1 (``default`` when absent and not None); KeyError when absent."""
+    v = cfg[key] if default is None else cfg.get(key, default)
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise _config_error(where, key, "a positive integer", v)
+    return v
+
+
+def _pos_float(v: Any, key: str, where: str) -> float:
+    """``v`` as a finite float > 0 (a JSON number; strings and booleans are refused)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        raise _config_error(where, key, "a finite number > 0", v)
+    return float(v)
+
+
+def _token_id(v: Any, key: str, where: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise _config_error(where, key, "a token id (an integer >= 0)", v)
+    return v
 
 
 @dataclass(frozen=True)
@@ -60,6 +88,11 @@ class ModelArgs:
                 f"unknown architecture {self.arch!r}; supported: {sorted(ARCHITECTURES)} "
                 "(Llama, Qwen2, Qwen3 decoder-only models)"
             )
+        sizes = ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "intermediate_size")
+        bad = {n: getattr(self, n) for n in sizes if getattr(self, n) < 1}
+        if bad or self.head_dim < 0:
+            raise ValueError(f"model sizes must be >= 1 (head_dim >= 0: 0 = dim // n_heads), got "
+                             f"{bad or {'head_dim': self.head_dim}}")
         if self.head_dim == 0:
             object.__setattr__(self, "head_dim", self.dim // self.n_heads)
         if self.n_heads % self.n_kv_heads != 0:
@@ -102,38 +135,67 @@ class ModelArgs:
         return cfg
 
     @classmethod
-    def from_hf_config(cls, cfg: dict[str, Any]) -> ModelArgs:
-        """Read an HF ``config.json`` dict (Llama/Qwen2/Qwen3 causal LMs)."""
+    def from_hf_config(cls, cfg: dict[str, Any], where: str = "config.json") -> ModelArgs:
+        """Read an HF ``config.json`` dict (Llama/Qwen2/Qwen3 causal LMs); ``where`` names the
+        file in error messages. Sizes must be positive integers, the attention heads must
+        divide the hidden size (unless ``head_dim`` is given) and the KV heads must divide the
+        heads; ``rope_theta`` and ``rms_norm_eps`` must be finite numbers > 0."""
+        if not isinstance(cfg, dict):
+            raise ValueError(
+                f"{where} holds a JSON {type(cfg).__name__}, not an object; it must be the model's "
+                "HF config ({\"model_type\": ..., \"hidden_size\": ...}): restore it from the original model"
+            )
         mt = cfg.get("model_type")
         if mt not in ARCHITECTURES:
             raise ValueError(
-                f"unknown architecture: config.json has model_type={mt!r} "
+                f"unknown architecture: {where} has model_type={mt!r} "
                 f"(architectures={cfg.get('architectures')}); supported model types: {sorted(ARCHITECTURES)}"
             )
         check_hf_rope(cfg)
         try:
+            dim = _pos_int(cfg, "hidden_size", where)
+            n_heads = _pos_int(cfg, "num_attention_heads", where)
+            n_kv = _pos_int(cfg, "num_key_value_heads", where, default=n_heads)
+            head_dim = cfg.get("head_dim") or 0
+            if head_dim:
+                head_dim = _pos_int(cfg, "head_dim", where)
+            elif dim % n_heads:
+                raise ValueError(
+                    f"{where}: hidden_size {dim} is not a multiple of num_attention_heads {n_heads} "
+                    "(and there is no head_dim); fix those fields of the model's config"
+                )
+            if n_heads % n_kv:
+                raise ValueError(
+                    f"{where}: num_attention_heads {n_heads} is not a multiple of num_key_value_heads "
+                    f"{n_kv}; fix those fields of the model's config"
+                )
             eos = cfg.get("eos_token_id")
-            eos_ids = tuple(eos) if isinstance(eos, list) else ((eos,) if eos is not None else ())
-            rope = cfg.get("rope_theta", (cfg.get("rope_parameters") or {}).get("rope_theta", 10000.0))
+            eos_list = eos if isinstance(eos, list) else ([] if eos is None else [eos])
+            bos = cfg.get("bos_token_id")
+            rp = cfg.get("rope_parameters")
+            rope = cfg.get("rope_theta", (rp if isinstance(rp, dict) else {}).get("rope_theta", 10000.0))
+            tie = cfg.get("tie_word_embeddings", False)
+            if not isinstance(tie, bool):
+                raise _config_error(where, "tie_word_embeddings", "true or false", tie)
             return cls(
                 arch=ARCHITECTURES[mt],
-                vocab_size=int(cfg["vocab_size"]),
-                dim=int(cfg["hidden_size"]),
-                n_layers=int(cfg["num_hidden_layers"]),
-                n_heads=int(cfg["num_attention_heads"]),
-                n_kv_heads=int(cfg.get("num_key_value_heads", cfg["num_attention_heads"])),
-                intermediate_size=int(cfg["intermediate_size"]),
-                head_dim=int(cfg.get("head_dim") or 0),
-                rope_theta=float(rope),
-                norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
-                tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-                max_position=int(cfg.get("max_position_embeddings", 32768)),
-                bos_token_id=cfg.get("bos_token_id"),
-                eos_token_ids=eos_ids,
+                vocab_size=_pos_int(cfg, "vocab_size", where),
+                dim=dim,
+                n_layers=_pos_int(cfg, "num_hidden_layers", where),
+                n_heads=n_heads,
+                n_kv_heads=n_kv,
+                intermediate_size=_pos_int(cfg, "intermediate_size", where),
+                head_dim=head_dim,
+                rope_theta=_pos_float(rope, "rope_theta", where),
+                norm_eps=_pos_float(cfg.get("rms_norm_eps", 1e-6), "rms_norm_eps", where),
+                tie_embeddings=tie,
+                max_position=_pos_int(cfg, "max_position_embeddings", where, default=32768),
+                bos_token_id=None if bos is None else _token_id(bos, "bos_token_id", where),
+                eos_token_ids=tuple(_token_id(e, "eos_token_id", where) for e in eos_list),
             )
         except KeyError as e:
             raise ValueError(
-                f"config.json lacks the required key {e.args[0]!r}; is it a causal-LM config?"
+                f"{where} lacks the required key {e.args[0]!r}; is it a causal-LM config?"
             ) from e
 
     @classmethod
@@ -155,7 +217,7 @@ class ModelArgs:
             head_dim = int(
                 fields.get(p + "attention.key_length")
                 or fields.get(p + "rope.dimension_count")
-                or dim // n_heads
+                or (dim // n_heads if n_heads else 0)  # 0 heads: refused by __post_init__
             )
             eos = fields.get("tokenizer.ggml.eos_token_id")
             return cls(

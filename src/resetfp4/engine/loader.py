@@ -105,6 +105,10 @@ def open_gguf(path: Path) -> Any:
     """A ``gguf.GGUFReader`` for ``path``; a damaged or missing file is a clear ValueError."""
     from gguf import GGUFReader
 
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path} is not a readable GGUF file: it does not exist; check the path")
+    if Path(path).is_dir():
+        raise ValueError(f"{path} is a folder, not a readable GGUF file; pass the .gguf file inside it")
     try:
         return GGUFReader(str(path))
     except Exception as e:  # gguf raises ValueError/struct.error/IndexError on damage
@@ -176,11 +180,17 @@ def read_gguf(path: Path) -> ModelSource:
 # ---------------------------------------------------------------- HF folders
 def _read_json(p: Path) -> dict[str, Any]:
     try:
-        return json.loads(p.read_text())
+        data = json.loads(p.read_text())
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{p} is missing; an HF model folder needs config.json") from e
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{p} is not valid JSON ({e}); the file is corrupt") from e
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"{p} holds a JSON {type(data).__name__}, not an object; it must be the model's HF config "
+            '({"model_type": ..., "hidden_size": ...}): restore it from the original model'
+        )
+    return data
 
 
 def _read_safetensors(folder: Path) -> dict[str, Tensor]:
@@ -191,10 +201,43 @@ def _read_safetensors(folder: Path) -> dict[str, Tensor]:
     return read_safetensors(safetensors_files(folder))[0]
 
 
+# Dense HF folders hold floating-point weights; anything else (int8 GPTQ/AWQ-style tensors,
+# FP8 exports) would be cast to the compute dtype as if it were values, giving garbage.
+HF_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+
+
+def check_hf_tensors(path: Path, tensors: dict[str, Tensor]) -> None:
+    """Refuse tensors a dense HF folder cannot hold: NVFP4 ones (a ModelOpt folder that lost
+    its ``hf_quant_config.json``: ``weight_scale_2``, or uint8 codes with a ``weight_scale``)
+    and any dtype but bf16/fp16/fp32."""
+    nvfp4 = sorted(
+        n for n, t in tensors.items()
+        if n.endswith(".weight_scale_2")
+        or (n.endswith(".weight") and t.dtype == torch.uint8 and f"{n}_scale" in tensors)
+    )
+    if nvfp4:
+        raise FileNotFoundError(
+            f"{path} holds NVFP4 tensors (e.g. {nvfp4[0]!r}) but no hf_quant_config.json, which a "
+            "ModelOpt NVFP4 folder needs: copy hf_quant_config.json from where the folder came from, "
+            "or re-create the folder with `resetfp4 quantize`"
+        )
+    for name, t in tensors.items():
+        if t.dtype not in HF_DTYPES:
+            raise ValueError(
+                f"{path}: tensor {name!r} is {str(t.dtype).removeprefix('torch.')}; HF folders are "
+                "read in bf16, fp16 or fp32 only (int8 / fp8 exports are not supported). Use the "
+                "BF16/FP16 original model (for NVFP4: `resetfp4 quantize` it, or pass a ModelOpt "
+                "NVFP4 folder)"
+            )
+
+
 def read_hf_folder(path: Path) -> ModelSource:
-    cfg = _read_json(path / "config.json")
-    args = ModelArgs.from_hf_config(cfg)
-    return ModelSource("hf", path, args, _read_safetensors(path), hf_config=cfg)
+    cfg_file = path / "config.json"
+    cfg = _read_json(cfg_file)
+    args = ModelArgs.from_hf_config(cfg, where=str(cfg_file))
+    tensors = _read_safetensors(path)
+    check_hf_tensors(path, tensors)
+    return ModelSource("hf", path, args, tensors, hf_config=cfg)
 
 
 # ---------------------------------------------------------------- ModelOpt NVFP4
@@ -236,7 +279,7 @@ def read_modelopt(path: Path) -> ModelSource:
     from resetfp4.format.checkpoint import load_nvfp4_checkpoint
 
     ck = load_nvfp4_checkpoint(path)
-    args = ModelArgs.from_hf_config(ck.config)
+    args = ModelArgs.from_hf_config(ck.config, where=str(path / "config.json"))
     split_fused(ck.linears, ck.input_scales, args)
     return ModelSource(
         "modelopt", path, args, ck.dense, ck.linears, ck.input_scales, ck.quant_algo, hf_config=ck.config,
@@ -252,12 +295,25 @@ def load_tokenizer(src: ModelSource) -> Any:
     if src.kind != "gguf":
         try:
             return AutoTokenizer.from_pretrained(str(src.path))
+        except _hf_config_errors() as e:  # transformers validates config.json on the way
+            raise ValueError(
+                f"{src.path / 'config.json'}: transformers refuses it while loading the tokenizer "
+                f"({type(e).__name__}: {' '.join(str(e).split())}); fix that field of the model's config"
+            ) from e
         except (OSError, ValueError) as e:
             raise FileNotFoundError(
                 f"{src.path} holds no usable tokenizer files ({e}); copy tokenizer.json "
                 "and tokenizer_config.json from the original model"
             ) from e
     return gguf_tokenizer(src.path)
+
+
+def _hf_config_errors() -> tuple[type[Exception], ...]:
+    try:
+        from huggingface_hub.errors import StrictDataclassError
+    except ImportError:  # older huggingface_hub: configs are not validated strictly
+        return ()
+    return (StrictDataclassError,)
 
 
 def gguf_tokenizer(path: Path) -> Any:

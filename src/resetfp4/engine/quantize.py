@@ -29,6 +29,7 @@ from torch import Tensor
 
 from resetfp4.engine.model import FUSED, Linear, Transformer
 from resetfp4.format.nvfp4 import NVFP4Tensor, compute_global_scale, quantize
+from resetfp4.format.spec import BLOCK_SIZE
 
 # A small fixed calibration set: step-by-step math, code and prose, the kinds of text the
 # engine generates. Documented here so the checkpoint can say exactly what it saw.
@@ -73,6 +74,17 @@ def linear_modules(model: Transformer, include_lm_head: bool) -> dict[str, Linea
     if not include_lm_head:
         mods.pop("lm_head", None)
     return mods
+
+
+def check_nvfp4_shapes(mods: dict[str, Linear]) -> None:
+    """Raise, naming the first such linear, when an input width K is not a multiple of 16."""
+    for name, m in mods.items():
+        if m.in_features % BLOCK_SIZE:
+            raise ValueError(
+                f"linear {name} has K = {m.in_features} input features; NVFP4 needs K % {BLOCK_SIZE} == 0 "
+                f"(one FP8 scale per {BLOCK_SIZE} weights), so this model cannot be quantized to NVFP4: "
+                "run it in bf16 or fp32 instead"
+            )
 
 
 @torch.no_grad()
@@ -154,6 +166,7 @@ def quantize_model(
     ``act``: ``"bf16"`` (W4A16) or ``"fp4"`` (W4A4; ``input_scales`` required per linear).
     """
     mods = linear_modules(model, include_lm_head)
+    check_nvfp4_shapes({n: m for n, m in mods.items() if m.qweight is None})
     shared = shared_global_scales(mods)
     for i, (name, m) in enumerate(mods.items()):
         if m.qweight is not None:
@@ -252,6 +265,43 @@ def probe_logits(model: Transformer, tokenizer: Any) -> Tensor:
     return model(toks, torch.arange(len(ids), device=dev)[None], attn_len=len(ids))[0]
 
 
+def check_out_dir(out_dir: str | Path, overwrite: bool = False) -> None:
+    """Raise unless ``out_dir`` can take a new checkpoint: a new or empty folder, or (with
+    ``overwrite``) a folder holding a checkpoint. Nothing is written."""
+    from resetfp4.format.checkpoint import QUANT_CONFIG_FILE, CheckpointError
+
+    if not str(out_dir).strip():
+        raise ValueError("--out is empty; give the folder to write the checkpoint to (a new or empty one)")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is an existing file, not a folder; choose a new or empty folder")
+    above = next((a for a in out.parents if a.exists()), None)
+    if not out.exists() and above is not None and not above.is_dir():
+        raise ValueError(f"--out {out} cannot be created: {above} is a file, not a folder; choose another")
+    if not out.is_dir():
+        return
+    files = sorted(f.name for f in out.iterdir())
+    ckpt = [f for f in files if f.endswith(".safetensors") or f == QUANT_CONFIG_FILE]
+    if ckpt and not overwrite:
+        raise CheckpointError(
+            f"{out} already holds a checkpoint ({ckpt[0]}, ...); choose a new --out "
+            "folder or pass --overwrite to replace it")
+    if files and not ckpt:
+        raise ValueError(
+            f"--out {out} is not empty (it holds {files[:3]}{', ...' if len(files) > 3 else ''}) and holds "
+            "no checkpoint; writing there would overwrite its files: choose a new or empty folder")
+
+
+def make_out_dir(out_dir: str | Path) -> Path:
+    """Create ``out_dir`` (and its parents); an OS refusal becomes an error naming the path."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"cannot create the --out folder {out} ({e.strerror or e}); choose another") from e
+    return out
+
+
 def quantize_to_folder(
     model_ref: str,
     out_dir: str | Path,
@@ -274,22 +324,20 @@ def quantize_to_folder(
     from resetfp4.engine.build import build_model, resolve_device
     from resetfp4.engine.loader import load_tokenizer, read_source
 
-    existing = sorted(Path(out_dir).glob("*.safetensors")) if Path(out_dir).is_dir() else []
-    if existing and not overwrite:  # fail before the (slow) quantization, not after it
-        from resetfp4.format.checkpoint import CheckpointError
-
-        raise CheckpointError(
-            f"{out_dir} already holds a checkpoint ({existing[0].name}, ...); choose a new --out "
-            "folder or pass --overwrite to replace it")
+    check_out_dir(out_dir, overwrite)  # fail before the (slow) quantization, not after it
     dev = resolve_device(device)
     src = read_source(model_ref)
     if src.kind == "modelopt":
         raise ValueError(
             f"{src.path} is already an NVFP4 checkpoint; quantize a BF16/FP16 folder or a GGUF file"
         )
+    if Path(out_dir).resolve() == src.path.resolve():
+        raise ValueError(f"--out {out_dir} is the model's own folder; choose a new or empty folder")
     tok = load_tokenizer(src)
     model = build_model(src, "bf16", dev)
     with_head = lm_head == "nvfp4"
+    check_nvfp4_shapes(linear_modules(model, with_head))
+    out_dir = make_out_dir(out_dir)
     scales = None
     if not w4a16:
         batches = calibration_batches(tok)

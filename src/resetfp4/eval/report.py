@@ -31,9 +31,21 @@ class Run:
         return f"{s.get('precision')} {mode}"
 
 
+# summary.json keys that the table and `resetfp4 compare` read (eval.runner.summarize writes them)
+SUMMARY_KEYS = ("task", "n_problems", "samples_per_problem", "accuracy", "pass_at_k", "maj_at_k",
+                "avg_length_tokens", "truncation_rate", "config")
+_DAMAGED = "the run folder is damaged: restore it, or redo the run (`resetfp4 eval ... --overwrite`)"
+# summary.json alone is rewritten by the same eval command (finished problems are not redone)
+_RESUMMARIZE = "rerun the same `resetfp4 eval` command to rewrite it (finished problems are kept)"
+
+
 def load_run(path: str | Path) -> Run:
     """A run folder written by ``resetfp4 eval`` (needs ``summary.json`` and ``problems.jsonl``)."""
     path = Path(path)
+    if not path.is_dir():
+        what = "is a file, not a folder" if path.exists() else "does not exist"
+        raise FileNotFoundError(f"{path} {what}; is {path} an eval run folder (resetfp4 eval --out)? "
+                                "Check the path")
     summ, probs = path / SUMMARY_FILE, path / PROBLEMS_FILE
     for f in (summ, probs):
         if not f.is_file():
@@ -45,9 +57,30 @@ def load_run(path: str | Path) -> Run:
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
-            raise ValueError(f"{probs}:{lineno}: malformed record") from None
-        scores[rec["id"]] = float(rec["score"])
-    return Run(path=path, summary=json.loads(summ.read_text()), scores=scores)
+            raise ValueError(f"{probs}:{lineno}: malformed record (not JSON); {_DAMAGED}") from None
+        try:
+            scores[rec["id"]] = float(rec["score"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(
+                f"{probs}:{lineno}: a record needs an 'id' and a numeric 'score', got "
+                f"{line[:80]!r}; {_DAMAGED}"
+            ) from None
+    return Run(path=path, summary=_read_summary(summ), scores=scores)
+
+
+def _read_summary(summ: Path) -> dict:
+    try:
+        summary = json.loads(summ.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{summ} is not valid JSON ({e}); {_RESUMMARIZE}") from None
+    if not isinstance(summary, dict):
+        raise ValueError(f"{summ} is not a JSON object; {_RESUMMARIZE}")
+    missing = [k for k in SUMMARY_KEYS if k not in summary]
+    if missing:
+        raise ValueError(f"{summ} lacks {missing}, so it is not a `resetfp4 eval` summary; {_RESUMMARIZE}")
+    if not isinstance(summary["config"], dict) or not isinstance(summary["accuracy"], dict):
+        raise ValueError(f"{summ}: 'config' and 'accuracy' must be JSON objects; {_RESUMMARIZE}")
+    return summary
 
 
 def _pct(x: float) -> str:

@@ -183,6 +183,19 @@ def build_config(
     }
 
 
+# keys of a problems.jsonl record that resuming and summarize() read
+RECORD_KEYS = ("id", "correct", "answers", "lengths", "finish_reasons", "wall_s")
+_REDO = "restore it, or rerun into a new --out folder (or --overwrite this one)"
+
+
+def read_json_file(path: Path, what: str) -> Any:
+    """``path`` parsed as JSON; a malformed file is a ValueError naming it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); the {what} is damaged: {_REDO}") from None
+
+
 def _read_done(path: Path) -> dict[str, dict]:
     """Finished problems in ``problems.jsonl``; a torn last line (interrupt) is dropped."""
     done: dict[str, dict] = {}
@@ -197,6 +210,12 @@ def _read_done(path: Path) -> dict[str, dict]:
             if i == len(lines) - 1:
                 break  # interrupted mid-write: redo that problem
             raise ValueError(f"{path}:{i + 1}: corrupt record; delete the run folder to start over") from None
+        missing = [k for k in RECORD_KEYS if k not in rec] if isinstance(rec, dict) else list(RECORD_KEYS)
+        if missing:
+            raise ValueError(
+                f"{path}:{i + 1}: not a finished-problem record (it lacks {missing}); the file is "
+                f"damaged: {_REDO}"
+            )
         done[rec["id"]] = rec
         good.append(line)
     if len(good) != len(lines):
@@ -212,7 +231,9 @@ def _check_resume(out: Path, config: dict, overwrite: bool) -> None:
         return
     if not cfg_path.exists():
         return
-    old = json.loads(cfg_path.read_text())
+    old = read_json_file(cfg_path, "run configuration")
+    if not isinstance(old, dict):
+        raise ValueError(f"{cfg_path} is not a JSON object; the run configuration is damaged: {_REDO}")
     diffs = [f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in RESUME_KEYS if old.get(k) != config.get(k)]
     if diffs:
         raise ValueError(
@@ -278,6 +299,43 @@ def _token_records(rec: dict, results: list) -> list[str]:
     return out
 
 
+def check_run_dir(out_dir: str | Path) -> None:
+    """Raise unless ``out_dir`` can hold this run: a new folder, or one whose ``config.json``
+    (if any) is an eval run's (resumed, or replaced with ``overwrite``). A folder with another
+    ``config.json`` (a model's, say, which a run would overwrite) is refused. Nothing is written."""
+    if not str(out_dir).strip():
+        raise ValueError("--out is empty; give the run folder (a new one, or a run folder to resume)")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is an existing file, not a folder; choose a new folder")
+    above = next((a for a in out.parents if a.exists()), None)
+    if not out.exists() and above is not None and not above.is_dir():
+        raise ValueError(f"--out {out} cannot be created: {above} is a file, not a folder; choose another")
+    cfg = out / CONFIG_FILE
+    if not out.is_dir() or (out / PROBLEMS_FILE).exists() or not cfg.exists():
+        return
+    try:
+        is_run = "task_fingerprint" in json.loads(cfg.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, TypeError):
+        is_run = False
+    if not is_run:
+        raise ValueError(
+            f"--out {out} holds a config.json that is not an eval run's (a model folder?), and is not an "
+            "eval run folder; a run would overwrite it: choose a new or empty folder"
+        )
+
+
+def prepare_run_dir(out_dir: str | Path) -> Path:
+    """:func:`check_run_dir`, then create the folder; an OS refusal names the path."""
+    check_run_dir(out_dir)
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"cannot create the run folder {out} ({e.strerror or e}); choose another") from e
+    return out
+
+
 def run_eval(
     engine: Any,
     task: Task,
@@ -301,8 +359,7 @@ def run_eval(
     """
     if upto is not None and upto < 0:
         raise ValueError(f"upto must be >= 0, got {upto}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_run_dir(out_dir)
     config = build_config(engine, task, sampler, cfg, extra_config)
     _check_resume(out, config, overwrite)
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
@@ -354,7 +411,7 @@ def write_summary(out_dir: str | Path, task: Task, config: dict | None = None) -
     """
     out = Path(out_dir)
     if config is None:
-        config = json.loads((out / CONFIG_FILE).read_text())
+        config = read_json_file(out / CONFIG_FILE, "run configuration")
     summary = summarize(_read_done(out / PROBLEMS_FILE), task, config)
     # A packed-and-resumed run keeps its earlier tokens only in tokens.npz (resetfp4.eval.pack):
     # token_stats reads tokens.jsonl alone, so it is left out rather than written partial
