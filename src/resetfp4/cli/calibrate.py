@@ -9,6 +9,7 @@ resumable eval run folder per stage (``OUT/tau0``, ``OUT/t_low_<T>``).
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -72,16 +73,24 @@ def run(args: argparse.Namespace) -> int:
 
     if args.n_tau0 < 1 or args.n_select < 1:
         raise ValueError("--n-tau0 and --n-select must be >= 1")
-    if any(not t > 0 for t in args.t_low_grid):
-        raise ValueError(f"--t-low-grid values must be > 0, got {args.t_low_grid}")
+    if any(not 0 < t <= _DEFAULTS.t_high for t in args.t_low_grid):
+        raise ValueError(
+            f"--t-low-grid values must be in (0, {_DEFAULTS.t_high:g}]: T_low > 0 and at most the paper's "
+            f"T_high {_DEFAULTS.t_high:g}, which calibrate keeps; got {args.t_low_grid}"
+        )
+    if not (args.temperature > 0 and math.isfinite(args.temperature)):
+        raise ValueError(
+            f"--temperature is the fixed T of the tau0 run and must be a finite T > 0, got "
+            f"{args.temperature} (the paper's baseline: {_DEFAULTS.temperature:g})"
+        )
     calib_name = args.calib_task or DEFAULT_CALIB_TASK.get(args.eval_task)
     if calib_name is None:
         raise ValueError(f"no default calibration task for --eval-task {args.eval_task}; pass --calib-task")
     if calib_name == args.eval_task:
         raise ValueError("--calib-task must differ from --eval-task (calibration must be held out)")
+    baseline = SamplerConfig(mode="fixed", temperature=args.temperature, top_p=args.top_p)
     eval_task = load_task(args.eval_task)
     calib = load_task(calib_name)
-    baseline = SamplerConfig(mode="fixed", temperature=args.temperature, top_p=args.top_p)
     engine = load_engine_from_args(args)
     cfg = eval_config_from_args(args, trace=True)
     params = calibrate(

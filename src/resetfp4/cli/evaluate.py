@@ -14,7 +14,7 @@ from typing import Any
 
 from resetfp4.engine.aliases import DEFAULT_MODEL
 from resetfp4.engine.build import PRECISIONS
-from resetfp4.sampling.config import SamplerConfig
+from resetfp4.sampling.config import SAMPLER_MODES, SamplerConfig
 
 # Prompts handed to one engine.generate call per KV-cache slot: the engine refills a slot
 # as soon as its row finishes (continuous batching), so a call with many more prompts than
@@ -22,6 +22,7 @@ from resetfp4.sampling.config import SamplerConfig
 PROMPTS_PER_SLOT = 8
 
 _DEFAULTS = SamplerConfig()  # every sampler default lives in SamplerConfig (paper values)
+DEFAULT_SAMPLER = "fixed"  # eval's baseline (generate defaults to reset)
 
 
 def add_model_args(p: argparse.ArgumentParser, default_precision: str) -> None:
@@ -55,14 +56,16 @@ def add_model_args(p: argparse.ArgumentParser, default_precision: str) -> None:
 def add_sampler_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--sampler",
-        choices=("greedy", "fixed", "reset"),
-        default="fixed",
+        choices=SAMPLER_MODES,
+        default=DEFAULT_SAMPLER,
         help="fixed = baseline T (default), reset = ReSET step-aware temperature",
     )
     p.add_argument(
-        "--temperature", type=float, default=_DEFAULTS.temperature, help="fixed T (default: %(default)s)"
+        "--temperature", type=float, default=None, help=f"fixed T (default: {_DEFAULTS.temperature})"
     )
-    p.add_argument("--top-p", type=float, default=_DEFAULTS.top_p, help="(default: %(default)s)")
+    p.add_argument(
+        "--top-p", type=float, default=None, help=f"fixed and reset nucleus mass (default: {_DEFAULTS.top_p})"
+    )
     p.add_argument("--params", default=None, help="ReSET params JSON from `resetfp4 calibrate`")
     p.add_argument("--t-low", type=float, default=None, help="ReSET T_low (overrides --params)")
     p.add_argument(
@@ -74,10 +77,42 @@ def add_sampler_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+# The sampler flags (argparse dests) of eval and generate, and the samplers that use them.
+SAMPLER_FLAG_USERS: dict[str, tuple[str, ...]] = {
+    "temperature": ("fixed",),
+    "top_p": ("fixed", "reset"),
+    "t_low": ("reset",),
+    "tau0": ("reset",),
+    "t_high": ("reset",),
+    "window": ("reset",),
+    "params": ("reset",),
+}
+
+
+def check_sampler_flags(args: argparse.Namespace, default_sampler: str) -> None:
+    """Refuse sampler flags given on the command line (not ``None``) that ``--sampler`` does not
+    use: they would otherwise be ignored without a word."""
+    by_users: dict[tuple[str, ...], list[str]] = {}  # the unused flags, grouped by their samplers
+    for name, users in SAMPLER_FLAG_USERS.items():
+        if getattr(args, name, None) is not None and args.sampler not in users:
+            by_users.setdefault(users, []).append("--" + name.replace("_", "-"))
+    if by_users:
+        flags = "; ".join(f"{', '.join(f)} (--sampler {' or '.join(u)})" for u, f in by_users.items())
+        default = " (the default)" if args.sampler == default_sampler else ""
+        it = "it" if sum(map(len, by_users.values())) == 1 else "them"
+        raise ValueError(f"--sampler {args.sampler}{default} does not use {flags}: drop {it}, or switch "
+                         "to the sampler in brackets")
+
+
 def sampler_from_args(args: argparse.Namespace, engine: Any = None) -> SamplerConfig:
     """The sampler; ReSET values come from flags, then ``--params``, then the engine's known params."""
+    check_sampler_flags(args, DEFAULT_SAMPLER)
+    top_p = _DEFAULTS.top_p if args.top_p is None else args.top_p
+    if args.sampler == "fixed":
+        temperature = _DEFAULTS.temperature if args.temperature is None else args.temperature
+        return SamplerConfig(mode="fixed", temperature=temperature, top_p=top_p)
     if args.sampler != "reset":
-        return SamplerConfig(mode=args.sampler, temperature=args.temperature, top_p=args.top_p)
+        return SamplerConfig(mode=args.sampler)
     base = None
     if args.params:
         from resetfp4.eval.params import load_params, note_other_precision
@@ -98,7 +133,7 @@ def sampler_from_args(args: argparse.Namespace, engine: Any = None) -> SamplerCo
         )
     vals["t_high"] = _DEFAULTS.t_high if vals["t_high"] is None else vals["t_high"]
     vals["window"] = _DEFAULTS.window if vals["window"] is None else vals["window"]
-    return SamplerConfig(mode="reset", top_p=args.top_p, **vals)
+    return SamplerConfig(mode="reset", top_p=top_p, **vals)
 
 
 def load_engine_from_args(args: argparse.Namespace) -> Any:
@@ -162,6 +197,10 @@ def _validate(args: argparse.Namespace) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.html_traces < 0:
         raise ValueError("--html-traces must be >= 0")
+    check_sampler_flags(args, DEFAULT_SAMPLER)
+    from resetfp4.eval.runner import check_run_dir
+
+    check_run_dir(args.out)  # fail before the (slow) model load, as run_eval would after it
     if args.sampler == "reset" and args.params:
         from resetfp4.eval.params import load_params
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
+from resetfp4.cli.evaluate import check_sampler_flags
 from resetfp4.engine.aliases import ALIASES, DEFAULT_MODEL
 from resetfp4.engine.build import PRECISIONS
 from resetfp4.engine.engine import DEFAULT_MAX_SEQ_LEN
@@ -20,6 +22,7 @@ from resetfp4.format.checkpoint import QUANT_CONFIG_FILE, read_quant_config
 from resetfp4.sampling.config import SAMPLER_MODES, SamplerConfig
 
 DEFAULT_MAX_NEW_TOKENS = 256
+DEFAULT_SAMPLER = "reset"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,14 +48,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lm-head", choices=("bf16", "nvfp4"), default="bf16", help="output head precision")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the decode step (default: on for CUDA, off for CPU; slower start)")
-    p.add_argument("--sampler", choices=SAMPLER_MODES, default="reset")
+    p.add_argument("--sampler", choices=SAMPLER_MODES, default=DEFAULT_SAMPLER,
+                   help="greedy, fixed (--temperature) or reset (--t-low/--tau0/--t-high/--window/--params); "
+                   f"a flag of another sampler is an error (default: {DEFAULT_SAMPLER})")
     d = SamplerConfig()
     for flag, help_ in (
         ("--temperature", f"fixed sampler T (default {d.temperature})"),
         ("--t-low", f"ReSET low temperature (default: the model's calibrated value, else {d.t_low})"),
         ("--tau0", f"ReSET entropy threshold in nats (default: calibrated, else {d.tau0})"),
         ("--t-high", f"ReSET high temperature (default {d.t_high})"),
-        ("--top-p", f"nucleus mass (default {d.top_p})"),
+        ("--top-p", f"nucleus mass of the fixed and reset samplers (default {d.top_p})"),
     ):
         p.add_argument(flag, type=float, default=None, help=help_)
     p.add_argument("--window", type=int, default=None, help=f"ReSET window in tokens (default {d.window})")
@@ -69,7 +74,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
     p.add_argument("--raw", action="store_true", help="tokenize the prompt as is (no chat template)")
-    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object as the last line (NaN/inf, from non-finite logits: null)")
     p.add_argument("--color", action="store_true", help="show a per-token entropy/temperature view")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="the prompt text")
@@ -88,18 +94,24 @@ def _sampler_flags(args: argparse.Namespace) -> dict:
     return flags
 
 
+def _with_params(args: argparse.Namespace, flags: dict) -> dict:
+    """``flags`` (reset) with the ``--params`` file's values where no flag gave one."""
+    from resetfp4.eval.params import load_params
+
+    calib = load_params(args.params)  # errors name the file and the field
+    names = ("t_low", "tau0", "t_high", "window")
+    return {**flags, **{n: getattr(calib, n) for n in names if flags[n] is None}}
+
+
 def sampler_config(args: argparse.Namespace, engine) -> SamplerConfig:
     """The request's SamplerConfig: flags override the model's calibrated ReSET params."""
     flags = _sampler_flags(args)
     if args.sampler == "reset":
         if getattr(args, "params", None) is not None:
-            from resetfp4.eval.params import load_params, note_other_precision
+            from resetfp4.eval.params import note_other_precision
 
-            calib = load_params(args.params)
+            flags = _with_params(args, flags)
             note_other_precision(args.params, engine)
-            for name in ("t_low", "tau0", "t_high", "window"):
-                if flags[name] is None:
-                    flags[name] = getattr(calib, name)
         return engine.default_sampling(**flags)
     return SamplerConfig(mode=args.sampler, **{k: v for k, v in flags.items() if v is not None})
 
@@ -222,19 +234,30 @@ def _summary(res, stats: dict, precision: str, model: str, cfg: SamplerConfig,
 
 
 def check_before_loading(args: argparse.Namespace, precision: str) -> None:
-    """Device, precision, lm_head and sampler flags checked before the (slow) model load."""
+    """Device, precision, lm_head, --max-new-tokens and sampler flags (with the --params file
+    and the model's calibrated ReSET values, as after the load) checked before the (slow) load."""
+    from resetfp4.engine import sampling_glue
     from resetfp4.engine.build import check_lm_head, check_precision, resolve_device
 
     check_precision(precision, resolve_device(args.device))
     check_lm_head(args.lm_head, precision)
-    flags = {k: v for k, v in _sampler_flags(args).items() if v is not None}
-    SamplerConfig(mode=args.sampler, **flags)  # its checks, before the load
+    if args.max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    check_sampler_flags(args, DEFAULT_SAMPLER)
+    flags = _sampler_flags(args)
+    if args.sampler != "reset":
+        SamplerConfig(mode=args.sampler, **{k: v for k, v in flags.items() if v is not None})
+        return
+    if getattr(args, "params", None) is not None:
+        flags = _with_params(args, flags)
+    name = args.model.rstrip("/").rsplit("/", 1)[-1]  # load_engine's model name
+    sampling_glue.reset_config(sampling_glue.known_reset_params(name), **flags)  # its checks
 
 
 def run(args: argparse.Namespace) -> int:
     from resetfp4.engine.engine import load_engine
 
-    prompt = args.prompt if args.prompt is not None else _read_prompt(args.prompt_file)
+    prompt = _prompt(args)
     precision = _default_precision(args)
     check_before_loading(args, precision)
     engine = load_engine(
@@ -246,16 +269,22 @@ def run(args: argparse.Namespace) -> int:
         lm_head=args.lm_head,
         compile=args.compile,
     )
+    if not args.raw and not engine.has_chat_template:
+        print(f"note: {engine.model_name} has no chat template; the prompt is used as raw text "
+              "(as with --raw)", file=sys.stderr)
     cfg = sampler_config(args, engine)
     stream = None if args.json else (lambda _i, text: (sys.stdout.write(text), sys.stdout.flush()))
     res = engine.generate(
         [prompt], cfg, args.max_new_tokens, chat=not args.raw, stop=args.stop, trace=True, stream=stream
     )[0]
     stats = engine.last_stats
+    if not args.json:
+        print()  # ends the streamed text
+    _warn_non_finite(res.entropies)
     if args.json:
         print(
             json.dumps(
-                {
+                _finite_or_null({
                     "model": engine.model_name,
                     "precision": precision,
                     "sampler": cfg.mode,
@@ -270,11 +299,11 @@ def run(args: argparse.Namespace) -> int:
                     "tokens_per_s": stats["tokens_per_s"],
                     "seconds": stats["seconds"],
                     "setup_s": stats["setup_s"],
-                }
+                }),
+                allow_nan=False,
             )
         )
         return 0
-    print()
     if args.color:
         print(_color_view(res, engine.tokenizer, cfg))
     print(_summary(res, stats, precision, engine.model_name, cfg, sampler_params(args, engine, cfg)),
@@ -282,8 +311,53 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finite_or_null(x):
+    """``x`` with every NaN/inf float (in nested dicts and lists) replaced by ``None``: JSON has
+    no NaN or Infinity."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite_or_null(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_finite_or_null(v) for v in x]
+    return x
+
+
+def _warn_non_finite(entropies: list[float]) -> None:
+    """A warning on stderr when some tokens came from non-finite logits. The sampler records a
+    NaN entropy exactly for a row whose logits had NaN/+inf (or were all -inf); it gave that
+    row token 0. Uses the trace already on the host."""
+    bad = sum(not math.isfinite(h) for h in entropies)
+    if bad:
+        print(f"warning: the model produced non-finite logits (NaN/inf) for {bad} of {len(entropies)} "
+              "generated token(s): its weights or activations overflowed, so those tokens (id 0) and the "
+              "text are garbage; check the checkpoint for NaN/inf weights, or try a wider --precision "
+              "(bf16, fp32)", file=sys.stderr)
+
+
+def _prompt(args: argparse.Namespace) -> str:
+    """The prompt text of --prompt or --prompt-file; empty (or only whitespace) is an error."""
+    if args.prompt is not None:
+        prompt, source = args.prompt, "--prompt"
+    else:
+        prompt, source = _read_prompt(args.prompt_file), f"--prompt-file {args.prompt_file}"
+    if not prompt.strip():
+        raise ValueError(f"{source} is empty{' (only whitespace)' if prompt else ''}: give the text the "
+                         "model should answer or continue")
+    return prompt
+
+
 def _read_prompt(path: Path) -> str:
+    """The UTF-8 text of ``path``; errors name the file and what to do."""
     try:
-        return path.read_text()
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError as e:
         raise FileNotFoundError(f"prompt file {path} does not exist") from e
+    except IsADirectoryError:
+        raise ValueError(f"prompt file {path} is a directory; give a text file to --prompt-file") from None
+    except PermissionError:
+        raise ValueError(f"prompt file {path} cannot be read (permission denied); check its permissions "
+                         "or copy it somewhere readable") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"prompt file {path} is not UTF-8 text ({e.reason} at byte {e.start}); save it "
+                         "as UTF-8") from None

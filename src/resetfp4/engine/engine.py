@@ -145,11 +145,17 @@ class Engine:
         """The reset sampler with this model's calibrated parameters when known."""
         return sampling_glue.reset_config(self.reset_params, **overrides)
 
+    @property
+    def has_chat_template(self) -> bool:
+        """Whether the tokenizer has a chat template; without one ``encode`` uses the raw text."""
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
     def encode(self, prompt: str, chat: bool) -> list[int]:
         """Token ids: the chat template (user turn + generation prompt) or, with
-        ``chat=False``, exactly the HF tokenizer's default encoding of the raw text."""
+        ``chat=False`` or a tokenizer without a template, exactly the HF tokenizer's default
+        encoding of the raw text."""
         tok = self.tokenizer
-        if chat and getattr(tok, "chat_template", None):
+        if chat and self.has_chat_template:
             out = tok.apply_chat_template(
                 [{"role": "user", "content": prompt}], tokenize=True, add_generation_prompt=True
             )

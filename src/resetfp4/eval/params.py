@@ -60,6 +60,11 @@ def load_params(path: str | Path) -> ReSETParams:
             raise ValueError(
                 f"{path}: {key} must be a finite number{' > 0' if key != 'tau0' else ''}, got {v!r}"
             )
+    if d["tau0"] < 0:  # entropies are >= 0: a negative tau0 acts as 0
+        raise ValueError(f"{path}: tau0 must be >= 0 nats, got {d['tau0']!r}")
+    if d["t_low"] > d.get("t_high", DEFAULT_T_HIGH):
+        raise ValueError(f"{path}: t_low must be <= t_high, got t_low {d['t_low']!r} > "
+                         f"t_high {d.get('t_high', DEFAULT_T_HIGH)!r}")
     window = d.get("window", DEFAULT_WINDOW)
     if not isinstance(window, int) or window < 1:
         raise ValueError(f"{path}: window must be an integer >= 1, got {window!r}")

@@ -23,6 +23,8 @@ class SamplerConfig:
     (step-aware: ``t_low`` below the threshold, ``t_high`` above). Then top-k / top-p /
     min-p filter the tempered distribution, and a seeded sample is drawn.
     Paper defaults: top-p 0.95; baseline T = 0.6; ReSET T_high = 1.0, window = 32.
+    Checked here: the mode's temperatures finite and > 0, ``t_low <= t_high``, ``tau0`` finite
+    and >= 0, ``window >= 1``, top-p / top-k / min-p in range, ``seed`` a signed 64-bit integer.
     """
 
     mode: str = "reset"
@@ -41,9 +43,9 @@ class SamplerConfig:
             raise ValueError(f"sampler mode must be one of {SAMPLER_MODES}, got {self.mode!r}")
         if self.window < 1:
             raise ValueError(f"window must be >= 1 token, got {self.window}")
-        if self.mode == "fixed" and not self.temperature > 0:
+        if self.mode == "fixed" and not (self.temperature > 0 and math.isfinite(self.temperature)):
             raise ValueError(
-                f"temperature must be > 0 for the fixed sampler, got {self.temperature}; "
+                f"temperature must be a finite T > 0 for the fixed sampler, got {self.temperature}; "
                 "use --sampler greedy for T -> 0"
             )
         if self.mode == "reset":
@@ -51,8 +53,18 @@ class SamplerConfig:
                 v = getattr(self, name)
                 if not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):
                     raise ValueError(f"{name} must be a finite temperature > 0, got {v}")
-            if not math.isfinite(self.tau0):
-                raise ValueError(f"tau0 must be a finite entropy in nats, got {self.tau0}")
+            # T_low == T_high is allowed: ReSET then samples every token at that one temperature.
+            if self.t_low > self.t_high:
+                raise ValueError(
+                    f"t_low must be <= t_high (T_low is for confident tokens, T_high for uncertain "
+                    f"ones), got t_low {self.t_low} > t_high {self.t_high}; lower t_low or raise t_high"
+                )
+            # tau0 is compared with entropies, which are >= 0: a negative tau0 acts as 0 (T_high
+            # wherever the step is no more uncertain than the request so far), most likely a typo.
+            if not (math.isfinite(self.tau0) and self.tau0 >= 0):
+                raise ValueError(f"tau0 must be a finite entropy >= 0 nats, got {self.tau0}")
+        if not -(2**63) <= self.seed < 2**63:  # the sampler keeps seeds as int64
+            raise ValueError(f"seed must fit a signed 64-bit integer [-2^63, 2^63 - 1], got {self.seed}")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:

@@ -41,8 +41,11 @@ def check_reset_params(t_low: float, t_high: float, tau0: float, window: int) ->
     for name, t in (("t_low", t_low), ("t_high", t_high)):
         if not (math.isfinite(t) and t > 0):
             raise ValueError(f"{name} must be a finite temperature > 0, got {t}; use greedy mode for T -> 0")
-    if not math.isfinite(tau0):
-        raise ValueError(f"tau0 must be a finite entropy in nats, got {tau0}")
+    if t_low > t_high:
+        raise ValueError(f"t_low must be <= t_high (T_low for confident tokens, T_high for uncertain "
+                         f"ones), got t_low {t_low} > t_high {t_high}")
+    if not (math.isfinite(tau0) and tau0 >= 0):  # entropies are >= 0: a negative tau0 acts as 0
+        raise ValueError(f"tau0 must be a finite entropy >= 0 nats, got {tau0}")
 
 
 def reset_temperatures(
