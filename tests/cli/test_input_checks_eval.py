@@ -64,3 +64,21 @@ def test_calibrate_flag_errors(capsys, argv, msg):
                  "--out", "x", *argv]) == 2
     err = capsys.readouterr().err
     assert msg in err and "--sampler" not in err, err
+
+
+def test_eval_records_raw_prompts_for_a_model_without_chat_template(capsys):
+    """A model with no chat template gets raw prompts; the run's config must say so."""
+    from types import SimpleNamespace
+
+    from resetfp4.cli.evaluate import chat_as_run
+    from resetfp4.eval.runner import EvalConfig
+
+    cfg = EvalConfig()
+    assert chat_as_run(cfg, SimpleNamespace(has_chat_template=True), "m").chat is True
+    assert "no chat template" not in capsys.readouterr().err
+    got = chat_as_run(cfg, SimpleNamespace(has_chat_template=False), "m")
+    assert got.chat is False and got.samples == cfg.samples
+    assert "m has no chat template" in capsys.readouterr().err
+    no_chat = EvalConfig(chat=False)  # --no-chat: nothing to note
+    assert chat_as_run(no_chat, SimpleNamespace(has_chat_template=False), "m") is no_chat
+    assert capsys.readouterr().err == ""

@@ -162,6 +162,17 @@ def eval_config_from_args(args: argparse.Namespace, trace: bool) -> Any:
     )
 
 
+def chat_as_run(cfg: Any, engine: Any, model: str) -> Any:
+    """``cfg`` with ``chat`` as the prompts will really be sent: a model without a chat
+    template gets the raw text (``Engine.encode``), so the run records ``chat=False`` and a
+    note on stderr says so, rather than a config claiming the template was used."""
+    if cfg.chat and not getattr(engine, "has_chat_template", True):
+        print(f"note: {model} has no chat template: prompts are sent as raw text (recorded as "
+              "chat = false)", file=sys.stderr)
+        return dataclasses.replace(cfg, chat=False)
+    return cfg
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval",
@@ -217,7 +228,8 @@ def run(args: argparse.Namespace) -> int:
         sampler_from_args(args)  # validate sampler flags before loading the model
     engine = load_engine_from_args(args)
     sampler = sampler_from_args(args, engine)
-    cfg = eval_config_from_args(args, trace=args.dump_tokens or args.html_traces > 0)
+    cfg = chat_as_run(eval_config_from_args(args, trace=args.dump_tokens or args.html_traces > 0), engine,
+                      args.model)
     # batch_size in the config = prompts per engine call; slots = sequences decoded together.
     extra = {"params_file": args.params, "limit": args.limit, "slots": args.batch_size}
     summary = run_eval(
