@@ -10,6 +10,7 @@ from tiny_models import tiny_args
 
 from resetfp4.engine import act_quant as Q
 from resetfp4.engine import act_quant_kernels as kq
+from resetfp4.testing.seeds import fresh_seed
 from resetfp4.testing.tolerances import assert_rel_close, rel_for_dtype
 
 pytestmark = [
@@ -25,7 +26,7 @@ def _poisoned(*like: torch.Tensor) -> list[torch.Tensor]:
 
 
 def _crafted(m: int, k: int, dtype: torch.dtype, seed: int) -> torch.Tensor:
-    g = torch.Generator(device="cuda").manual_seed(seed)
+    g = torch.Generator(device="cuda").manual_seed(fresh_seed(seed))
     x = torch.randn(m, k, device="cuda", generator=g) * torch.logspace(-4, 3, m, device="cuda")[:, None]
     x[0, :16] = 0  # all-zero block
     x[1, :16] = torch.tensor([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0, 6.0], device="cuda").repeat(2) / 4
@@ -53,7 +54,7 @@ def test_fake_quant_is_bit_exact(m, k, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("m,k", [(1, 4096), (8, 5120), (16, 1040), (3, 48)])
 def test_add_rmsnorm_quant(m, k, dtype):
-    g = torch.Generator(device="cuda").manual_seed(m + k)
+    g = torch.Generator(device="cuda").manual_seed(fresh_seed(m + k))
     h = torch.randn(m, k, device="cuda", generator=g).to(dtype)
     d = torch.randn(m, k, device="cuda", generator=g).to(dtype)
     w = (torch.rand(k, device="cuda", generator=g) + 0.5).to(dtype)
@@ -78,7 +79,7 @@ def test_add_rmsnorm_quant(m, k, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("m,n", [(1, 12288), (8, 17408), (16, 48), (2, 1040)])
 def test_silu_mul_quant(m, n, dtype):
-    g = torch.Generator(device="cuda").manual_seed(m + n)
+    g = torch.Generator(device="cuda").manual_seed(fresh_seed(m + n))
     gu_wide = torch.randn(m, 2 * n + 32, device="cuda", generator=g).to(dtype)
     gu = gu_wide[:, : 2 * n]  # rows strided like a view
     gs = torch.tensor([0.004], device="cuda")
@@ -98,7 +99,7 @@ def test_silu_mul_quant(m, n, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_unquantized_producers(dtype):
     """gs None (the W4A16 decode step): the producers' y itself, to the model's roundings."""
-    g = torch.Generator(device="cuda").manual_seed(5)
+    g = torch.Generator(device="cuda").manual_seed(fresh_seed(5))
     h, d = (torch.randn(3, 5120, device="cuda", generator=g).to(dtype) for _ in range(2))
     w = (torch.rand(5120, device="cuda", generator=g) + 0.5).to(dtype)
     x, y = Q.add_rmsnorm_quant(h, d, w, 1e-6, None)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from resetfp4.engine import attention as A
+from resetfp4.testing.seeds import fresh_seed
 from resetfp4.testing.tolerances import assert_rel_close
 
 try:
@@ -43,7 +44,7 @@ def poisoned_buffers(monkeypatch):
 
 
 def _case(b, h_kv, rep, d, seq, dtype, seed):
-    g = torch.Generator(device="cuda").manual_seed(seed)
+    g = torch.Generator(device="cuda").manual_seed(fresh_seed(seed))
     q = torch.randn(b, h_kv, rep, d, device="cuda", generator=g).to(dtype)
     # A cache with more rows and positions than attended: views, as the engine passes them.
     kc = torch.randn(b + 2, h_kv, seq + 37, d, device="cuda", generator=g).to(dtype)
@@ -132,7 +133,7 @@ def _check_backend(backend, q, kc, vc, rep):
 
 
 def _fused_case(b, h_kv, rep, d, seq, max_seq, norm, dtype, seed):
-    g = torch.Generator(device="cuda").manual_seed(seed)
+    g = torch.Generator(device="cuda").manual_seed(fresh_seed(seed))
 
     def rnd(*shape):
         return torch.randn(*shape, device="cuda", generator=g).to(dtype)

@@ -15,6 +15,7 @@ import torch
 from resetfp4.kernels import nvfp4_gemv as kg
 from resetfp4.nvfp4 import quantize
 from resetfp4.ops import prepare_weight
+from resetfp4.testing.seeds import fresh_seed
 from resetfp4.testing.tolerances import assert_bitexact, assert_rel_close
 
 pytestmark = [pytest.mark.gpu,
@@ -23,7 +24,7 @@ DEV = "cuda"
 
 
 def _gate_up(inter: int, k: int, seed: int = 0):
-    g = torch.Generator(device=DEV).manual_seed(seed)
+    g = torch.Generator(device=DEV).manual_seed(fresh_seed(seed))
     gate = quantize(torch.randn(inter, k, device=DEV, generator=g))
     up = quantize(torch.randn(inter, k, device=DEV, generator=g) * 0.7, global_scale=gate.global_scale)
     return gate, up, kg.interleave_gate_up(gate, up)
