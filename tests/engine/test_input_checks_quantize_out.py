@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from resetfp4.engine.quantize import check_out_dir, make_out_dir, quantize_to_folder
+from resetfp4.engine.quantize import check_out_dir, quantize_to_folder
+from resetfp4.fileutil import make_folder
 from resetfp4.format.checkpoint import CheckpointError
 
 
@@ -35,11 +36,11 @@ def test_out_dir_checks(tmp_path):
     check_out_dir(busy, overwrite=True)
 
 
-def test_make_out_dir_failure_names_the_path(tmp_path):
+def test_make_folder_failure_names_the_path(tmp_path):
     f = tmp_path / "file.txt"
     f.write_text("x")
     with pytest.raises(ValueError, match=r"cannot create the --out folder .*file\.txt/q \(Not a directory\)"):
-        make_out_dir(f / "q")
+        make_folder(f / "q", "--out folder")
 
 
 def test_quantize_refuses_a_busy_out_before_reading_the_model(tmp_path):

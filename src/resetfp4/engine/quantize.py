@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from resetfp4.engine.model import FUSED, Linear, Transformer
+from resetfp4.fileutil import check_new_folder_path, make_folder
 from resetfp4.format.nvfp4 import NVFP4Tensor, compute_global_scale, quantize
 from resetfp4.format.spec import BLOCK_SIZE
 
@@ -270,14 +271,8 @@ def check_out_dir(out_dir: str | Path, overwrite: bool = False) -> None:
     ``overwrite``) a folder holding a checkpoint. Nothing is written."""
     from resetfp4.format.checkpoint import QUANT_CONFIG_FILE, CheckpointError
 
-    if not str(out_dir).strip():
-        raise ValueError("--out is empty; give the folder to write the checkpoint to (a new or empty one)")
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is an existing file, not a folder; choose a new or empty folder")
-    above = next((a for a in out.parents if a.exists()), None)
-    if not out.exists() and above is not None and not above.is_dir():
-        raise ValueError(f"--out {out} cannot be created: {above} is a file, not a folder; choose another")
+    out = check_new_folder_path(out_dir, "--out", "the folder to write the checkpoint to (a new or empty "
+                                "one)", "a new or empty folder")
     if not out.is_dir():
         return
     files = sorted(f.name for f in out.iterdir())
@@ -290,16 +285,6 @@ def check_out_dir(out_dir: str | Path, overwrite: bool = False) -> None:
         raise ValueError(
             f"--out {out} is not empty (it holds {files[:3]}{', ...' if len(files) > 3 else ''}) and holds "
             "no checkpoint; writing there would overwrite its files: choose a new or empty folder")
-
-
-def make_out_dir(out_dir: str | Path) -> Path:
-    """Create ``out_dir`` (and its parents); an OS refusal becomes an error naming the path."""
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ValueError(f"cannot create the --out folder {out} ({e.strerror or e}); choose another") from e
-    return out
 
 
 def quantize_to_folder(
@@ -337,7 +322,7 @@ def quantize_to_folder(
     model = build_model(src, "bf16", dev)
     with_head = lm_head == "nvfp4"
     check_nvfp4_shapes(linear_modules(model, with_head))
-    out_dir = make_out_dir(out_dir)
+    out_dir = make_folder(out_dir, "--out folder")
     scales = None
     if not w4a16:
         batches = calibration_batches(tok)

@@ -34,6 +34,7 @@ from resetfp4.eval.datasets import Problem, Task
 from resetfp4.eval.grading import extract_answer, extract_choice_letter, is_equiv, normalize_answer
 from resetfp4.eval.prompts import build_prompt, template_name
 from resetfp4.eval.stats import accuracy_ci
+from resetfp4.fileutil import check_new_folder_path, make_folder
 from resetfp4.fileutil import sha256_file as _sha256_file
 from resetfp4.sampling.config import SamplerConfig
 
@@ -303,14 +304,8 @@ def check_run_dir(out_dir: str | Path) -> None:
     """Raise unless ``out_dir`` can hold this run: a new folder, or one whose ``config.json``
     (if any) is an eval run's (resumed, or replaced with ``overwrite``). A folder with another
     ``config.json`` (a model's, say, which a run would overwrite) is refused. Nothing is written."""
-    if not str(out_dir).strip():
-        raise ValueError("--out is empty; give the run folder (a new one, or a run folder to resume)")
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is an existing file, not a folder; choose a new folder")
-    above = next((a for a in out.parents if a.exists()), None)
-    if not out.exists() and above is not None and not above.is_dir():
-        raise ValueError(f"--out {out} cannot be created: {above} is a file, not a folder; choose another")
+    out = check_new_folder_path(out_dir, "--out", "the run folder (a new one, or a run folder to resume)",
+                                "a new folder")
     cfg = out / CONFIG_FILE
     if not out.is_dir() or (out / PROBLEMS_FILE).exists() or not cfg.exists():
         return
@@ -328,12 +323,7 @@ def check_run_dir(out_dir: str | Path) -> None:
 def prepare_run_dir(out_dir: str | Path) -> Path:
     """:func:`check_run_dir`, then create the folder; an OS refusal names the path."""
     check_run_dir(out_dir)
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ValueError(f"cannot create the run folder {out} ({e.strerror or e}); choose another") from e
-    return out
+    return make_folder(out_dir, "run folder")
 
 
 def run_eval(
