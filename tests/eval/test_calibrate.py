@@ -105,10 +105,10 @@ def test_params_file_roundtrip_and_errors(tmp_path):
     with pytest.raises(ValueError, match="t_low must be a finite number > 0"):
         load_params(tmp_path / "neg.json")
     (tmp_path / "order.json").write_text('{"t_low": 1.5, "tau0": 0.5}')  # t_high defaults to 1
-    with pytest.raises(ValueError, match="t_low must be <= t_high"):
+    with pytest.raises(ValueError, match=r"order\.json: t_low must be <= t_high"):
         load_params(tmp_path / "order.json")
     (tmp_path / "negtau.json").write_text('{"t_low": 0.2, "tau0": -0.1}')
-    with pytest.raises(ValueError, match="tau0 must be >= 0"):
+    with pytest.raises(ValueError, match=r"negtau\.json: tau0 must be a finite entropy >= 0"):
         load_params(tmp_path / "negtau.json")
     (tmp_path / "junk.json").write_text("{")
     with pytest.raises(ValueError, match="not valid JSON"):

@@ -17,7 +17,7 @@ from pathlib import Path
 from resetfp4.cli.evaluate import check_sampler_flags
 from resetfp4.engine.aliases import ALIASES, DEFAULT_MODEL
 from resetfp4.engine.build import PRECISIONS
-from resetfp4.engine.engine import DEFAULT_MAX_SEQ_LEN
+from resetfp4.engine.engine import DEFAULT_MAX_SEQ_LEN, model_name
 from resetfp4.format.checkpoint import QUANT_CONFIG_FILE, read_quant_config
 from resetfp4.sampling.config import SAMPLER_MODES, SamplerConfig
 
@@ -250,8 +250,8 @@ def check_before_loading(args: argparse.Namespace, precision: str) -> None:
         return
     if getattr(args, "params", None) is not None:
         flags = _with_params(args, flags)
-    name = args.model.rstrip("/").rsplit("/", 1)[-1]  # load_engine's model name
-    sampling_glue.reset_config(sampling_glue.known_reset_params(name), **flags)  # its checks
+    known = sampling_glue.known_reset_params(model_name(args.model))
+    sampling_glue.reset_config(known, **flags)  # its checks
 
 
 def run(args: argparse.Namespace) -> int:

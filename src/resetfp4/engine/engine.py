@@ -377,6 +377,12 @@ def _progress_bar(total: int) -> Any:
     return tqdm(total=total, unit="prompt", desc="generate")
 
 
+def model_name(model: str) -> str:
+    """The engine's name for ``model`` (a path or an alias): its last path component, which is
+    also the key of the known calibrated ReSET parameters."""
+    return model.rstrip("/").rsplit("/", 1)[-1]
+
+
 def load_engine(
     model: str,
     precision: str,
@@ -416,7 +422,7 @@ def load_engine(
     net = build_model(src, precision, dev, lm_head=lm_head, tokenizer=tok)
     path = str(src.path)
     del src
-    name = model.rstrip("/").rsplit("/", 1)[-1]
+    name = model_name(model)
     eng = Engine(
         net,
         tok,

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from resetfp4.sampling.config import ReSETParams
+from resetfp4.sampling.policy import check_reset_params
 
 PARAMS_FORMAT = "resetfp4.reset-params.v1"
 _FIELDS = {f.name: f for f in dataclasses.fields(ReSETParams)}
@@ -60,14 +61,13 @@ def load_params(path: str | Path) -> ReSETParams:
             raise ValueError(
                 f"{path}: {key} must be a finite number{' > 0' if key != 'tau0' else ''}, got {v!r}"
             )
-    if d["tau0"] < 0:  # entropies are >= 0: a negative tau0 acts as 0
-        raise ValueError(f"{path}: tau0 must be >= 0 nats, got {d['tau0']!r}")
-    if d["t_low"] > d.get("t_high", DEFAULT_T_HIGH):
-        raise ValueError(f"{path}: t_low must be <= t_high, got t_low {d['t_low']!r} > "
-                         f"t_high {d.get('t_high', DEFAULT_T_HIGH)!r}")
     window = d.get("window", DEFAULT_WINDOW)
     if not isinstance(window, int) or window < 1:
         raise ValueError(f"{path}: window must be an integer >= 1, got {window!r}")
+    try:  # what the policy itself refuses (t_low <= t_high, tau0 >= 0, ...)
+        check_reset_params(d["t_low"], d.get("t_high", DEFAULT_T_HIGH), d["tau0"], window)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
     return ReSETParams(
         t_low=float(d["t_low"]),
         tau0=float(d["tau0"]),

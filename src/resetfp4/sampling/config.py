@@ -49,20 +49,9 @@ class SamplerConfig:
                 "use --sampler greedy for T -> 0"
             )
         if self.mode == "reset":
-            for name in ("t_low", "t_high"):
-                v = getattr(self, name)
-                if not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):
-                    raise ValueError(f"{name} must be a finite temperature > 0, got {v}")
-            # T_low == T_high is allowed: ReSET then samples every token at that one temperature.
-            if self.t_low > self.t_high:
-                raise ValueError(
-                    f"t_low must be <= t_high (T_low is for confident tokens, T_high for uncertain "
-                    f"ones), got t_low {self.t_low} > t_high {self.t_high}; lower t_low or raise t_high"
-                )
-            # tau0 is compared with entropies, which are >= 0: a negative tau0 acts as 0 (T_high
-            # wherever the step is no more uncertain than the request so far), most likely a typo.
-            if not (math.isfinite(self.tau0) and self.tau0 >= 0):
-                raise ValueError(f"tau0 must be a finite entropy >= 0 nats, got {self.tau0}")
+            from resetfp4.sampling.policy import check_reset_params
+
+            check_reset_params(self.t_low, self.t_high, self.tau0, self.window)
         if not -(2**63) <= self.seed < 2**63:  # the sampler keeps seeds as int64
             raise ValueError(f"seed must fit a signed 64-bit integer [-2^63, 2^63 - 1], got {self.seed}")
         if not 0.0 < self.top_p <= 1.0:

@@ -39,12 +39,15 @@ def check_reset_params(t_low: float, t_high: float, tau0: float, window: int) ->
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
         raise ValueError(f"window must be an integer >= 1 token, got {window!r}")
     for name, t in (("t_low", t_low), ("t_high", t_high)):
-        if not (math.isfinite(t) and t > 0):
+        if not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0):
             raise ValueError(f"{name} must be a finite temperature > 0, got {t}; use greedy mode for T -> 0")
+    # T_low == T_high is allowed: ReSET then samples every token at that one temperature.
     if t_low > t_high:
         raise ValueError(f"t_low must be <= t_high (T_low for confident tokens, T_high for uncertain "
-                         f"ones), got t_low {t_low} > t_high {t_high}")
-    if not (math.isfinite(tau0) and tau0 >= 0):  # entropies are >= 0: a negative tau0 acts as 0
+                         f"ones), got t_low {t_low} > t_high {t_high}; lower t_low or raise t_high")
+    # tau0 is compared with entropies, which are >= 0: a negative tau0 acts as 0 (T_high wherever
+    # the step is no more uncertain than the request so far), most likely a typo.
+    if not (isinstance(tau0, (int, float)) and math.isfinite(tau0) and tau0 >= 0):
         raise ValueError(f"tau0 must be a finite entropy >= 0 nats, got {tau0}")
 
 
