@@ -1,6 +1,7 @@
 """`resetfp4 generate` bad input: refused before the model load with a message naming the flag,
-file or value; non-finite logits give valid JSON and a warning; a model without a chat template
-gets a notice. A test-double engine stands in for the model (no weights are loaded here)."""
+file or value; non-finite logits still give the output (valid JSON), then an error and exit
+status 1; a model without a chat template gets a notice. A test-double engine stands in for the
+model (no weights are loaded here)."""
 
 from __future__ import annotations
 
@@ -55,6 +56,10 @@ def params_file(tmp_path) -> Path:
         (["--t-high", "inf"], "t_high must be a finite temperature > 0"),
         (["--sampler", "fixed", "--temperature", "inf"], "temperature must be a finite T > 0"),
         (["--seed", "99999999999999999999"], "seed must fit a signed 64-bit integer"),
+        (["--sampler", "greedy", "--seed", "5"],
+         "--sampler greedy does not use --seed (--sampler fixed or reset): drop it, or switch to the sampler "
+         "in brackets"),
+        (["--sampler", "greedy", "--seed", "0"], "--sampler greedy does not use --seed"),  # explicit 0 too
         (["--max-new-tokens", "0"], "--max-new-tokens must be >= 1, got 0"),
         # the model's calibrated T_low (0.3 for Qwen3-14B) is checked with the flags, before the load
         (["--model", "qwen3-14b", "--t-high", "0.2"], "got t_low 0.3 > t_high 0.2"),
@@ -122,6 +127,7 @@ def test_cli_refuses_before_loading(tmp_path, monkeypatch, capsys):
         (["--prompt-file", str(tmp_path)], "is a directory"),
         (["--prompt", "x", "--seed", "99999999999999999999"], "seed must fit"),
         (["--prompt", "x", "--sampler", "fixed", "--params", "bad.json"], "does not use --params"),
+        (["--prompt", "x", "--sampler", "greedy", "--seed", "3"], "--sampler greedy does not use --seed"),
     ]:
         assert main(["generate", *CPU, *argv]) == 2
         err = capsys.readouterr().err
@@ -133,17 +139,18 @@ class _Engine:
 
     model_name, precision, reset_params, tokenizer = "fake", "fp32", None, None
 
-    def __init__(self, chat_template: bool, entropy: float = math.nan) -> None:
-        self.has_chat_template, self.entropy = chat_template, entropy
+    def __init__(self, chat_template: bool, entropy: float = math.nan, entropies: list | None = None) -> None:
+        self.has_chat_template, self.entropies = chat_template, entropies or [entropy]
 
     def default_sampling(self, **overrides):
         return sampling_glue.reset_config(None, **overrides)
 
     def generate(self, prompts, cfg, max_new_tokens, **kw):
         self.last_stats = {"tokens_per_s": 1.0, "seconds": 1.0, "setup_s": 0.0}
-        return [GenerationResult(prompt=prompts[0], token_ids=[0], text="", finish_reason="eos",
-                                 prompt_tokens=1, entropies=[self.entropy], temperatures=[0.0],
-                                 step_starts=[False])]
+        n = len(self.entropies)
+        return [GenerationResult(prompt=prompts[0], token_ids=[0] * n, text="", finish_reason="eos",
+                                 prompt_tokens=1, entropies=self.entropies, temperatures=[0.0] * n,
+                                 step_starts=[False] * n)]
 
 
 def _run_with(monkeypatch, engine, *argv):
@@ -151,17 +158,54 @@ def _run_with(monkeypatch, engine, *argv):
     return main(["generate", "--prompt", "x", "--sampler", "greedy", *CPU, *argv])
 
 
-def test_non_finite_logits_give_valid_json_and_a_warning(monkeypatch, capsys):
-    assert _run_with(monkeypatch, _Engine(True), "--json") == 0
+NON_FINITE = (
+    "resetfp4 generate: error: the model produced non-finite logits (NaN/inf) for 1 of 1 generated "
+    "token(s), first at generated token 1 (already reading the prompt); the text from that token on "
+    "is garbage (those tokens are id 0). Likely causes: a broken checkpoint (NaN/inf weights, or an "
+    "fp16 export whose values overflowed: use the bf16 original) or activations overflowing at "
+    "--precision fp32: as this is fp32 already, the checkpoint is the likely cause\n")
+
+
+def test_non_finite_logits_print_the_output_then_fail(monkeypatch, capsys):
+    assert _run_with(monkeypatch, _Engine(True), "--json") == 1
     out, err = capsys.readouterr()
     d = json.loads(out.strip().splitlines()[-1], parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
     assert d["entropies"] == [None] and d["token_ids"] == [0]
-    assert "warning: the model produced non-finite logits (NaN/inf) for 1 of 1 generated token(s)" in err
-    assert _run_with(monkeypatch, _Engine(True)) == 0  # human output warns too
-    assert "non-finite logits" in capsys.readouterr().err
+    assert err.endswith(NON_FINITE), err  # the error comes last, after the output
+    assert _run_with(monkeypatch, _Engine(True)) == 1  # human output: the summary, then the error
+    err = capsys.readouterr().err
+    assert "[fake fp32] 1 tokens (eos)" in err and err.endswith(NON_FINITE), err
     assert _run_with(monkeypatch, _Engine(True, entropy=1.5), "--json") == 0
     out, err = capsys.readouterr()
-    assert json.loads(out.strip().splitlines()[-1])["entropies"] == [1.5] and "warning" not in err
+    assert json.loads(out.strip().splitlines()[-1])["entropies"] == [1.5] and "error" not in err
+
+
+@pytest.mark.parametrize(
+    ("precision", "hint"),
+    [("bf16", "--precision bf16: retry with --precision fp32 to rule out a bf16 overflow"),
+     ("nvfp4-w4a4", "--precision nvfp4-w4a4: retry with --precision bf16 to tell an NVFP4 quantization "
+                    "problem from a broken checkpoint")],
+)
+def test_non_finite_error_names_the_first_bad_token_and_a_retry(precision, hint):
+    msg = gen_cli._non_finite_error([0.5, 1.0, math.nan, math.inf, 0.2], precision)
+    assert msg.startswith("the model produced non-finite logits (NaN/inf) for 2 of 5 generated token(s), "
+                          "first at generated token 3; the text from that token on is garbage")
+    assert msg.endswith(hint)
+    assert gen_cli._non_finite_error([0.5, 0.0], precision) is None
+
+
+def test_seed_default_is_none_and_the_seed_used_is_recorded(monkeypatch, capsys):
+    assert _args("--prompt", "x").seed is None
+    for argv, seed in ((), 0), (("--seed", "7"), 7):
+        assert _run_with(monkeypatch, _Engine(True, 1.0), "--json", "--sampler", "fixed", *argv) == 0
+        params = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["sampler_params"]
+        assert params == {"mode": "fixed", "top_p": 0.95, "seed": seed, "temperature": 0.6}
+        assert _run_with(monkeypatch, _Engine(True, 1.0), "--json", "--sampler", "reset", *argv) == 0
+        params = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["sampler_params"]
+        assert params["mode"] == "reset" and params["seed"] == seed
+    assert _run_with(monkeypatch, _Engine(True, 1.0), "--json") == 0  # greedy, no --seed
+    out = capsys.readouterr().out
+    assert json.loads(out.strip().splitlines()[-1])["sampler_params"] == {"mode": "greedy"}
 
 
 def test_no_chat_template_notice(monkeypatch, capsys):

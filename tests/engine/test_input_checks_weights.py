@@ -46,6 +46,20 @@ def test_modelopt_folder_missing_hf_quant_config_names_the_file(tiny_folder, tmp
         read_source(str(out))
 
 
+@pytest.mark.parametrize("dtype", [torch.int8, torch.float8_e4m3fn])
+def test_modelopt_folder_with_non_float_dense_tensor_is_refused(tiny_folder, tmp_path, dtype):
+    out = tmp_path / "q"
+    quantize_to_folder(str(tiny_folder("llama")), out, w4a16=True, device="cpu", verify=False, progress=False)
+    sd = load_file(str(out / "model.safetensors"))
+    sd["model.layers.0.input_layernorm.weight"] = sd["model.layers.0.input_layernorm.weight"].to(dtype)
+    save_file(sd, str(out / "model.safetensors"))
+    name = str(dtype).removeprefix("torch.")
+    want = (rf"q/model\.safetensors: tensor 'model\.layers\.0\.input_layernorm\.weight' is {name}, expected "
+            r"bfloat16, float16 or float32: .*Re-create the folder with `resetfp4 quantize`")
+    with pytest.raises(ValueError, match=want):
+        read_source(str(out))
+
+
 def test_k_not_a_multiple_of_16_names_the_layer(smol_tokenizer, tmp_path):
     args = tiny_args("llama", dim=40, head_dim=10, intermediate_size=80)
     d = tmp_path / "k40"

@@ -3,7 +3,8 @@
 Human output streams the text, then a summary (tokens/s, reasoning steps, and for the reset
 sampler the share of tokens at T_low / T_high, else the fixed temperature); ``--color`` adds
 a per-token view (colour = temperature, shade = entropy). ``--json`` prints one JSON object
-as the last line instead.
+as the last line instead. If the model produced non-finite logits (NaN/inf), the output is
+printed all the same, then an error on stderr, and the exit status is 1.
 """
 
 from __future__ import annotations
@@ -63,7 +64,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--window", type=int, default=None, help=f"ReSET window in tokens (default {d.window})")
     p.add_argument("--params", type=Path, default=None,
                    help="ReSET params JSON from `resetfp4 calibrate` (flags override it)")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seed", type=int, default=None,
+                   help=f"random seed of the fixed and reset samplers (default {d.seed}); greedy draws "
+                   "no random numbers, so --seed with it is an error")
     p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS,
                    help=f"tokens to generate per prompt (default {DEFAULT_MAX_NEW_TOKENS})")
     p.add_argument(
@@ -244,6 +247,7 @@ def check_before_loading(args: argparse.Namespace, precision: str) -> None:
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     check_sampler_flags(args, DEFAULT_SAMPLER)
+    _check_seed_flag(args)
     flags = _sampler_flags(args)
     if args.sampler != "reset":
         SamplerConfig(mode=args.sampler, **{k: v for k, v in flags.items() if v is not None})
@@ -252,6 +256,15 @@ def check_before_loading(args: argparse.Namespace, precision: str) -> None:
         flags = _with_params(args, flags)
     known = sampling_glue.known_reset_params(model_name(args.model))
     sampling_glue.reset_config(known, **flags)  # its checks
+
+
+def _check_seed_flag(args: argparse.Namespace) -> None:
+    """Refuse an explicit ``--seed`` with the greedy sampler, which draws no random numbers, in
+    the words of :func:`check_sampler_flags` (``resetfp4 eval``'s ``--seed`` is its run seed,
+    so the flag is not in that shared table)."""
+    if args.seed is not None and args.sampler == "greedy":
+        raise ValueError("--sampler greedy does not use --seed (--sampler fixed or reset): drop it, or "
+                         "switch to the sampler in brackets")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -280,7 +293,17 @@ def run(args: argparse.Namespace) -> int:
     stats = engine.last_stats
     if not args.json:
         print()  # ends the streamed text
-    _warn_non_finite(res.entropies)
+    _print_result(args, res, stats, precision, engine, cfg)
+    bad = _non_finite_error(res.entropies, precision)
+    if bad:  # the output is printed all the same (it shows where it went wrong), then refused
+        print(f"resetfp4 generate: error: {bad}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_result(args: argparse.Namespace, res, stats: dict, precision: str, engine,
+                  cfg: SamplerConfig) -> None:
+    """The JSON line (``--json``), or the per-token view (``--color``) and the summary."""
     if args.json:
         print(
             json.dumps(
@@ -303,12 +326,11 @@ def run(args: argparse.Namespace) -> int:
                 allow_nan=False,
             )
         )
-        return 0
+        return
     if args.color:
         print(_color_view(res, engine.tokenizer, cfg))
     print(_summary(res, stats, precision, engine.model_name, cfg, sampler_params(args, engine, cfg)),
           file=sys.stderr)
-    return 0
 
 
 def _finite_or_null(x):
@@ -323,16 +345,24 @@ def _finite_or_null(x):
     return x
 
 
-def _warn_non_finite(entropies: list[float]) -> None:
-    """A warning on stderr when some tokens came from non-finite logits. The sampler records a
-    NaN entropy exactly for a row whose logits had NaN/+inf (or were all -inf); it gave that
-    row token 0. Uses the trace already on the host."""
-    bad = sum(not math.isfinite(h) for h in entropies)
-    if bad:
-        print(f"warning: the model produced non-finite logits (NaN/inf) for {bad} of {len(entropies)} "
-              "generated token(s): its weights or activations overflowed, so those tokens (id 0) and the "
-              "text are garbage; check the checkpoint for NaN/inf weights, or try a wider --precision "
-              "(bf16, fp32)", file=sys.stderr)
+def _non_finite_error(entropies: list[float], precision: str) -> str | None:
+    """The error text when some tokens came from non-finite logits, else None. The sampler
+    records a NaN entropy exactly for a row whose logits had NaN/+inf (or were all -inf); it
+    gave that row token 0 and generation went on. Uses the trace already on the host."""
+    bad = [i for i, h in enumerate(entropies) if not math.isfinite(h)]
+    if not bad:
+        return None
+    first = f"first at generated token {bad[0] + 1}" + ("" if bad[0] else " (already reading the prompt)")
+    retry = {
+        "fp32": "as this is fp32 already, the checkpoint is the likely cause",
+        "bf16": "retry with --precision fp32 to rule out a bf16 overflow",
+    }.get(precision, "retry with --precision bf16 to tell an NVFP4 quantization problem from a broken "
+          "checkpoint")
+    return (f"the model produced non-finite logits (NaN/inf) for {len(bad)} of {len(entropies)} generated "
+            f"token(s), {first}; the text from that token on is garbage (those tokens are id 0). Likely "
+            "causes: a "
+            "broken checkpoint (NaN/inf weights, or an fp16 export whose values overflowed: use the bf16 "
+            f"original) or activations overflowing at --precision {precision}: {retry}")
 
 
 def _prompt(args: argparse.Namespace) -> str:

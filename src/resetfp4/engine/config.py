@@ -31,31 +31,94 @@ def check_hf_rope(cfg: dict[str, Any]) -> None:
             raise _unsupported_rope(rope_type, f"config.json {key}")
 
 
-def _config_error(where: str, key: str, want: str, value: Any) -> ValueError:
-    return ValueError(f"{where}: {key} must be {want}, got {value!r}; fix that field of the model's config")
+@dataclass(frozen=True)
+class _Source:
+    """Raw model-config values (``config.json`` or GGUF metadata) read with range checks. Errors
+    name ``where`` (the file), the key (after ``label``) and ``fix``, what to do."""
+
+    values: dict[str, Any]
+    where: str
+    fix: str  # for one bad value
+    fix_fields: str  # for values that disagree
+    label: str = ""  # "metadata key " for GGUF: "<file>: metadata key llama.block_count must be ..."
+
+    def error(self, key: str, want: str, value: Any) -> ValueError:
+        return ValueError(f"{self.where}: {self.label}{key} must be {want}, got {value!r}; {self.fix}")
+
+    def pos_int(self, key: str, default: Any = None) -> int:
+        """``values[key]`` as an int >= 1 (``default`` when absent and not None); KeyError when
+        absent without a default. An integral float (``2.0``) is accepted; bools are not."""
+        v = self.values[key] if default is None else self.values.get(key, default)
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise self.error(key, "a positive integer", v)
+        return v
+
+    def pos_float(self, key: str, v: Any) -> float:
+        """``v`` (the value of ``key``) as a finite float > 0; strings and booleans are refused."""
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise self.error(key, "a finite number > 0", v)
+        return float(v)
+
+    def token_id(self, key: str, v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise self.error(key, "a token id (an integer >= 0)", v)
+        return v
 
 
-def _pos_int(cfg: dict[str, Any], key: str, where: str, default: Any = None) -> int:
-    """``cfg[key]`` as an int >= 1 (``default`` when absent and not None); KeyError when absent."""
-    v = cfg[key] if default is None else cfg.get(key, default)
-    if isinstance(v, float) and v.is_integer():
-        v = int(v)
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise _config_error(where, key, "a positive integer", v)
-    return v
+# ModelArgs field -> config.json key, for the checks both sources share (_checked_sizes).
+_HF_KEYS = {
+    "dim": "hidden_size", "n_heads": "num_attention_heads", "n_kv_heads": "num_key_value_heads",
+    "head_dim": "head_dim", "n_layers": "num_hidden_layers", "intermediate_size": "intermediate_size",
+    "max_position": "max_position_embeddings", "norm_eps": "rms_norm_eps",
+}
 
 
-def _pos_float(v: Any, key: str, where: str) -> float:
-    """``v`` as a finite float > 0 (a JSON number; strings and booleans are refused)."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-        raise _config_error(where, key, "a finite number > 0", v)
-    return float(v)
+def _gguf_keys(arch: str, fields: dict[str, Any]) -> dict[str, str]:
+    """ModelArgs field -> GGUF metadata key. The head size is ``attention.key_length``, else
+    ``rope.dimension_count`` (llama.cpp writes one or the other), else hidden / heads."""
+    p = f"{arch}."
+    head_dim = next((k for k in (p + "attention.key_length", p + "rope.dimension_count") if fields.get(k)),
+                    p + "attention.key_length")
+    return {
+        "dim": p + "embedding_length", "n_heads": p + "attention.head_count",
+        "n_kv_heads": p + "attention.head_count_kv", "head_dim": head_dim, "n_layers": p + "block_count",
+        "intermediate_size": p + "feed_forward_length", "max_position": p + "context_length",
+        "norm_eps": p + "attention.layer_norm_rms_epsilon",
+    }
 
 
-def _token_id(v: Any, key: str, where: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise _config_error(where, key, "a token id (an integer >= 0)", v)
-    return v
+def _checked_sizes(src: _Source, keys: dict[str, str]) -> dict[str, Any]:
+    """The ModelArgs sizes both config sources give (``keys``: field -> key in ``src``), checked
+    alike: sizes are positive integers, the heads divide the hidden size unless a head size is
+    given, the KV heads divide the heads, ``norm_eps`` is a finite number > 0. KeyError: a
+    required key is absent."""
+    k = {f: src.label + key for f, key in keys.items()}  # as named in messages
+    dim = src.pos_int(keys["dim"])
+    n_heads = src.pos_int(keys["n_heads"])
+    n_kv = src.pos_int(keys["n_kv_heads"], default=n_heads)
+    head_dim = src.values.get(keys["head_dim"]) or 0
+    if head_dim:
+        head_dim = src.pos_int(keys["head_dim"])
+    elif dim % n_heads:
+        raise ValueError(f"{src.where}: {k['dim']} {dim} is not a multiple of {k['n_heads']} {n_heads} "
+                         f"(and there is no {keys['head_dim']}); {src.fix_fields}")
+    if n_heads % n_kv:
+        raise ValueError(f"{src.where}: {k['n_heads']} {n_heads} is not a multiple of {k['n_kv_heads']} "
+                         f"{n_kv}; {src.fix_fields}")
+    return {
+        "dim": dim, "n_heads": n_heads, "n_kv_heads": n_kv, "head_dim": head_dim,
+        "n_layers": src.pos_int(keys["n_layers"]),
+        "intermediate_size": src.pos_int(keys["intermediate_size"]),
+        "max_position": src.pos_int(keys["max_position"], default=32768),
+        "norm_eps": src.pos_float(keys["norm_eps"], src.values.get(keys["norm_eps"], 1e-6)),
+    }
+
+
+_HF_FIX = "fix that field of the model's config"
+_GGUF_FIX = ("the file's metadata is wrong: re-download the file, or convert the original model again "
+             "(llama.cpp's convert_hf_to_gguf.py)")
 
 
 @dataclass(frozen=True)
@@ -152,23 +215,9 @@ class ModelArgs:
                 f"(architectures={cfg.get('architectures')}); supported model types: {sorted(ARCHITECTURES)}"
             )
         check_hf_rope(cfg)
+        src = _Source(cfg, where, _HF_FIX, _HF_FIX.replace("that field", "those fields"))
         try:
-            dim = _pos_int(cfg, "hidden_size", where)
-            n_heads = _pos_int(cfg, "num_attention_heads", where)
-            n_kv = _pos_int(cfg, "num_key_value_heads", where, default=n_heads)
-            head_dim = cfg.get("head_dim") or 0
-            if head_dim:
-                head_dim = _pos_int(cfg, "head_dim", where)
-            elif dim % n_heads:
-                raise ValueError(
-                    f"{where}: hidden_size {dim} is not a multiple of num_attention_heads {n_heads} "
-                    "(and there is no head_dim); fix those fields of the model's config"
-                )
-            if n_heads % n_kv:
-                raise ValueError(
-                    f"{where}: num_attention_heads {n_heads} is not a multiple of num_key_value_heads "
-                    f"{n_kv}; fix those fields of the model's config"
-                )
+            sizes = _checked_sizes(src, _HF_KEYS)
             eos = cfg.get("eos_token_id")
             eos_list = eos if isinstance(eos, list) else ([] if eos is None else [eos])
             bos = cfg.get("bos_token_id")
@@ -176,22 +225,15 @@ class ModelArgs:
             rope = cfg.get("rope_theta", (rp if isinstance(rp, dict) else {}).get("rope_theta", 10000.0))
             tie = cfg.get("tie_word_embeddings", False)
             if not isinstance(tie, bool):
-                raise _config_error(where, "tie_word_embeddings", "true or false", tie)
+                raise src.error("tie_word_embeddings", "true or false", tie)
             return cls(
                 arch=ARCHITECTURES[mt],
-                vocab_size=_pos_int(cfg, "vocab_size", where),
-                dim=dim,
-                n_layers=_pos_int(cfg, "num_hidden_layers", where),
-                n_heads=n_heads,
-                n_kv_heads=n_kv,
-                intermediate_size=_pos_int(cfg, "intermediate_size", where),
-                head_dim=head_dim,
-                rope_theta=_pos_float(rope, "rope_theta", where),
-                norm_eps=_pos_float(cfg.get("rms_norm_eps", 1e-6), "rms_norm_eps", where),
+                vocab_size=src.pos_int("vocab_size"),
+                rope_theta=src.pos_float("rope_theta", rope),
                 tie_embeddings=tie,
-                max_position=_pos_int(cfg, "max_position_embeddings", where, default=32768),
-                bos_token_id=None if bos is None else _token_id(bos, "bos_token_id", where),
-                eos_token_ids=tuple(_token_id(e, "eos_token_id", where) for e in eos_list),
+                bos_token_id=None if bos is None else src.token_id("bos_token_id", bos),
+                eos_token_ids=tuple(src.token_id("eos_token_id", e) for e in eos_list),
+                **sizes,
             )
         except KeyError as e:
             raise ValueError(
@@ -199,46 +241,39 @@ class ModelArgs:
             ) from e
 
     @classmethod
-    def from_gguf_fields(cls, fields: dict[str, Any], vocab_size: int, tied: bool) -> ModelArgs:
-        """Read GGUF metadata (already converted to Python values by the loader)."""
+    def from_gguf_fields(cls, fields: dict[str, Any], vocab_size: int, tied: bool,
+                         where: str = "the GGUF file") -> ModelArgs:
+        """Read GGUF metadata (already converted to Python values by the loader); ``where``
+        names the file in error messages. The values are checked as :meth:`from_hf_config`
+        checks config.json's (errors name the metadata key); ``vocab_size`` and ``tied`` come
+        from the file's tensors."""
         arch = fields.get("general.architecture")
         if arch not in ARCHITECTURES:
             raise ValueError(
-                f"unknown architecture: GGUF general.architecture={arch!r}; "
+                f"unknown architecture: {where} has GGUF general.architecture={arch!r}; "
                 f"supported: {sorted(ARCHITECTURES)}"
             )
         p = f"{arch}."
         rope_type = fields.get(p + "rope.scaling.type")
         if rope_type not in _PLAIN_ROPE:
-            raise _unsupported_rope(rope_type, f"GGUF {p}rope.scaling.type")
+            raise _unsupported_rope(rope_type, f"{where}: GGUF {p}rope.scaling.type")
+        src = _Source(fields, where, _GGUF_FIX, _GGUF_FIX, label="metadata key ")
         try:
-            n_heads = int(fields[p + "attention.head_count"])
-            dim = int(fields[p + "embedding_length"])
-            head_dim = int(
-                fields.get(p + "attention.key_length")
-                or fields.get(p + "rope.dimension_count")
-                or (dim // n_heads if n_heads else 0)  # 0 heads: refused by __post_init__
-            )
+            sizes = _checked_sizes(src, _gguf_keys(arch, fields))
+            bos = fields.get("tokenizer.ggml.bos_token_id")
             eos = fields.get("tokenizer.ggml.eos_token_id")
             return cls(
                 arch=ARCHITECTURES[arch],
                 vocab_size=vocab_size,
-                dim=dim,
-                n_layers=int(fields[p + "block_count"]),
-                n_heads=n_heads,
-                n_kv_heads=int(fields.get(p + "attention.head_count_kv", n_heads)),
-                intermediate_size=int(fields[p + "feed_forward_length"]),
-                head_dim=head_dim,
-                rope_theta=float(fields.get(p + "rope.freq_base", 10000.0)),
-                norm_eps=float(fields.get(p + "attention.layer_norm_rms_epsilon", 1e-6)),
+                rope_theta=src.pos_float(p + "rope.freq_base", fields.get(p + "rope.freq_base", 10000.0)),
                 tie_embeddings=tied,
-                max_position=int(fields.get(p + "context_length", 32768)),
-                bos_token_id=fields.get("tokenizer.ggml.bos_token_id"),
-                eos_token_ids=(int(eos),) if eos is not None else (),
+                bos_token_id=None if bos is None else src.token_id("tokenizer.ggml.bos_token_id", bos),
+                eos_token_ids=() if eos is None else (src.token_id("tokenizer.ggml.eos_token_id", eos),),
+                **sizes,
             )
         except KeyError as e:
             raise ValueError(
-                f"GGUF metadata lacks {e.args[0]!r}; the file may be corrupt or not a causal LM"
+                f"{where}: GGUF metadata lacks {e.args[0]!r}; the file may be corrupt or not a causal LM"
             ) from e
 
     def as_dict(self) -> dict[str, Any]:

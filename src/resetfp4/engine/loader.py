@@ -32,6 +32,7 @@ from torch import Tensor
 
 from resetfp4.engine.aliases import cache_dir, resolve_alias
 from resetfp4.engine.config import ModelArgs
+from resetfp4.format.checkpoint import DENSE_DTYPES, dtype_name
 from resetfp4.format.nvfp4 import NVFP4Tensor
 
 _GGUF_LAYER = {
@@ -159,7 +160,7 @@ def read_gguf(path: Path) -> ModelSource:
         )
     emb = tensors["token_embd.weight"]
     args = ModelArgs.from_gguf_fields(
-        fields, vocab_size=int(emb.shape[-1]), tied="output.weight" not in tensors
+        fields, vocab_size=int(emb.shape[-1]), tied="output.weight" not in tensors, where=str(path)
     )
     dense: dict[str, Tensor] = {}
     for name, t in tensors.items():
@@ -201,9 +202,9 @@ def _read_safetensors(folder: Path) -> dict[str, Tensor]:
     return read_safetensors(safetensors_files(folder))[0]
 
 
-# Dense HF folders hold floating-point weights; anything else (int8 GPTQ/AWQ-style tensors,
-# FP8 exports) would be cast to the compute dtype as if it were values, giving garbage.
-HF_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+# Dense HF folders hold floating-point weights only: the rule ModelOpt folders' unquantized
+# tensors follow too (resetfp4.format.checkpoint.DENSE_DTYPES).
+HF_DTYPES = DENSE_DTYPES
 
 
 def check_hf_tensors(path: Path, tensors: dict[str, Tensor]) -> None:
@@ -224,7 +225,7 @@ def check_hf_tensors(path: Path, tensors: dict[str, Tensor]) -> None:
     for name, t in tensors.items():
         if t.dtype not in HF_DTYPES:
             raise ValueError(
-                f"{path}: tensor {name!r} is {str(t.dtype).removeprefix('torch.')}; HF folders are "
+                f"{path}: tensor {name!r} is {dtype_name(t.dtype)}; HF folders are "
                 "read in bf16, fp16 or fp32 only (int8 / fp8 exports are not supported). Use the "
                 "BF16/FP16 original model (for NVFP4: `resetfp4 quantize` it, or pass a ModelOpt "
                 "NVFP4 folder)"

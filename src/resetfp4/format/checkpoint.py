@@ -33,6 +33,15 @@ from resetfp4.format.spec import BLOCK_SIZE
 QUANT_ALGOS = ("NVFP4", "W4A16_NVFP4")
 QUANT_CONFIG_FILE = "hf_quant_config.json"
 _SHARD_BYTES = 4 << 30
+# Dense (not NVFP4) tensors are floating-point values: the HF folders read and the tensors a
+# ModelOpt folder keeps unquantized. Anything else (int8 GPTQ/AWQ-style tensors, FP8 exports)
+# would be cast to the compute dtype as if it held values, giving garbage.
+DENSE_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.bfloat16`` -> ``"bfloat16"``, for error messages."""
+    return str(dtype).removeprefix("torch.")
 
 
 class CheckpointError(ValueError):
@@ -265,6 +274,12 @@ def load_nvfp4_checkpoint(
     used = {f"{p}.{s}" for p in prefixes for s in ("weight", "weight_scale", "weight_scale_2",
                                                    "input_scale")}
     ckpt.dense = {n: t for n, t in tensors.items() if n not in used}
+    for n, t in ckpt.dense.items():
+        _expect(t.dtype in DENSE_DTYPES, origin[n], n,
+                f"is {dtype_name(t.dtype)}, expected bfloat16, float16 or float32: the tensors a ModelOpt "
+                "NVFP4 folder keeps unquantized (embeddings, norms, lm_head, biases) are read as values "
+                "(int8 / fp8 ones are not supported). Re-create the folder with `resetfp4 quantize` from "
+                "the BF16/FP16 original model")
     for p, (n_exp, k_exp) in (expected_linear_shapes or {}).items():
         if p not in ckpt.linears:
             raise CheckpointError(
@@ -288,9 +303,9 @@ def _load_linear(p: str, tensors: dict[str, torch.Tensor], origin: dict[str, Pat
                 f"is missing (every NVFP4 linear needs it; quant_algo={algo})")
     w, s, g = tensors[f"{p}.weight"], tensors[ws], tensors[f"{p}.weight_scale_2"]
     _expect(w.dtype == torch.uint8 and w.dim() == 2, origin[f"{p}.weight"], f"{p}.weight",
-            f"must be uint8 [N, K/2], got {w.dtype} {tuple(w.shape)}")
+            f"must be uint8 [N, K/2] (packed E2M1 codes), got {dtype_name(w.dtype)} {tuple(w.shape)}")
     n, k = w.shape[0], w.shape[1] * 2
-    _expect(s.dtype == torch.float8_e4m3fn, f, ws, f"must be float8_e4m3fn, got {s.dtype}")
+    _expect(s.dtype == torch.float8_e4m3fn, f, ws, f"must be float8_e4m3fn, got {dtype_name(s.dtype)}")
     _expect(k % BLOCK_SIZE == 0 and tuple(s.shape) == (n, k // BLOCK_SIZE), f, ws,
             f"has shape {tuple(s.shape)}; expected [{n}, {k // BLOCK_SIZE}] for weight [{n}, {k}]")
     bits = s.view(torch.uint8)
@@ -300,15 +315,16 @@ def _load_linear(p: str, tensors: dict[str, torch.Tensor], origin: dict[str, Pat
             f"holds {n_nan} NaN and {n_neg} negative block scale(s); the file is corrupt or was "
             "not written by an NVFP4 quantizer: re-create it with `resetfp4 quantize`")
     _expect(g.numel() == 1 and g.dtype == torch.float32, origin[f"{p}.weight_scale_2"],
-            f"{p}.weight_scale_2", f"must be an fp32 scalar, got {g.dtype} {tuple(g.shape)}")
+            f"{p}.weight_scale_2", f"must be a float32 scalar, got {dtype_name(g.dtype)} {tuple(g.shape)}")
     _expect(bool(torch.isfinite(g).all()) and float(g.reshape(())) > 0,
             origin[f"{p}.weight_scale_2"], f"{p}.weight_scale_2",
             f"must be finite and > 0, got {g.reshape(()).item()}")
     scale = None
     if f"{p}.input_scale" in tensors:
-        i = tensors[f"{p}.input_scale"]
-        _expect(i.numel() == 1 and i.dtype == torch.float32 and bool(torch.isfinite(i).all())
-                and float(i.reshape(())) > 0, origin[f"{p}.input_scale"], f"{p}.input_scale",
-                f"must be a finite positive fp32 scalar, got {i.dtype} {tuple(i.shape)}")
+        i, fi = tensors[f"{p}.input_scale"], origin[f"{p}.input_scale"]
+        _expect(i.numel() == 1 and i.dtype == torch.float32, fi, f"{p}.input_scale",
+                f"must be a float32 scalar, got {dtype_name(i.dtype)} {tuple(i.shape)}")
+        _expect(bool(torch.isfinite(i).all()) and float(i.reshape(())) > 0, fi, f"{p}.input_scale",
+                f"must be finite and > 0, got {i.reshape(()).item()}")
         scale = i.reshape(()).clone()
     return NVFP4Tensor(w, s, g.reshape(()).clone()), scale
