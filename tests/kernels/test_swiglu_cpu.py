@@ -90,3 +90,34 @@ def test_linear_swiglu_on_fused_gate_up():
     assert plain is not None and not plain.rows_interleaved
     with pytest.raises(ValueError, match="needs the gate/up rows interleaved"):
         plain.swiglu(xq, True, None)
+
+
+@pytest.mark.parametrize("n,k", [(24576, 4096), (34816, 5120), (51200, 5120), (17408, 5120),
+                                 (9728, 896), (3072, 576), (32, 64), (96, 128)])
+@pytest.mark.parametrize("m_class", [8, 16])
+@pytest.mark.parametrize("sms", [132, 108, 7])
+def test_swiglu_plan_is_the_cheapest_even_tile_count(n, k, m_class, sms):
+    """swiglu_plan minimizes the plan cost model over every even tiles-per-CTA count (whole
+    gate/up tile pairs), not just the unrestricted plan's R rounded up to even."""
+    tiles, _ = kg.grid_dims(n, k)
+    r = kg.swiglu_plan(n, k, sms, m_class)
+    r_max = min(tiles, kg.MAX_TILES_PER_CLUSTER[m_class])
+    assert r % 2 == 0 and 2 <= r <= r_max
+    p = kg.chunks_per_rank(k, 1, m_class)
+    costs = {c: kg._plan_cost(tiles, 1, c, p, sms, kg.CTAS_PER_SM[m_class])
+             for c in range(2, r_max + 1, 2)}
+    assert costs[r] == min(costs.values()), (r, costs)
+
+
+def test_swiglu_plan_of_qwen3_32b_gate_up_on_132_sms():
+    """The case that moved (H200, session 18, dev/kernels/swiglu_plan_sweep.py): the Qwen3-32B
+    gate/up (3200 tiles) ran R = 6 (534 CTAs, two waves) at 48.7 µs (M = 1); R = 10 (320
+    CTAs, one wave) 46.7 µs. The Qwen3-8B and 14B picks were already the fastest timed."""
+    assert kg.swiglu_plan(51200, 5120, 132, 8) == 10
+    assert kg.swiglu_plan(24576, 4096, 132, 8) == 4
+    assert kg.swiglu_plan(34816, 5120, 132, 8) == 6
+
+
+def test_swiglu_plan_needs_two_tiles():
+    with pytest.raises(ValueError, match="at least 2 row tiles"):
+        kg.swiglu_plan(16, 64, 132, 8)

@@ -139,7 +139,18 @@ def chunks_per_rank(k: int, s: int, m_class: int = 8) -> int:
     return p
 
 
-def plan(n: int, k: int, sm_count: int, max_cluster: int, m_class: int) -> tuple[int, int]:
+def _plan_cost(tiles: int, s: int, r: int, p: int, sm_count: int, per_sm: int) -> float:
+    """The cost model's units for the busiest SM (see :func:`plan`)."""
+    ctas = s * math.ceil(tiles / r)
+    cps = math.ceil(ctas / sm_count)
+    c = min(cps, per_sm)
+    slow = 1.0 + FEWER_CTAS_SLOWDOWN * (per_sm - c) / c
+    return (cps * r * p * slow + math.ceil(cps / per_sm) * WAVE_COST_UNITS
+            + (CLUSTER_COST_UNITS if s > 1 else 0))
+
+
+def plan(n: int, k: int, sm_count: int, max_cluster: int, m_class: int,
+         even: bool = False) -> tuple[int, int]:
     """(cluster size S, tiles per cluster R) for the GEMV, for M <= ``m_class`` (8 or 16).
 
     Cluster ``c`` owns ``R`` row tiles and its ``S`` CTAs split their K range, so the grid
@@ -149,10 +160,14 @@ def plan(n: int, k: int, sm_count: int, max_cluster: int, m_class: int) -> tuple
     ``CTAS_PER_SM`` CTAs, plus :data:`CLUSTER_COST_UNITS` when ``S > 1``; ties prefer no
     cluster, then more CTAs.
     Clusters only when there are fewer row tiles than SMs; ``max_cluster`` is 1 before
-    sm_90 (no thread-block clusters).
+    sm_90 (no thread-block clusters). ``even``: only even R (whole gate/up tile pairs per
+    CTA, :func:`swiglu_plan`; every even R up to the limit is a candidate).
     """
     tiles, kc = grid_dims(n, k)
     per_sm = CTAS_PER_SM[m_class]
+    r_max = min(tiles, MAX_TILES_PER_CLUSTER[m_class])
+    if even and r_max < 2:
+        raise ValueError(f"an even tile count per CTA needs at least 2 row tiles, got N={n}")
     best: tuple | None = None
     if tiles >= sm_count:
         max_cluster = 1
@@ -160,18 +175,16 @@ def plan(n: int, k: int, sm_count: int, max_cluster: int, m_class: int) -> tuple
         p = chunks_per_rank(k, s, m_class)
         if (s - 1) * p >= kc:  # the last rank would get no chunk
             continue
-        cands = {1, tiles}
-        for cps in range(1, 3 * per_sm + 1):  # CTAs per SM the plan aims at
-            cands.add(math.ceil(tiles / max(1, cps * sm_count // s)))
+        if even:
+            cands = set(range(2, r_max + 1, 2))
+        else:
+            cands = {1, tiles}
+            for cps in range(1, 3 * per_sm + 1):  # CTAs per SM the plan aims at
+                cands.add(math.ceil(tiles / max(1, cps * sm_count // s)))
         for r in cands:
-            r = min(r, tiles, MAX_TILES_PER_CLUSTER[m_class])
-            ctas = s * math.ceil(tiles / r)
-            cps = math.ceil(ctas / sm_count)
-            c = min(cps, per_sm)
-            slow = 1.0 + FEWER_CTAS_SLOWDOWN * (per_sm - c) / c
-            cost = (cps * r * p * slow + math.ceil(cps / per_sm) * WAVE_COST_UNITS
-                    + (CLUSTER_COST_UNITS if s > 1 else 0))
-            key = (cost, s, -ctas)
+            r = min(r, r_max)
+            cost = _plan_cost(tiles, s, r, p, sm_count, per_sm)
+            key = (cost, s, -s * math.ceil(tiles / r))
             if best is None or key < best[0]:
                 best = (key, s, r)
     assert best is not None
@@ -286,11 +299,14 @@ def interleave_gate_up(gate: NVFP4Tensor, up: NVFP4Tensor) -> NVFP4Tensor:
 
 def swiglu_plan(n: int, k: int, sm_count: int, m_class: int) -> int:
     """Tiles per CTA of :func:`nvfp4_gemv_swiglu` for the interleaved ``[n, k]`` weight: the
-    :func:`plan` without clusters (the epilogue needs a CTA to finish whole tiles), rounded
-    up to even (a CTA owns whole gate/up tile pairs)."""
-    tiles = grid_dims(n, k)[0]
-    r = plan(n, k, sm_count, 1, m_class)[1]
-    return min(tiles, r + r % 2)
+    :func:`plan` cost model without clusters (the epilogue needs a CTA to finish whole tiles)
+    over even tile counts (a CTA owns whole gate/up tile pairs).
+
+    Until session 18 this rounded the unrestricted plan's R up to even, which for a Qwen3-32B
+    gate/up (3200 tiles: R 5 -> 6, 534 CTAs, two waves) cost 4-6% against the best even R
+    (10: 320 CTAs, one wave; H200, ``dev/kernels/swiglu_plan_sweep.py``). Over the even R the
+    cost model picks the fastest timed R of each swept shape."""
+    return plan(n, k, sm_count, 1, m_class, even=True)[1]
 
 
 def swiglu_ref(gu: torch.Tensor, g_q: torch.Tensor | None) -> torch.Tensor:
