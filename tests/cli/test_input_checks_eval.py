@@ -1,14 +1,19 @@
-"""`resetfp4 eval` / `calibrate`: sampler flags the chosen sampler does not use are refused,
-and calibrate's own flags get messages about calibrate (no model is loaded)."""
+"""`resetfp4 eval` / `calibrate`: sampler flags the chosen sampler does not use are refused
+(`--seed` with greedy too), and calibrate's own flags get messages about calibrate (no model is
+loaded). Without `--seed` the run seed is 0, and run folders record the seed used."""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
+from pathlib import Path
 
 import pytest
 
 from resetfp4.cli import evaluate as eval_cli
-from resetfp4.cli.main import main
+from resetfp4.cli.main import build_parser, main
+from resetfp4.eval.runner import EvalConfig, sample_seed
 
 
 def _args(*argv: str) -> argparse.Namespace:
@@ -82,3 +87,136 @@ def test_eval_records_raw_prompts_for_a_model_without_chat_template(capsys):
     no_chat = EvalConfig(chat=False)  # --no-chat: nothing to note
     assert chat_as_run(no_chat, SimpleNamespace(has_chat_template=False), "m") is no_chat
     assert capsys.readouterr().err == ""
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    return build_parser(list(argv)).parse_args(list(argv))
+
+
+def _no_load(*a, **k):
+    raise AssertionError("the model was loaded before the input was checked")
+
+
+GREEDY_SEED = ("--sampler greedy does not use --seed (--sampler fixed or reset): drop it, or switch to the "
+               "sampler in brackets")
+
+
+@pytest.mark.parametrize(
+    ("argv", "msg"),
+    [
+        (["--seed", "3"], GREEDY_SEED),
+        (["--seed", "0"], GREEDY_SEED),  # an explicit 0 too: the flag was given
+        (["--temperature", "0.5", "--seed", "3"],
+         "--sampler greedy does not use --temperature (--sampler fixed); --seed (--sampler fixed or reset): "
+         "drop them, or switch to the sampler in brackets"),
+    ],
+)
+def test_eval_refuses_seed_with_greedy_before_reading_the_task(monkeypatch, capsys, argv, msg):
+    monkeypatch.setattr(eval_cli, "load_engine_from_args", _no_load)
+    assert main(["eval", "--task", "/no/such/task.jsonl", "--out", "x", "--sampler", "greedy", *argv]) == 2
+    assert capsys.readouterr().err == f"resetfp4 eval: error: {msg}\n"
+
+
+def test_eval_and_calibrate_seed_defaults_to_none_meaning_seed_0():
+    assert eval_cli.DEFAULT_RUN_SEED == EvalConfig().seed == 0
+    ev = _parse("eval", "--task", "t.jsonl", "--out", "o")
+    cal = _parse("calibrate", "--out", "o")
+    assert ev.seed is None and cal.seed is None
+    assert eval_cli.eval_config_from_args(ev, trace=False).seed == 0
+    assert eval_cli.eval_config_from_args(cal, trace=False).seed == 0
+    assert eval_cli.eval_config_from_args(_parse("eval", "--task", "t", "--out", "o", "--seed", "7"),
+                                          trace=False).seed == 7
+    cal4 = _parse("calibrate", "--out", "o", "--seed", "4")
+    assert eval_cli.eval_config_from_args(cal4, trace=False).seed == 4
+    eval_cli.check_sampler_flags(_parse("eval", "--task", "t", "--out", "o", "--seed", "3"), "fixed")
+    eval_cli.check_sampler_flags(
+        _parse("eval", "--task", "t", "--out", "o", "--sampler", "reset", "--seed", "3"), "fixed")
+
+
+def _fake_engine_cls():
+    path = Path(__file__).parents[1] / "eval" / "fake_engine.py"
+    spec = importlib.util.spec_from_file_location("resetfp4_tests_fake_engine_seed", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.FakeEngine
+
+
+@pytest.fixture
+def fake_engines(monkeypatch):
+    """The CLI's engine loader, patched: a FakeEngine that answers each problem of the task files."""
+    made = []
+    cls = _fake_engine_cls()
+
+    def load(args):
+        golds = {}
+        for spec in (getattr(args, "task", None), getattr(args, "eval_task", None),
+                     getattr(args, "calib_task", None)):
+            if spec and Path(spec).is_file():
+                for line in Path(spec).read_text().splitlines():
+                    golds[json.loads(line)["problem"]] = str(json.loads(line)["answer"])
+        made.append(cls(golds, precision=args.precision,
+                        max_seq_len=args.max_seq_len or args.max_new_tokens + 1024))
+        return made[-1]
+
+    monkeypatch.setattr(eval_cli, "load_engine_from_args", load)
+    monkeypatch.setattr("resetfp4.cli.calibrate.load_engine_from_args", load)
+    return made
+
+
+def _task(path: Path, n: int, prefix: str = "p") -> Path:
+    path.write_text("".join(json.dumps({"id": f"{prefix}{i}", "problem": f"{prefix} {i} + {i}?",
+                                        "answer": 2 * i}) + "\n" for i in range(n)))
+    return path
+
+
+def _eval(task: Path, out: Path, *extra: str) -> int:
+    return main(["eval", "--task", str(task), "--out", str(out), "--samples", "2", "--max-new-tokens", "16",
+                 "--no-progress", *extra])
+
+
+def _records_seed(out: Path, seed: int) -> None:
+    """config.json, summary.json, problems.jsonl (and tokens.jsonl if written) show run seed ``seed``."""
+    assert json.loads((out / "config.json").read_text())["seed"] == seed
+    assert json.loads((out / "summary.json").read_text())["config"]["seed"] == seed
+    for line in (out / "problems.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        assert rec["seeds"] == [sample_seed(seed, rec["id"], k) for k in range(2)], rec["id"]
+    if (out / "tokens.jsonl").exists():
+        for line in (out / "tokens.jsonl").read_text().splitlines():
+            rec = json.loads(line)
+            assert rec["seed"] == sample_seed(seed, rec["id"], rec["sample"])
+
+
+def test_eval_run_folders_record_the_seed_used(tmp_path, fake_engines, capsys):
+    task = _task(tmp_path / "t.jsonl", 3)
+    # a run folder as the old default (--seed 0) wrote it is resumed without --seed: the same run
+    assert _eval(task, tmp_path / "old", "--seed", "0", "--dump-tokens") == 0
+    _records_seed(tmp_path / "old", 0)
+    assert _eval(task, tmp_path / "old", "--dump-tokens") == 0 and fake_engines[-1].calls == []
+    # and the other way round; another seed is another run, refused
+    assert _eval(task, tmp_path / "new") == 0
+    _records_seed(tmp_path / "new", 0)
+    assert _eval(task, tmp_path / "new", "--seed", "0") == 0 and fake_engines[-1].calls == []
+    capsys.readouterr()
+    assert _eval(task, tmp_path / "new", "--seed", "5") == 2
+    assert "different configuration (seed: 0 -> 5)" in capsys.readouterr().err
+    assert fake_engines[-1].calls == []
+    # an explicit seed is recorded as given; greedy without --seed runs and records seed 0
+    assert _eval(task, tmp_path / "s5", "--sampler", "reset", "--t-low", "0.2", "--tau0", "0.5",
+                 "--seed", "5") == 0
+    _records_seed(tmp_path / "s5", 5)
+    assert _eval(task, tmp_path / "greedy", "--sampler", "greedy") == 0
+    _records_seed(tmp_path / "greedy", 0)
+    assert json.loads((tmp_path / "greedy" / "config.json").read_text())["sampler"]["mode"] == "greedy"
+
+
+def test_calibrate_runs_record_the_seed_used(tmp_path, fake_engines):
+    ev = _task(tmp_path / "ev.jsonl", 2, prefix="e")
+    cal = _task(tmp_path / "cal.jsonl", 8, prefix="c")
+    base = ["calibrate", "--eval-task", str(ev), "--calib-task", str(cal), "--n-tau0", "3", "--n-select", "4",
+            "--t-low-grid", "0.1,0.3", "--samples", "2", "--max-new-tokens", "16", "--no-progress"]
+    for extra, seed in ([], 0), (["--seed", "4"], 4):
+        out = tmp_path / f"cal{seed}"
+        assert main([*base, "--out", str(out), *extra]) == 0
+        for run in ("tau0", "t_low_0.1", "t_low_0.3"):
+            _records_seed(out / run, seed)

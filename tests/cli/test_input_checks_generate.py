@@ -60,6 +60,12 @@ def params_file(tmp_path) -> Path:
          "--sampler greedy does not use --seed (--sampler fixed or reset): drop it, or switch to the sampler "
          "in brackets"),
         (["--sampler", "greedy", "--seed", "0"], "--sampler greedy does not use --seed"),  # explicit 0 too
+        # --seed is in the shared table: every unused flag in one message
+        (["--sampler", "greedy", "--temperature", "0.5", "--seed", "3"],
+         "--sampler greedy does not use --temperature (--sampler fixed); --seed (--sampler fixed or reset): "
+         "drop them, or switch to the sampler in brackets"),
+        (["--sampler", "greedy", "--top-p", "0.5", "--seed", "3"],
+         "--sampler greedy does not use --top-p, --seed (--sampler fixed or reset): drop them"),
         (["--max-new-tokens", "0"], "--max-new-tokens must be >= 1, got 0"),
         # the model's calibrated T_low (0.3 for Qwen3-14B) is checked with the flags, before the load
         (["--model", "qwen3-14b", "--t-high", "0.2"], "got t_low 0.3 > t_high 0.2"),
@@ -132,6 +138,20 @@ def test_cli_refuses_before_loading(tmp_path, monkeypatch, capsys):
         assert main(["generate", *CPU, *argv]) == 2
         err = capsys.readouterr().err
         assert "resetfp4 generate: error:" in err and msg in err, (argv, err)
+
+
+def test_unused_temperature_and_seed_are_one_error(monkeypatch, capsys):
+    """The shared unused-flag check names --seed with the other flags: one message, one line."""
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded before the input was checked")
+
+    monkeypatch.setattr(engine_mod, "load_engine", no_load)
+    argv = ["generate", *CPU, "--prompt", "x", "--sampler", "greedy", "--temperature", "0.5", "--seed", "3"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == ("resetfp4 generate: error: --sampler greedy does not use --temperature (--sampler fixed); "
+                   "--seed (--sampler fixed or reset): drop them, or switch to the sampler in "
+                   "brackets\n"), err
 
 
 class _Engine:

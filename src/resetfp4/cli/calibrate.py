@@ -14,7 +14,12 @@ import shutil
 import sys
 from pathlib import Path
 
-from resetfp4.cli.evaluate import add_model_args, eval_config_from_args, load_engine_from_args
+from resetfp4.cli.evaluate import (
+    DEFAULT_RUN_SEED,
+    add_model_args,
+    eval_config_from_args,
+    load_engine_from_args,
+)
 from resetfp4.sampling.config import SamplerConfig
 
 _DEFAULTS = SamplerConfig()
@@ -63,7 +68,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-p", type=float, default=_DEFAULTS.top_p, help="(default: %(default)s)")
     p.add_argument("--out", required=True, help="calibration folder")
     p.add_argument("--params-out", default=None, help="also copy params.json here")
-    add_model_args(p, default_precision="nvfp4-w4a4")
+    # both stages draw random numbers (tau0: the fixed sampler, T_low: reset), so --seed is always used
+    add_model_args(p, default_precision="nvfp4-w4a4",
+                   seed_help=f"run seed of the tau0 (fixed sampler) and T_low (reset sampler) runs; each "
+                   f"sample's seed derives from it (default {DEFAULT_RUN_SEED})")
     p.set_defaults(func=run)
 
 

@@ -23,10 +23,15 @@ PROMPTS_PER_SLOT = 8
 
 _DEFAULTS = SamplerConfig()  # every sampler default lives in SamplerConfig (paper values)
 DEFAULT_SAMPLER = "fixed"  # eval's baseline (generate defaults to reset)
+# The run seed used when --seed is not given (EvalConfig.seed's default; a test keeps them equal).
+# --seed itself defaults to None, so that an explicit --seed with a sampler that draws no random
+# numbers (greedy) can be refused; the run folder records the seed used.
+DEFAULT_RUN_SEED = 0
+SEED_HELP = f"run seed; each sample's seed derives from it (default {DEFAULT_RUN_SEED})"
 
 
-def add_model_args(p: argparse.ArgumentParser, default_precision: str) -> None:
-    """--model/--precision/--device/--batch-size/--max-seq-len (shared with calibrate)."""
+def add_model_args(p: argparse.ArgumentParser, default_precision: str, *, seed_help: str = SEED_HELP) -> None:
+    """--model/--precision/--device/--batch-size/--max-seq-len/--seed... (shared with calibrate)."""
     p.add_argument("--model", default=DEFAULT_MODEL, help="model path or alias (default: %(default)s)")
     p.add_argument(
         "--precision", choices=PRECISIONS, default=default_precision, help="(default: %(default)s)"
@@ -47,7 +52,7 @@ def add_model_args(p: argparse.ArgumentParser, default_precision: str) -> None:
     )
     p.add_argument("--max-new-tokens", type=int, default=1024, help="(default: %(default)s)")
     p.add_argument("--samples", type=int, default=4, help="samples per problem, K (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="run seed; per-sample seeds derive from it")
+    p.add_argument("--seed", type=int, default=None, help=seed_help)
     p.add_argument("--no-chat", action="store_true", help="send prompts without the chat template")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -77,10 +82,13 @@ def add_sampler_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-# The sampler flags (argparse dests) of eval and generate, and the samplers that use them.
+# The sampler flags (argparse dests) of eval and generate, and the samplers that use them. Each
+# defaults to None (not given); --seed too, which stands for seed 0 in the samplers that draw
+# random numbers (eval: DEFAULT_RUN_SEED, generate: SamplerConfig's seed).
 SAMPLER_FLAG_USERS: dict[str, tuple[str, ...]] = {
     "temperature": ("fixed",),
     "top_p": ("fixed", "reset"),
+    "seed": ("fixed", "reset"),
     "t_low": ("reset",),
     "tau0": ("reset",),
     "t_high": ("reset",),
@@ -155,7 +163,7 @@ def eval_config_from_args(args: argparse.Namespace, trace: bool) -> Any:
     return EvalConfig(
         samples=args.samples,
         max_new_tokens=args.max_new_tokens,
-        seed=args.seed,
+        seed=DEFAULT_RUN_SEED if args.seed is None else args.seed,  # the seed used is what runs record
         batch_size=args.batch_size * PROMPTS_PER_SLOT,
         trace=trace,
         chat=not args.no_chat,
@@ -197,7 +205,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="write HTML traces of sample 0 of the first N problems (implies --dump-tokens)",
     )
-    add_model_args(p, default_precision="bf16")
+    add_model_args(p, default_precision="bf16", seed_help=f"run seed of the fixed and reset samplers; each "
+                   f"sample's seed derives from it (default {DEFAULT_RUN_SEED}); greedy draws no random "
+                   "numbers, so --seed with it is an error")
     add_sampler_args(p)
     p.set_defaults(func=run)
 

@@ -246,8 +246,7 @@ def check_before_loading(args: argparse.Namespace, precision: str) -> None:
     check_lm_head(args.lm_head, precision)
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
-    check_sampler_flags(args, DEFAULT_SAMPLER)
-    _check_seed_flag(args)
+    check_sampler_flags(args, DEFAULT_SAMPLER)  # --seed with greedy too
     flags = _sampler_flags(args)
     if args.sampler != "reset":
         SamplerConfig(mode=args.sampler, **{k: v for k, v in flags.items() if v is not None})
@@ -256,15 +255,6 @@ def check_before_loading(args: argparse.Namespace, precision: str) -> None:
         flags = _with_params(args, flags)
     known = sampling_glue.known_reset_params(model_name(args.model))
     sampling_glue.reset_config(known, **flags)  # its checks
-
-
-def _check_seed_flag(args: argparse.Namespace) -> None:
-    """Refuse an explicit ``--seed`` with the greedy sampler, which draws no random numbers, in
-    the words of :func:`check_sampler_flags` (``resetfp4 eval``'s ``--seed`` is its run seed,
-    so the flag is not in that shared table)."""
-    if args.seed is not None and args.sampler == "greedy":
-        raise ValueError("--sampler greedy does not use --seed (--sampler fixed or reset): drop it, or "
-                         "switch to the sampler in brackets")
 
 
 def run(args: argparse.Namespace) -> int:

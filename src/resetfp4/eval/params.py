@@ -43,7 +43,7 @@ def load_params(path: str | Path) -> ReSETParams:
     """Read and validate a params file; errors name the file and the bad field."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"params file {path} does not exist (write one with `resetfp4 calibrate`)")
+        raise _params_file_error(path)
     try:
         d = json.loads(path.read_text())
     except json.JSONDecodeError as e:
@@ -75,6 +75,23 @@ def load_params(path: str | Path) -> ReSETParams:
         window=window,
         source=str(d.get("source", str(path))),
     )
+
+
+def _params_file_error(path: Path) -> Exception:
+    """The error for a params path that is not a regular file: what is there and what to give (a
+    calibrate --out folder, which holds its params.json, gets that file's path)."""
+    from resetfp4.eval.datasets import _what_is  # the wording of the task-file errors
+
+    want = ("give the path of a params JSON file: the params.json that `resetfp4 calibrate` writes in its "
+            "--out folder (or copies to --params-out)")
+    if not path.exists() and not path.is_symlink():
+        return FileNotFoundError(f"params file {path} does not exist; {want}")
+    if path.is_dir() and (path / "params.json").is_file():
+        return ValueError(f"params file {path} is a directory, not a file; give {path / 'params.json'}, the "
+                          "params file in it (a `resetfp4 calibrate` --out folder?)")
+    inside = sorted(f.name for f in path.glob("*.json")) if path.is_dir() else []
+    holds = f" (it holds {', '.join(inside[:3])}{', ...' if len(inside) > 3 else ''})" if inside else ""
+    return ValueError(f"params file {path} is {_what_is(path)}, not a file{holds}; {want}")
 
 
 def write_params(path: str | Path, params: ReSETParams, **extra: object) -> None:
