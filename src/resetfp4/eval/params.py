@@ -18,6 +18,7 @@ import math
 import sys
 from pathlib import Path
 
+from resetfp4.fileutil import what_is
 from resetfp4.sampling.config import ReSETParams
 from resetfp4.sampling.policy import check_reset_params
 
@@ -80,8 +81,6 @@ def load_params(path: str | Path) -> ReSETParams:
 def _params_file_error(path: Path) -> Exception:
     """The error for a params path that is not a regular file: what is there and what to give (a
     calibrate --out folder, which holds its params.json, gets that file's path)."""
-    from resetfp4.eval.datasets import _what_is  # the wording of the task-file errors
-
     want = ("give the path of a params JSON file: the params.json that `resetfp4 calibrate` writes in its "
             "--out folder (or copies to --params-out)")
     if not path.exists() and not path.is_symlink():
@@ -91,7 +90,7 @@ def _params_file_error(path: Path) -> Exception:
                           "params file in it (a `resetfp4 calibrate` --out folder?)")
     inside = sorted(f.name for f in path.glob("*.json")) if path.is_dir() else []
     holds = f" (it holds {', '.join(inside[:3])}{', ...' if len(inside) > 3 else ''})" if inside else ""
-    return ValueError(f"params file {path} is {_what_is(path)}, not a file{holds}; {want}")
+    return ValueError(f"params file {path} is {what_is(path)}, not a file{holds}; {want}")
 
 
 def write_params(path: str | Path, params: ReSETParams, **extra: object) -> None:
