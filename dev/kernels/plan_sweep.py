@@ -21,7 +21,8 @@ from resetfp4.kernels import nvfp4_gemv as kg
 from resetfp4.nvfp4 import quantize
 from resetfp4.ops import prepare_weight
 
-SHAPES = {**BENCH_SHAPES, "0.5B.qkv": (1152, 896), "0.5B.down": (896, 4864)}
+SHAPES = {**BENCH_SHAPES, "0.5B.qkv": (1152, 896), "0.5B.down": (896, 4864),
+          "8B.lm_head": (151936, 4096)}
 DEFAULT_SHAPES = ["8B.qkv", "8B.o", "8B.gate_up", "8B.down", "14B.o", "32B.gate_up",
                   "0.5B.qkv", "0.5B.down"]
 
@@ -37,6 +38,9 @@ def candidates(n: int, k: int, sms: int, m_class: int, max_cluster: int) -> list
         for cps in (1, 2, 3, 4):
             r = max(1, math.ceil(tiles / max(1, cps * sms // s)))
             out.add((s, min(r, tiles, kg.MAX_TILES_PER_CLUSTER[m_class])))
+            if s == 1:  # and its neighbours (session 18)
+                out.update((1, min(max(1, r + d), tiles, kg.MAX_TILES_PER_CLUSTER[m_class]))
+                           for d in (-2, -1, 1, 2))
     return sorted(out)
 
 
