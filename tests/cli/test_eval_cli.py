@@ -6,7 +6,6 @@ last one runs the real SmolLM2-135M engine on CPU.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -14,14 +13,6 @@ import pytest
 
 from resetfp4.cli import evaluate as eval_cli
 from resetfp4.cli.main import main
-
-
-def _fake_engine_cls():
-    path = Path(__file__).parents[1] / "eval" / "fake_engine.py"
-    spec = importlib.util.spec_from_file_location("resetfp4_tests_fake_engine_cli", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.FakeEngine
 
 
 def _write_task(path: Path, n: int = 5, prefix: str = "p") -> Path:
@@ -34,7 +25,7 @@ def _write_task(path: Path, n: int = 5, prefix: str = "p") -> Path:
 
 
 @pytest.fixture
-def fake_engine(monkeypatch):
+def fake_engine(monkeypatch, fake_engine_cls):
     """Patch the CLI's engine loader: every task file's questions answer with their gold."""
     made = []
 
@@ -49,7 +40,7 @@ def fake_engine(monkeypatch):
                 for line in Path(spec).read_text().splitlines():
                     r = json.loads(line)
                     golds[r["problem"]] = str(r["answer"])
-        eng = _fake_engine_cls()(
+        eng = fake_engine_cls(
             golds,
             accuracy=lambda s: 0.3 if s.mode == "fixed" else 0.6,
             precision=args.precision,

@@ -5,7 +5,6 @@ loaded). Without `--seed` the run seed is 0, and run folders record the seed use
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 from pathlib import Path
 
@@ -133,19 +132,11 @@ def test_eval_and_calibrate_seed_defaults_to_none_meaning_seed_0():
         _parse("eval", "--task", "t", "--out", "o", "--sampler", "reset", "--seed", "3"), "fixed")
 
 
-def _fake_engine_cls():
-    path = Path(__file__).parents[1] / "eval" / "fake_engine.py"
-    spec = importlib.util.spec_from_file_location("resetfp4_tests_fake_engine_seed", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.FakeEngine
-
-
 @pytest.fixture
-def fake_engines(monkeypatch):
+def fake_engines(monkeypatch, fake_engine_cls):
     """The CLI's engine loader, patched: a FakeEngine that answers each problem of the task files."""
     made = []
-    cls = _fake_engine_cls()
+    cls = fake_engine_cls
 
     def load(args):
         golds = {}
