@@ -201,6 +201,27 @@ def test_eval_run_folders_record_the_seed_used(tmp_path, fake_engines, capsys):
     assert json.loads((tmp_path / "greedy" / "config.json").read_text())["sampler"]["mode"] == "greedy"
 
 
+def test_old_greedy_folder_with_another_seed_resumes(tmp_path, fake_engines, capsys):
+    """Before greedy refused --seed, a greedy run could record any seed; it cannot be given again,
+    and greedy draws no random numbers, so such a folder resumes (the seed is not compared)."""
+    task = _task(tmp_path / "t.jsonl", 3)
+    out = tmp_path / "g"
+    assert _eval(task, out, "--sampler", "greedy") == 0
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["seed"] = 5  # as `eval --sampler greedy --seed 5` wrote it
+    (out / "config.json").write_text(json.dumps(cfg))
+    assert _eval(task, out, "--sampler", "greedy") == 0 and fake_engines[-1].calls == []
+    # a sampled run still compares its seed
+    sampled = tmp_path / "f"
+    assert _eval(task, sampled, "--sampler", "fixed") == 0
+    cfg = json.loads((sampled / "config.json").read_text())
+    cfg["seed"] = 5
+    (sampled / "config.json").write_text(json.dumps(cfg))
+    capsys.readouterr()
+    assert _eval(task, sampled, "--sampler", "fixed") == 2
+    assert "different configuration (seed: 5 -> 0)" in capsys.readouterr().err
+
+
 def test_calibrate_runs_record_the_seed_used(tmp_path, fake_engines):
     ev = _task(tmp_path / "ev.jsonl", 2, prefix="e")
     cal = _task(tmp_path / "cal.jsonl", 8, prefix="c")

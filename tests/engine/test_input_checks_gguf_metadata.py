@@ -99,7 +99,8 @@ def test_heads_must_divide_hidden_and_kv_heads_divide_heads(tmp_path):
         read_source(str(path))
     assert str(e.value) == (
         f"{path}: metadata key llama.embedding_length 64 is not a multiple of metadata key "
-        f"llama.attention.head_count 3 (and there is no llama.attention.key_length); {FIX}")
+        "llama.attention.head_count 3 (and there is no llama.attention.key_length or "
+        f"llama.rope.dimension_count); {FIX}")
     path = _write_gguf(tmp_path / "kv.gguf", **{"llama.attention.head_count_kv": 3})
     with pytest.raises(ValueError) as e:
         read_source(str(path))

@@ -52,9 +52,9 @@ def test_non_float_dense_tensor_is_refused(folder, name, dtype):
     found = str(dtype).removeprefix("torch.")
     assert str(e.value) == (
         f"{f}: tensor {name!r} is {found}, expected bfloat16, float16 or float32: the tensors a ModelOpt "
-        "NVFP4 folder keeps unquantized (embeddings, norms, lm_head, biases) are read as values (int8 / fp8 "
-        "ones are not supported). Re-create the folder with `resetfp4 quantize` from the BF16/FP16 original "
-        "model")
+        "NVFP4 folder keeps unquantized (embeddings, norms, lm_head, biases) are read as values, and only "
+        "those three float types are. Re-create the folder with `resetfp4 quantize` from the BF16/FP16 "
+        "original model")
 
 
 @pytest.mark.parametrize(

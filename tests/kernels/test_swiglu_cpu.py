@@ -118,6 +118,8 @@ def test_swiglu_plan_of_qwen3_32b_gate_up_on_132_sms():
     assert kg.swiglu_plan(34816, 5120, 132, 8) == 6
 
 
-def test_swiglu_plan_needs_two_tiles():
+def test_swiglu_plan_needs_two_tiles_and_no_clusters():
     with pytest.raises(ValueError, match="at least 2 row tiles"):
         kg.swiglu_plan(16, 64, 132, 8)
+    with pytest.raises(ValueError, match="max_cluster must be 1, got 8"):
+        kg.plan(4096, 4096, 132, 8, 8, even=True)

@@ -86,6 +86,8 @@ def _gguf_keys(arch: str, fields: dict[str, Any]) -> dict[str, str]:
         "n_kv_heads": p + "attention.head_count_kv", "head_dim": head_dim, "n_layers": p + "block_count",
         "intermediate_size": p + "feed_forward_length", "max_position": p + "context_length",
         "norm_eps": p + "attention.layer_norm_rms_epsilon",
+        # (messages only) the keys a head size may come from
+        "head_dim_keys": f"{p}attention.key_length or {p}rope.dimension_count",
     }
 
 
@@ -102,8 +104,9 @@ def _checked_sizes(src: _Source, keys: dict[str, str]) -> dict[str, Any]:
     if head_dim:
         head_dim = src.pos_int(keys["head_dim"])
     elif dim % n_heads:
+        absent = keys.get("head_dim_keys", keys["head_dim"])
         raise ValueError(f"{src.where}: {k['dim']} {dim} is not a multiple of {k['n_heads']} {n_heads} "
-                         f"(and there is no {keys['head_dim']}); {src.fix_fields}")
+                         f"(and there is no {absent}); {src.fix_fields}")
     if n_heads % n_kv:
         raise ValueError(f"{src.where}: {k['n_heads']} {n_heads} is not a multiple of {k['n_kv_heads']} "
                          f"{n_kv}; {src.fix_fields}")

@@ -235,12 +235,22 @@ def _check_resume(out: Path, config: dict, overwrite: bool) -> None:
     old = read_json_file(cfg_path, "run configuration")
     if not isinstance(old, dict):
         raise ValueError(f"{cfg_path} is not a JSON object; the run configuration is damaged: {_REDO}")
-    diffs = [f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in RESUME_KEYS if old.get(k) != config.get(k)]
+    keys = RESUME_KEYS
+    if _greedy(old) and _greedy(config):
+        # greedy draws no random numbers: the seed does not matter (folders from before the CLI
+        # refused --seed with greedy may record any seed, and can no longer be given it)
+        keys = tuple(k for k in keys if k != "seed")
+    diffs = [f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in keys if old.get(k) != config.get(k)]
     if diffs:
         raise ValueError(
             f"{out} holds a run with a different configuration ({'; '.join(diffs)}); "
             "use another --out folder, or --overwrite to discard it"
         )
+
+
+def _greedy(config: dict) -> bool:
+    sampler = config.get("sampler")
+    return isinstance(sampler, dict) and sampler.get("mode") == "greedy"
 
 
 def _prune_tokens(path: Path, done: dict[str, dict]) -> None:

@@ -277,8 +277,8 @@ def load_nvfp4_checkpoint(
     for n, t in ckpt.dense.items():
         _expect(t.dtype in DENSE_DTYPES, origin[n], n,
                 f"is {dtype_name(t.dtype)}, expected bfloat16, float16 or float32: the tensors a ModelOpt "
-                "NVFP4 folder keeps unquantized (embeddings, norms, lm_head, biases) are read as values "
-                "(int8 / fp8 ones are not supported). Re-create the folder with `resetfp4 quantize` from "
+                "NVFP4 folder keeps unquantized (embeddings, norms, lm_head, biases) are read as values, "
+                "and only those three float types are. Re-create the folder with `resetfp4 quantize` from "
                 "the BF16/FP16 original model")
     for p, (n_exp, k_exp) in (expected_linear_shapes or {}).items():
         if p not in ckpt.linears:

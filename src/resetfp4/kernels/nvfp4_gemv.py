@@ -166,6 +166,9 @@ def plan(n: int, k: int, sm_count: int, max_cluster: int, m_class: int,
     tiles, kc = grid_dims(n, k)
     per_sm = CTAS_PER_SM[m_class]
     r_max = min(tiles, MAX_TILES_PER_CLUSTER[m_class])
+    if even and max_cluster != 1:
+        raise ValueError(f"plan(even=True) is the SwiGLU GEMV's plan, which runs without clusters: "
+                         f"max_cluster must be 1, got {max_cluster}")
     if even and r_max < 2:
         raise ValueError(f"an even tile count per CTA needs at least 2 row tiles, got N={n}")
     best: tuple | None = None
