@@ -28,6 +28,8 @@ def test_round_trip_equals_on_the_fly(tiny_folder, tmp_path, arch, w4a16, lm_hea
     assert qc["exclude_modules"] == ([] if lm_head == "nvfp4" else ["lm_head"])
     ck = load_nvfp4_checkpoint(out)
     assert len(ck.linears) == 2 * 7 + (lm_head == "nvfp4")
+    # config.json names the dtype the unquantized tensors are stored in
+    assert {str(t.dtype).removeprefix("torch.") for t in ck.dense.values()} == {ck.config["torch_dtype"]}
     assert bool(ck.input_scales) != w4a16
     precision = "nvfp4-w4a16" if w4a16 else "nvfp4-w4a4"
     src = read_source(str(src_dir))
@@ -107,3 +109,34 @@ def test_nvfp4_folder_with_more_than_lm_head_in_bf16(tiny_folder, tmp_path):
     qc_file.write_text(json.dumps(qc))
     with pytest.raises(Exception, match="exclude_modules must be a list"):
         read_source(str(out))
+
+
+def test_config_dtype_names_the_stored_dense_dtype(tiny_folder, tmp_path):
+    """A source whose config.json says float16 (or float32) over other tensors: the NVFP4 folder's
+    config.json names the dtype its unquantized tensors are actually stored in."""
+    src_dir = tmp_path / "src"
+    shutil.copytree(tiny_folder("qwen3"), src_dir)
+    cfg = json.loads((src_dir / "config.json").read_text())
+    cfg["torch_dtype"] = "float16"
+    (src_dir / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "nvfp4"
+    quantize_to_folder(str(src_dir), out, w4a16=True, device="cpu", progress=False)
+    ck = load_nvfp4_checkpoint(out)
+    stored = {str(t.dtype).removeprefix("torch.") for t in ck.dense.values()}
+    assert len(stored) == 1 and ck.config["torch_dtype"] == stored.pop()
+
+
+def test_fp8_kv_cache_setting_is_noted_not_silently_dropped(tiny_folder, tmp_path, capsys):
+    """ModelOpt exports may ask for an FP8 KV cache; the engine keeps its bf16 cache and says so."""
+    out = tmp_path / "nvfp4"
+    quantize_to_folder(str(tiny_folder("qwen3")), out, w4a16=True, device="cpu", progress=False)
+    capsys.readouterr()
+    read_source(str(out))
+    assert "kv_cache_quant_algo" not in capsys.readouterr().err  # null: nothing to say
+    qc = json.loads((out / "hf_quant_config.json").read_text())
+    qc["quantization"]["kv_cache_quant_algo"] = "FP8"
+    (out / "hf_quant_config.json").write_text(json.dumps(qc))
+    read_source(str(out))
+    err = capsys.readouterr().err
+    assert f"resetfp4: {out} asks for its KV cache in FP8 (kv_cache_quant_algo)" in err
+    assert "ignores the checkpoint's k/v scales" in err

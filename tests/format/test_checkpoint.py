@@ -59,7 +59,9 @@ def test_on_disk_layout_matches_modelopt(tmp_path, rng):
                                   "kv_cache_quant_algo": None, "exclude_modules": ["lm_head"]}
     assert qc["producer"]["name"] == "resetfp4" and qc["producer"]["calibration"] == "unit test"
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["quantization_config"]["quant_algo"] == "NVFP4"
+    assert cfg["quantization_config"] == {"quant_method": "modelopt", "quant_algo": "NVFP4", "group_size": 16,
+                                          "kv_cache_quant_algo": None, "exclude_modules": ["lm_head"],
+                                          "ignore": ["lm_head"]}
 
 
 def test_truncated_file_names_the_file(tmp_path, rng):

@@ -280,6 +280,13 @@ def read_modelopt(path: Path) -> ModelSource:
     from resetfp4.format.checkpoint import load_nvfp4_checkpoint
 
     ck = load_nvfp4_checkpoint(path)
+    kv = ck.quant_config["quantization"].get("kv_cache_quant_algo")
+    if kv:
+        from resetfp4.engine.log import warn_once
+
+        warn_once(f"{path} asks for its KV cache in {kv} (kv_cache_quant_algo); this engine keeps the KV "
+                  "cache in the activation dtype and ignores the checkpoint's k/v scales, so attention "
+                  "is more precise than in vLLM or TensorRT-LLM with that setting, not identical")
     args = ModelArgs.from_hf_config(ck.config, where=str(path / "config.json"))
     split_fused(ck.linears, ck.input_scales, args)
     return ModelSource(

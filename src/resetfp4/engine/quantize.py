@@ -227,9 +227,17 @@ def save_quantized(
         if w4a4
         else None
     )
+    # config.json names the dtype its unquantized tensors are stored in, as ModelOpt's exports
+    # do (the source's config may say float16 / float32 where these are now bf16)
+    config = dict(hf_config)
+    dense_dtypes = {t.dtype for t in dense.values() if t.is_floating_point()}
+    if len(dense_dtypes) == 1:
+        config["torch_dtype"] = str(dense_dtypes.pop()).removeprefix("torch.")
+        if "dtype" in config:  # the newer transformers key
+            config["dtype"] = config["torch_dtype"]
     return save_nvfp4_checkpoint(
         out_dir,
-        config=hf_config,
+        config=config,
         dense=dense,
         linears=linears,
         input_scales=scales or None,

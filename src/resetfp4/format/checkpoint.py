@@ -132,7 +132,10 @@ def save_nvfp4_checkpoint(
     (out / QUANT_CONFIG_FILE).write_text(json.dumps({"producer": producer, "quantization": quant},
                                                     indent=2) + "\n")
     cfg = dict(config)
-    cfg["quantization_config"] = {"quant_method": "modelopt", **quant}
+    # config.json's copy: vLLM reads this one before hf_quant_config.json, and its ModelOpt
+    # config takes the excluded modules from "ignore" there (ModelOpt's own exports write
+    # "ignore"); "exclude_modules" stays for readers of the flat hf_quant_config layout.
+    cfg["quantization_config"] = {"quant_method": "modelopt", **quant, "ignore": excl}
     (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     for f in tokenizer_files or []:
         shutil.copy(f, out / Path(f).name)

@@ -104,7 +104,10 @@ def compute_global_scale(x: torch.Tensor) -> torch.Tensor:
     amax = x.abs().amax().float()
     # Divide by a device tensor, not a Python float: on CUDA, torch turns division by a
     # host scalar into multiplication by its fp32 reciprocal, which is not true division
-    # and differs from ModelOpt's result by one ulp for some amax values.
+    # and differs by one ulp for some amax values, so CPU and GPU would disagree. ModelOpt
+    # writes the same formula with a Python-float divisor, so a ModelOpt export made on a
+    # GPU can differ from this by one ulp in weight_scale_2 (the block scales and codes
+    # almost never change); on a CPU they agree bit for bit.
     gs = amax / torch.tensor(GLOBAL_SCALE_DIVISOR, dtype=torch.float32, device=amax.device)
     return torch.where(amax > 0, gs, torch.ones_like(gs))
 
