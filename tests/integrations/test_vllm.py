@@ -112,3 +112,126 @@ def test_bad_params():
     big = rv.SamplingParams(extra_args={"reset": {"t_low": 0.1, "tau0": 0.5, "window": 8}})
     with pytest.raises(ValueError, match="max_window"):
         proc.update_state(rv.BatchUpdate(1, [], [(0, big, None, [])], []))
+
+
+def _oracle(req):
+    c = req["cfg"]
+    return reset_temperatures(torch.tensor(req["h"]), torch.tensor(starts_of(req["out"])),
+                              t_low=c["t_low"], tau0=c["tau0"], window=c["window"]).tolist()
+
+
+def _request(i, cfg):
+    req = {"cfg": cfg, "out": [], "h": [], "temps": []}
+    return req, (i, rv.SamplingParams(extra_args={"reset": cfg}), [1, 2], req["out"])
+
+
+def _step(proc, slots, x, sampled, keep=()):
+    """One apply of logits ``x`` over ``slots``; rows in ``keep`` (chunked prefill) discard their
+    sample, as vLLM does."""
+    proc.apply(x.clone())
+    for i, req in enumerate(slots):
+        if req is None or i in keep:
+            continue
+        req["h"].append(float(snap_entropy(entropy(x[i:i + 1]))[0]))
+        req["temps"].append(float(proc.last_temperature[i]))
+        req["out"].append(sampled(len(req["out"])))
+
+
+def _logits(*targets):
+    """One row of logits per target entropy (nats, 0 .. ln 16): a single raised logit, its
+    height found by bisection (entropy falls as it rises)."""
+    rows = []
+    for h in targets:
+        lo, hi = 0.0, 60.0
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            x = torch.zeros(1, V, dtype=torch.float64)
+            x[0, 0] = mid
+            lo, hi = (mid, hi) if float(entropy(x)[0]) > h else (lo, mid)
+        x = torch.zeros(V)
+        x[0] = (lo + hi) / 2
+        rows.append(x)
+    return torch.stack(rows)
+
+
+def _fresh_oracle(req, since):
+    """The temperatures of req's tokens from ``since`` on if its state had started afresh there."""
+    c = req["cfg"]
+    return reset_temperatures(torch.tensor(req["h"][since:]), torch.tensor(starts_of(req["out"])[since:]),
+                              t_low=c["t_low"], tau0=c["tau0"], window=c["window"]).tolist()
+
+
+def test_chunked_prefill_samples_are_not_counted():
+    """vLLM samples rows whose prompt is still being prefilled in chunks and throws the token
+    away (the output list does not grow): those entropies must not enter the state. Here six
+    thrown-away near-certain samples would lower b's mean entropy H_bar and change 4 of its 8
+    temperatures."""
+    proc = rv.with_boundary(TABLES)(CONFIG, torch.device("cpu"), False)
+    cfg = {"t_low": 0.1, "tau0": 1.0, "window": 4}
+    a, add_a = _request(0, cfg)
+    b, add_b = _request(1, cfg)
+    proc.update_state(rv.BatchUpdate(2, [], [add_a, add_b], []))
+    seq = [5, 6, 2, 7, 8, 9, 10, 11]  # id 2 is "\n\n": a step starts at token 3
+    for _ in range(6):  # b is in chunked prefill for six steps
+        _step(proc, [a, b], _logits(2.0, 0.0), lambda n: seq[n], keep={1})
+    for h in (2.6, 2.6, 1.2, 1.2, 2.6, 1.2):
+        _step(proc, [a, b], _logits(2.0, h), lambda n: seq[n % 8])
+    for h in (1.2, 1.2):
+        _step(proc, [a, b], _logits(2.0, h), lambda n: seq[n % 8])
+    assert len(b["h"]) == 8 and a["temps"] == _oracle(a) and b["temps"] == _oracle(b)
+    polluted = reset_temperatures(torch.tensor([0.0] * 6 + b["h"]),
+                                  torch.tensor([False] * 6 + starts_of(b["out"])),
+                                  t_low=0.1, tau0=1.0, window=4).tolist()[6:]
+    assert sum(x != y for x, y in zip(polluted, b["temps"], strict=True)) == 4  # the test discriminates
+
+
+def test_a_request_taken_out_and_back_keeps_its_state():
+    """Preempted (or unscheduled) requests leave the persistent batch and come back later with
+    the same output list, maybe at another index: their ReSET state must carry on (a state
+    started afresh on return would give a's last three tokens other temperatures here)."""
+    proc = rv.with_boundary(TABLES)(CONFIG, torch.device("cpu"), False)
+    cfg = {"t_low": 0.3, "tau0": 1.0, "window": 4}
+    a, add_a = _request(0, cfg)
+    b, add_b = _request(1, cfg)
+    proc.update_state(rv.BatchUpdate(2, [], [add_a, add_b], []))
+    seq = [5, 2, 6, 7, 8, 9, 10, 11, 2, 12, 13, 14, 15, 5, 6]  # steps start at tokens 2 and 9
+    for h in (2.0, 1.2, 2.0, 1.2, 2.6, 2.6, 2.0, 2.6):
+        _step(proc, [a, b], _logits(h, 2.0), lambda n: seq[n])
+    proc.update_state(rv.BatchUpdate(1, [0], [], [(1, 0, rv.MoveDirectionality.UNIDIRECTIONAL)]))
+    for _ in range(2):  # a is out of the batch; b runs alone at index 0
+        _step(proc, [b], _logits(1.5), lambda n: seq[n])
+    c, add_c = _request(1, {"t_low": 0.1, "tau0": 0.5, "window": 2})  # a newcomer takes index 1
+    proc.update_state(rv.BatchUpdate(2, [], [add_c], []))
+    _step(proc, [b, c], _logits(1.5, 1.5), lambda n: seq[n])
+    proc.update_state(rv.BatchUpdate(3, [], [(2, rv.SamplingParams(extra_args={"reset": cfg}), [1, 2],
+                                              a["out"])], []))  # a comes back at index 2
+    for h in (1.2, 2.0, 1.2):
+        _step(proc, [b, c, a], _logits(1.5, 1.5, h), lambda n: seq[n])
+    for req in (a, b, c):
+        assert req["temps"] == _oracle(req)
+    assert len(a["out"]) == 11 and _fresh_oracle(a, 8) != a["temps"][8:]  # the test discriminates
+
+
+def test_placeholder_and_out_of_table_ids(capsys):
+    """Ids past the tokenizer (a padded vocabulary) are no newline; -1 placeholders (async
+    scheduling that hides the ids) cannot start a step, and the user is told once."""
+    proc = rv.with_boundary(TABLES)(CONFIG, torch.device("cpu"), False)
+    req, add = _request(0, {"t_low": 0.1, "tau0": 0.5, "window": 2})
+    proc.update_state(rv.BatchUpdate(1, [], [add], []))
+    seq = [V + 7, 2, -1, -1, 5]
+    for h in (2.0, 1.0, 2.5, 0.4, 1.5):
+        _step(proc, [req], _logits(h), lambda n: seq[n])
+    assert proc.needs_output_token_ids() is True
+    assert "placeholder output ids (-1)" in capsys.readouterr().err
+    starts = [False, False, True, False, False]  # only the "\n\n" id (2) starts a step
+    want = reset_temperatures(torch.tensor(req["h"]), torch.tensor(starts), t_low=0.1, tau0=0.5, window=2)
+    assert req["temps"] == want.tolist()
+
+
+def test_reset_needs_vllm_temperature_1():
+    ok = rv.SamplingParams(temperature=1.0, extra_args={"reset": {"t_low": 0.1, "tau0": 0.5}})
+    rv.ReSETLogitsProcessor.validate_params(ok)
+    with pytest.raises(ValueError, match=r"set temperature=1.0 \(got 0.6\)"):
+        rv.ReSETLogitsProcessor.validate_params(
+            rv.SamplingParams(temperature=0.6, extra_args={"reset": {"t_low": 0.1, "tau0": 0.5}}))
+    rv.ReSETLogitsProcessor.validate_params(rv.SamplingParams(temperature=0.6))  # ReSET off: any T

@@ -20,6 +20,7 @@ non-blocking copy.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum, auto
@@ -28,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from resetfp4.engine.log import warn_once
 from resetfp4.sampling.boundary import BoundaryTables
 from resetfp4.sampling.pipeline import entropy, row_is_valid
 from resetfp4.sampling.policy import ReSETState, check_reset_params, snap_entropy
@@ -101,7 +103,11 @@ class ReSETLogitsProcessor(LogitsProcessor):
 
     @classmethod
     def validate_params(cls, sampling_params: SamplingParams) -> None:
-        reset_args(sampling_params)
+        if reset_args(sampling_params) is not None and sampling_params.temperature != 1.0:
+            raise ValueError(
+                f"ReSET chooses each token's temperature itself, and vLLM divides the logits by "
+                f"SamplingParams.temperature again after this processor: set temperature=1.0 (got "
+                f"{sampling_params.temperature})")
 
     def __init__(self, vllm_config: Any, device: torch.device, is_pin_memory: bool) -> None:
         tables = self.boundary
@@ -116,9 +122,20 @@ class ReSETLogitsProcessor(LogitsProcessor):
         self.state = ReSETState(n, self.max_window, self.device)
         self.params: list[tuple[float, float, float, int] | None] = [None] * n
         self.outputs: list[list[int] | None] = [None] * n
+        # len(output) when row i's state last took a token (-1: none yet), and the states of
+        # requests vLLM took out of the batch unfinished (preempted or not scheduled this step),
+        # keyed by their live output list, restored when they come back (at most 4n kept)
+        self.seen: list[int] = [-1] * n
+        self.parked: OrderedDict[int, tuple[list[int], tuple, int]] = OrderedDict()
+        self.max_parked = 4 * n
         self.batch_size = 0
         self.last_temperature = torch.ones(0, device=self.device)
         self._nl, self._dnl = tables.is_newline.tolist(), tables.has_double_newline.tolist()
+
+    def needs_output_token_ids(self) -> bool:
+        # Step boundaries come from the last generated ids: newer vLLM (async scheduling)
+        # fills in the real ids instead of -1 placeholders only for processors that say so.
+        return True
 
     def is_argmax_invariant(self) -> bool:
         # Dividing by T > 0 keeps the argmax, but H_t must see the raw logits, which vLLM only
@@ -129,33 +146,78 @@ class ReSETLogitsProcessor(LogitsProcessor):
         if batch_update is None:
             return
         for i in batch_update.removed:
-            self.params[i], self.outputs[i] = None, None
+            out = self.outputs[i]
+            if self.params[i] is not None and out and self.seen[i] >= 0:
+                # it may come back (preemption, or a step it was not scheduled in) with the same
+                # output list: keep its state (a finished request's entry just ages out)
+                self.parked[id(out)] = (out, self.state.row_snapshot(i), self.seen[i])
+                self.parked.move_to_end(id(out))
+                while len(self.parked) > self.max_parked:
+                    self.parked.popitem(last=False)
+            self.params[i], self.outputs[i], self.seen[i] = None, None, -1
         for i, params, _prompt, out in batch_update.added:
             p = reset_args(params)
             if p is not None and p[3] > self.max_window:
                 raise ValueError(f"window {p[3]} exceeds max_window {self.max_window}; "
                                  "use with_boundary(..., max_window=...)")
             self.params[i], self.outputs[i] = p, out
-            self.state.reset_row(i)
+            back = self.parked.pop(id(out), None)
+            if back is not None and back[0] is out:  # the same request, resumed
+                self.state.restore_row(i, back[1])
+                self.seen[i] = back[2]
+            else:
+                self.state.reset_row(i)
+                self.seen[i] = -1
         for a, b, how in batch_update.moved:
             if how == MoveDirectionality.SWAP:
                 self.params[a], self.params[b] = self.params[b], self.params[a]
                 self.outputs[a], self.outputs[b] = self.outputs[b], self.outputs[a]
+                self.seen[a], self.seen[b] = self.seen[b], self.seen[a]
                 self.state.swap_rows(a, b)
             else:
-                self.params[b], self.outputs[b] = self.params[a], self.outputs[a]
-                self.params[a], self.outputs[a] = None, None
+                self.params[b], self.outputs[b], self.seen[b] = self.params[a], self.outputs[a], self.seen[a]
+                self.params[a], self.outputs[a], self.seen[a] = None, None, -1
                 self.state.copy_row(a, b)
         self.batch_size = batch_update.batch_size
+
+    def _flag(self, table: list[bool], tok: int) -> bool:
+        """``table[tok]``; ids past the tokenizer (the model's padded vocabulary) are no newline,
+        and a -1 placeholder (async scheduling without the real ids) cannot be one either."""
+        if tok < 0:
+            warn_once("the ReSET vLLM processor saw placeholder output ids (-1): this vLLM's async "
+                      "scheduling hides the sampled ids, so step boundaries cannot be seen; run vLLM "
+                      "without async scheduling")
+            return False
+        return tok < len(table) and table[tok]
+
+    def _sync_row(self, i: int, n_out: int) -> None:
+        """Before row i takes the token at output position ``n_out``: a row whose output did not
+        grow since its state last took a token had that sample thrown away (vLLM samples, then
+        discards, on rows still in chunked prefill): at position 0 the state starts again."""
+        if self.seen[i] == n_out:
+            if n_out == 0:
+                self.state.reset_row(i)
+            else:
+                warn_once("the ReSET vLLM processor saw a request whose output did not grow between "
+                          "two steps (speculative decoding?): its step entropy then includes a "
+                          "discarded token")
+        elif self.seen[i] >= 0 and n_out != self.seen[i] + 1:
+            warn_once("the ReSET vLLM processor saw a request gain several tokens in one step "
+                      "(speculative decoding?): only the sampled position's entropy is counted")
+        self.seen[i] = n_out
 
     def _host_rows(self, B: int) -> Tensor:
         """float64 ``[6, B]``: enabled, start, t_low, t_high, tau0, window (one H2D copy)."""
         rows = []
         for i in range(B):
             p, out = self.params[i], self.outputs[i] or []
-            dnl = len(out) >= 1 and self._dnl[out[-1]]
-            two = len(out) >= 2 and self._nl[out[-1]] and self._nl[out[-2]]
-            rows.append((1.0, float(dnl or two), *p) if p else (0.0, 0.0, 1.0, 1.0, 0.0, 1.0))
+            if not p:
+                rows.append((0.0, 0.0, 1.0, 1.0, 0.0, 1.0))
+                continue
+            self._sync_row(i, len(out))
+            dnl = len(out) >= 1 and self._flag(self._dnl, out[-1])
+            two = len(out) >= 2 and self._flag(self._nl, out[-1]) and self._flag(self._nl, out[-2])
+            rows.append((1.0, float(dnl or two), *p))
         host = torch.tensor(rows, dtype=torch.float64).T.contiguous()
         return host.pin_memory() if self.pin else host
 

@@ -129,6 +129,15 @@ class ReSETState:
         for t in self._tensors():
             t[dst] = t[src]
 
+    def row_snapshot(self, row: int) -> tuple[Tensor, ...]:
+        """Copies of row ``row``'s state (device tensors, no sync), for :meth:`restore_row`."""
+        return tuple(t[row].clone() for t in self._tensors())
+
+    def restore_row(self, row: int, snapshot: tuple[Tensor, ...]) -> None:
+        """Row ``row`` takes a state saved by :meth:`row_snapshot`."""
+        for t, v in zip(self._tensors(), snapshot, strict=True):
+            t[row] = v
+
     def swap_rows(self, a: int, b: int) -> None:
         """Exchange the states of rows ``a`` and ``b``."""
         for t in self._tensors():
