@@ -131,3 +131,40 @@ def test_is_equiv_never_executes_model_output(tmp_path):
 )
 def test_extract_choice_letter(text, letter):
     assert extract_choice_letter(text, n_choices=4) == letter
+
+
+@pytest.mark.parametrize(
+    "pred, gold, want",
+    [
+        ("1" + "1" * 400, "4.5", False),  # a 401-digit number against a decimal: no float overflow
+        ("-2, 1", "1,-2", True),  # a bare list (the solutions) in any order
+        ("1, 1, 2", "1, 2, 2", False),  # ... as a multiset
+        ("(1,2)", "(2,1)", False),  # a tuple keeps its order
+        ("\\frac{9}{5}", "1\\frac{4}{5}", True),  # a mixed number
+        ("1.8", "1\\dfrac{4}{5}", True),
+        ("\\frac{4}{5}", "1\\frac{4}{5}", False),
+        ("68.5", "137 \\frac{1}{2}", False),
+        ("\\sqrt{2}\\text{ cm}", "\\sqrt{2}", True),  # a unit after a non-number
+        ("4\\pi \\text{ cm}^2", "4\\pi", True),
+        ("\\frac{68}{3}", "\\frac{68}{3}\\text{ pounds}", True),
+        ("5 \\text{ m/s}", "5", True),
+        ("18~\\text{dollars}", "18", True),
+        ("5 r^5", "5r^5", True),  # a single letter is no unit
+        ("2 x", "2", False),
+    ],
+)
+def test_review_cases_session_18(pred, gold, want):
+    assert is_equiv(pred, gold) is want
+
+
+def test_a_grading_error_counts_as_wrong_and_does_not_stop_the_run(monkeypatch, capsys):
+    from resetfp4.eval import runner
+    from resetfp4.eval.datasets import Problem
+
+    def boom(pred, gold):
+        raise OverflowError("int too large to convert to float")
+
+    monkeypatch.setattr(runner, "is_equiv", boom)
+    p = Problem(id="p-overflow", question="q", answer="4.5")
+    assert runner.grade(p, "so \\boxed{12}") == ("12", False)
+    assert "grading problem p-overflow failed (OverflowError" in capsys.readouterr().err

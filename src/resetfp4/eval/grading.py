@@ -11,7 +11,6 @@ equality under a timeout. Model output is never executed: expressions go through
 
 from __future__ import annotations
 
-import math
 import re
 import signal
 import threading
@@ -90,7 +89,12 @@ def _strip_text_cmds(s: str) -> str:
 def _strip_units(s: str) -> str:
     """Drop unit words after a number: ``"18 dollars"``, ``"5\\text{ cm}^2"`` -> number."""
     s = re.sub(r"(\d)\s*\\(?:text|mbox|mathrm)\{\s*[A-Za-z][A-Za-z .]*\}(\^\{?\d\}?)?\s*$", r"\1", s)
-    m = re.match(r"^([-+]?[\d.,/]*\d)\s+[A-Za-z][A-Za-z .]*(\^\{?\d\}?)?$", s)
+    # a unit word (two letters or more; "/" and "'" allowed: m/s, dollars/hour) in \text{}
+    # after any expression: "\sqrt{2}\text{ cm}", "4\pi \text{ cm}^2"
+    s = re.sub(r"(\S)\s*\\(?:text|mbox|mathrm)\{\s*[A-Za-z][A-Za-z .'/]*[A-Za-z]\s*\}(\^\{?\d\}?)?\s*$",
+               r"\1", s)
+    # a bare unit word after a number: at least two letters, so "2 x" or "5 r^5" stay whole
+    m = re.match(r"^([-+]?[\d.,/]*\d)\s+[A-Za-z]{2}[A-Za-z .]*(\^\{?\d\}?)?$", s)
     return m.group(1) if m else s
 
 
@@ -104,7 +108,12 @@ def normalize_answer(ans: str) -> str:
     s = ans.strip().replace("\u2212", "-").replace("\u2013", "-")
     s = s.replace("\\!", "").replace("\\,", "").replace("\\;", "").replace("\\:", "")
     s = s.replace("\\ ", " ").replace("{,}", ",")
-    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("~", " ")
+    # a whole answer that is a mixed number, 1\frac{4}{5} = 9/5 (not 1 x 4/5)
+    m = re.fullmatch(r"\s*(-?)(\d+)\s*\\frac\{(\d+)\}\{(\d+)\}\s*", s)
+    if m and int(m.group(4)) > 0:
+        whole, num, den = int(m.group(2)), int(m.group(3)), int(m.group(4))
+        s = f"{m.group(1)}{whole * den + num}/{den}"
     s = re.sub(r"\\left\s*|\\right\s*", "", s)
     s = s.replace("\\displaystyle", "")
     s = _strip_units(s)
@@ -156,7 +165,8 @@ def _numbers_close(a: Fraction, b: Fraction, tolerant: bool) -> bool:
     """``a == b`` exactly; within ``REL_TOL``/``ABS_TOL`` only when ``tolerant``."""
     if a == b:
         return True
-    return tolerant and math.isclose(float(a), float(b), rel_tol=REL_TOL, abs_tol=ABS_TOL)
+    # in exact arithmetic: float() of a 400-digit number would overflow
+    return tolerant and abs(a - b) <= max(Fraction(REL_TOL) * max(abs(a), abs(b)), Fraction(ABS_TOL))
 
 
 def _split_top_level(s: str) -> list[str]:
@@ -279,6 +289,14 @@ def is_equiv(pred: str | None, gold: str, *, timeout_s: float = SYMPY_TIMEOUT_S)
         (oa, ia, ca), (ob, ib, cb) = sa, sb
         if (oa, ca) != (ob, cb) or len(ia) != len(ib):
             return False
+        if not oa:  # a bare list ("1, -2": the solutions) is a multiset: any order
+            left = list(ib)
+            for x in ia:
+                hit = next((k for k, y in enumerate(left) if is_equiv(x, y, timeout_s=timeout_s)), None)
+                if hit is None:
+                    return False
+                left.pop(hit)
+            return True
         return all(is_equiv(x, y, timeout_s=timeout_s) for x, y in zip(ia, ib, strict=True))
     if a.count("=") == 1 and b.count("=") == 1:
         (la, ra), (lb, rb) = a.split("="), b.split("=")

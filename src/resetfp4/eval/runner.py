@@ -87,7 +87,14 @@ def grade(problem: Problem, text: str) -> tuple[str | None, bool]:
         letter = extract_choice_letter(text, n_choices=len(problem.choices) or 4)
         return letter, letter == problem.answer
     pred = extract_answer(text)
-    return pred, is_equiv(pred, problem.answer)
+    try:
+        return pred, is_equiv(pred, problem.answer)
+    except (ArithmeticError, ValueError, TypeError, RecursionError, MemoryError) as e:
+        # one pathological generation must not end a long run: it counts as wrong, and says so
+        from resetfp4.engine.log import warn_once
+
+        warn_once(f"grading problem {problem.id} failed ({type(e).__name__}: {e}); counted as wrong")
+        return pred, False
 
 
 def model_file(engine: Any) -> str | None:
