@@ -168,3 +168,9 @@ def test_a_grading_error_counts_as_wrong_and_does_not_stop_the_run(monkeypatch, 
     p = Problem(id="p-overflow", question="q", answer="4.5")
     assert runner.grade(p, "so \\boxed{12}") == ("12", False)
     assert "grading problem p-overflow failed (OverflowError" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("pred, gold, want", [("52_{8}", "52_8", True), ("4210_5", "4210_{5}", True),
+                                              ("528", "52_8", False), ("52_8", "52_9", False)])
+def test_base_subscripts(pred, gold, want):
+    assert is_equiv(pred, gold) is want

@@ -129,6 +129,7 @@ def normalize_answer(ans: str) -> str:
     if _THOUSANDS_RE.match(s.replace(" ", "")):
         s = s.replace(",", "").replace(" ", "")
     s = re.sub(r"\s+", "", s)
+    s = re.sub(r"_\{(\d+)\}", r"_\1", s)  # a base subscript: 52_{8} = 52_8
     s = re.sub(r"^\+", "", s)
     if re.fullmatch(r"-?\d+\.\d*?0+", s) or re.fullmatch(r"-?\d+\.", s):
         s = s.rstrip("0").rstrip(".")  # 18.00 -> 18
@@ -140,6 +141,8 @@ def normalize_answer(ans: str) -> str:
 def _to_fraction(s: str) -> Fraction | None:
     """Exact value of a plain number, ``a/b`` or ``\\frac{a}{b}``; ``None`` otherwise."""
     s = s.replace(" ", "")
+    if "_" in s:  # Fraction("52_8") would read 528: a subscript is no digit separator here
+        return None
     m = re.fullmatch(r"(-?)\\frac\{(-?\d+(?:\.\d+)?)\}\{(-?\d+(?:\.\d+)?)\}", s)
     if m:
         s = f"{m.group(1)}{m.group(2)}/{m.group(3)}"
