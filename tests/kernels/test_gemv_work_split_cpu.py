@@ -147,3 +147,24 @@ def test_planned_splits_of_paper_shapes():
         for m in (1, 16):
             s, r = kg.plan(n_rows, k, 132, kg.MAX_CLUSTER, 8 if m <= 8 else 16)
             check_split(n_rows, k, s, r, m)
+
+
+@pytest.mark.parametrize("n,k,want", [
+    (6144, 4096, (1, 2)),   # Qwen3-8B qkv: 1 x 3 was 11.6 µs, 1 x 2 8.8 (H200)
+    (5120, 5120, (1, 2)),   # Qwen3-14B o: 1 x 3 was 14.0 µs, 1 x 2 10.1
+    (4096, 12288, (1, 1)),  # unchanged picks (each the fastest timed one)
+    (25600, 5120, (1, 7)),
+    (151936, 4096, (1, 36)),
+])
+def test_m16_plans_keep_two_ctas_per_sm(n, k, want):
+    """The M <= 16 class on 132 SMs (session 19 sweep, bench_results/session19/
+    plan_sweep_m16.json): where two 128-register CTAs fit an SM the plan must not fall back
+    to one (a unit streams 1.76x slower at one CTA per SM in that class)."""
+    assert kg.plan(n, k, 132, kg.MAX_CLUSTER, 16) == want
+
+
+def test_m8_plans_unchanged_by_the_m16_refit():
+    """The M <= 8 class keeps its session-18 picks (plan_sweep_h200.json)."""
+    assert kg.plan(6144, 4096, 132, kg.MAX_CLUSTER, 8) == (1, 1)
+    assert kg.plan(151936, 4096, 132, kg.MAX_CLUSTER, 8) == (1, 24)
+    assert kg.plan(25600, 5120, 132, kg.MAX_CLUSTER, 8) == (1, 5)

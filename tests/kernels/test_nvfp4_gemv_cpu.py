@@ -71,10 +71,13 @@ def test_chunks_per_rank_whole_bodies():
 
 
 def test_plan_balances_the_machine():
-    """On the paper shapes the plan keeps the busiest SM within 25% of a perfect split,
-    without clusters (there are more row tiles than SMs); clusters split K only where there
-    are fewer tiles than SMs and one CTA per tile would stream far more than the cluster
-    overhead, and never before sm_90."""
+    """On the paper shapes the plan splits without clusters (there are more row tiles than
+    SMs) and, for M <= 8, keeps the busiest SM within 25% of a perfect split in units; for
+    M <= 16 units on the busiest SM are a poor proxy (each CTA streams at about a fixed rate,
+    so the fastest timed plans are 1 x 2 for the Qwen3-8B qkv and 14B o, 37% and 65% above a
+    perfect split: session 19; their picks are pinned in test_gemv_work_split_cpu.py).
+    Clusters split K only where there are fewer tiles than SMs and one CTA per tile would
+    stream far more than the cluster overhead, and never before sm_90."""
     for (n, k) in [(4096, 4096), (6144, 4096), (24576, 4096), (4096, 12288), (7168, 5120),
                    (5120, 5120), (17408, 5120), (5120, 17408), (10240, 5120), (5120, 8192),
                    (25600, 5120), (5120, 25600)]:
@@ -84,7 +87,8 @@ def test_plan_balances_the_machine():
             assert s == 1 and 1 <= r <= tiles
             ctas = -(-tiles // r)
             busiest = -(-ctas // 132) * r * kc
-            assert busiest <= 1.25 * tiles * kc / 132, (n, k, m_class, s, r)
+            if m_class == 8:
+                assert busiest <= 1.25 * tiles * kc / 132, (n, k, m_class, s, r)
     assert kg.plan(8, 16, 132, 8, 8) == (1, 1)
     assert kg.plan(896, 4864, 132, 8, 8) == (1, 1)  # 56 tiles: clusters measured slower (v8)
     s, r = kg.plan(16, 65536, 132, 8, 8)  # 1 tile of 1024 chunks: split K in clusters

@@ -104,7 +104,7 @@ def test_swiglu_plan_is_the_cheapest_even_tile_count(n, k, m_class, sms):
     r_max = min(tiles, kg.MAX_TILES_PER_CLUSTER[m_class])
     assert r % 2 == 0 and 2 <= r <= r_max
     p = kg.chunks_per_rank(k, 1, m_class)
-    costs = {c: kg._plan_cost(tiles, 1, c, p, sms, kg.CTAS_PER_SM[m_class])
+    costs = {c: kg._plan_cost(tiles, 1, c, p, sms, kg.CTAS_PER_SM[m_class], m_class)
              for c in range(2, r_max + 1, 2)}
     assert costs[r] == min(costs.values()), (r, costs)
 

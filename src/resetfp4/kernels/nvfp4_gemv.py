@@ -109,8 +109,9 @@ def unrepack(packed: torch.Tensor, n: int, k: int, global_scale: torch.Tensor) -
 CTAS_PER_SM = {8: 3, 16: 2}
 MAX_TILES_PER_CLUSTER = {8: 64, 16: 48}
 # Cost model of a plan, in units (576 bytes: one 16 x 64 weight block) streamed by the
-# busiest SM: a unit costs 1 + 0.3 * (CTAS_PER_SM - c) / c times more with c < CTAS_PER_SM
-# resident CTAs (fewer bytes in flight), each wave of CTAs on an SM costs WAVE_COST_UNITS
+# busiest SM: a unit costs 1 + f * (CTAS_PER_SM - c) / c times more with c < CTAS_PER_SM
+# resident CTAs (fewer bytes in flight; f = FEWER_CTAS_SLOWDOWN of the M class), each wave
+# of CTAs on an SM costs WAVE_COST_UNITS
 # (first-load latency, the end-of-CTA reduction), a cluster (S > 1) CLUSTER_COST_UNITS.
 # Refit for kernel v8 on an H100 (dev/kernels/plan_sweep_v8.txt, 14 shapes x M = 1, 8, every
 # candidate plan timed): one wave of CTAs with the fewest tiles each is best almost
@@ -119,9 +120,16 @@ MAX_TILES_PER_CLUSTER = {8: 64, 16: 48}
 # vs 1 x 1 3.9), so clusters are priced out unless S = 1 would leave most SMs idle for a
 # long time. The plans this picks are within 0.2% of the best timed plan summed over the
 # sweep. ``tiles >= SMs`` shapes never use clusters.
+# The M <= 16 class (1 or 2 CTAs of 128 registers per SM) was first swept in session 19, on
+# an H200 (`bench_results/session19/plan_sweep_m16.json`, 15 shapes, every candidate timed):
+# with f = 0.3 the model preferred one longer CTA per SM to more, shorter CTAs (two on some
+# SMs) and lost 24-28% on two shapes (8B.qkv 1 x 3 11.6 µs vs 1 x 2 8.8; 14B.o 1 x 3 14.0 vs
+# 1 x 2 10.1): a CTA streams at about a fixed rate, so its length counts for more than the
+# busiest SM's units. f = 0.75 for that class; every f in 0.5..1.0 picks a plan within 2% of
+# the best timed one on all 15 shapes (the SwiGLU plans do not move).
 WAVE_COST_UNITS = 100
 CLUSTER_COST_UNITS = 400
-FEWER_CTAS_SLOWDOWN = 0.3
+FEWER_CTAS_SLOWDOWN = {8: 0.3, 16: 0.75}
 
 
 # Units per loop body of the kernel's aligned loop per M class (Cfg<kR>::kBody in
@@ -139,12 +147,13 @@ def chunks_per_rank(k: int, s: int, m_class: int = 8) -> int:
     return p
 
 
-def _plan_cost(tiles: int, s: int, r: int, p: int, sm_count: int, per_sm: int) -> float:
+def _plan_cost(tiles: int, s: int, r: int, p: int, sm_count: int, per_sm: int,
+               m_class: int = 8) -> float:
     """The cost model's units for the busiest SM (see :func:`plan`)."""
     ctas = s * math.ceil(tiles / r)
     cps = math.ceil(ctas / sm_count)
     c = min(cps, per_sm)
-    slow = 1.0 + FEWER_CTAS_SLOWDOWN * (per_sm - c) / c
+    slow = 1.0 + FEWER_CTAS_SLOWDOWN[m_class] * (per_sm - c) / c
     return (cps * r * p * slow + math.ceil(cps / per_sm) * WAVE_COST_UNITS
             + (CLUSTER_COST_UNITS if s > 1 else 0))
 
@@ -186,7 +195,7 @@ def plan(n: int, k: int, sm_count: int, max_cluster: int, m_class: int,
                 cands.add(math.ceil(tiles / max(1, cps * sm_count // s)))
         for r in cands:
             r = min(r, r_max)
-            cost = _plan_cost(tiles, s, r, p, sm_count, per_sm)
+            cost = _plan_cost(tiles, s, r, p, sm_count, per_sm, m_class)
             key = (cost, s, -s * math.ceil(tiles / r))
             if best is None or key < best[0]:
                 best = (key, s, r)
