@@ -174,3 +174,36 @@ def test_a_grading_error_counts_as_wrong_and_does_not_stop_the_run(monkeypatch, 
                                               ("528", "52_8", False), ("52_8", "52_9", False)])
 def test_base_subscripts(pred, gold, want):
     assert is_equiv(pred, gold) is want
+
+
+@pytest.mark.parametrize(
+    "pred, gold, want",
+    [
+        # matrices and vectors (MATH precalculus answers), entries compared one by one
+        ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}", True),
+        ("\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}",
+         "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", True),
+        ("\\begin{pmatrix} 0.5 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix}\\frac12\\\\2\\end{pmatrix}", True),
+        ("\\begin{bmatrix} -1/2 \\\\ \\sqrt{3} \\end{bmatrix}",
+         "\\begin{pmatrix} -\\frac{1}{2} \\\\ \\sqrt{3} \\end{pmatrix}", True),
+        ("\\begin{pmatrix} 1 \\\\ 2 \\\\ \\end{pmatrix}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}", True),
+        ("\\begin{pmatrix} 2 \\\\ 1 \\end{pmatrix}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}", False),
+        ("\\begin{pmatrix} 1 & 2 \\end{pmatrix}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}", False),  # shape
+        ("\\begin{vmatrix} 1 & 2 \\\\ 3 & 4 \\end{vmatrix}",
+         "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", False),  # a determinant is no matrix
+        ("(1,2)", "\\begin{pmatrix}1\\\\2\\end{pmatrix}", False),
+        # a constant command before a letter: "\pi r" is pi times r, not "\pir"
+        ("2\\pi r^2", "2\\pi r^{2}", True),
+        ("\\pi r^2", "r^2\\pi", True),
+        ("\\pi r^2", "\\pi r^3", False),
+        # decimals: no more tolerance than the written digits explain
+        ("1234567.8", "1234567.9", False),
+        ("56000.5", "56000", False),
+        ("3.1416", "3.14159", True),
+        # infinities compare exactly (N(-oo - oo) looked "close" before)
+        ("-\\infty", "\\infty", False),
+        ("-\\infty", "-\\infty", True),
+    ],
+)
+def test_review_cases_session_19(pred, gold, want):
+    assert is_equiv(pred, gold) is want

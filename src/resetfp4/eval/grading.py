@@ -106,6 +106,8 @@ def normalize_answer(ans: str) -> str:
     minus, spacing commands, a leading ``x =``, and trailing full stops.
     """
     s = ans.strip().replace("\u2212", "-").replace("\u2013", "-")
+    if "matrix}" in s:  # matrix rows end with "\\": keep them apart from "\ " spacing
+        s = s.replace("\\\\", "\\cr ")
     s = s.replace("\\!", "").replace("\\,", "").replace("\\;", "").replace("\\:", "")
     s = s.replace("\\ ", " ").replace("{,}", ",")
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("~", " ")
@@ -128,6 +130,8 @@ def normalize_answer(ans: str) -> str:
         s = m.group(1)
     if _THOUSANDS_RE.match(s.replace(" ", "")):
         s = s.replace(",", "").replace(" ", "")
+    # a constant command before a letter keeps its boundary: "2\pi r" is not "2\pir"
+    s = re.sub(r"\\(pi|infty)\s+(?=[A-Za-z])", r"\\\1*", s)
     s = re.sub(r"\s+", "", s)
     s = re.sub(r"_\{(\d+)\}", r"_\1", s)  # a base subscript: 52_{8} = 52_8
     s = re.sub(r"^\+", "", s)
@@ -164,12 +168,32 @@ def _has_decimal(s: str) -> bool:
     return "." in s
 
 
-def _numbers_close(a: Fraction, b: Fraction, tolerant: bool) -> bool:
-    """``a == b`` exactly; within ``REL_TOL``/``ABS_TOL`` only when ``tolerant``."""
+def _decimal_places(s: str) -> int | None:
+    """Digits after the decimal point of a normalised plain number (``"0.3333"`` -> 4);
+    ``None`` when it is not written as a decimal."""
+    m = re.fullmatch(r"-?\d*\.(\d+)", s)
+    return len(m.group(1)) if m else None
+
+
+def _numbers_close(a: Fraction, b: Fraction, sa: str, sb: str) -> bool:
+    """``a == b`` exactly, unless a side is written as a decimal (``sa``/``sb``: the
+    normalised strings). Then they may differ by ``REL_TOL`` relative (``ABS_TOL`` at least),
+    but never by more than the decimals can explain: one unit in the last place of the
+    decimal side against an exact value (``"0.3333"`` is 1/3, ``"10.00001"`` is 10, but
+    ``"56000.5"`` is not 56000), half a unit of the coarser side when both are decimals
+    (``"3.1416"`` is ``"3.14159"``, ``"1234567.8"`` is not ``"1234567.9"``)."""
     if a == b:
         return True
+    da, db = _decimal_places(sa), _decimal_places(sb)
+    if da is None and db is None:
+        return False
+    if da is not None and db is not None:
+        cap = Fraction(1, 2 * 10 ** min(da, db))
+    else:
+        cap = Fraction(1, 10 ** (da if da is not None else db))
     # in exact arithmetic: float() of a 400-digit number would overflow
-    return tolerant and abs(a - b) <= max(Fraction(REL_TOL) * max(abs(a), abs(b)), Fraction(ABS_TOL))
+    tol = min(Fraction(REL_TOL) * max(abs(a), abs(b)), cap)
+    return abs(a - b) <= max(tol, Fraction(ABS_TOL))
 
 
 def _split_top_level(s: str) -> list[str]:
@@ -200,6 +224,23 @@ def _as_sequence(s: str) -> tuple[str, list[str], str] | None:
     if len(items) < 2:
         return None
     return open_, items, close
+
+
+_MATRIX_RE = re.compile(r"\\begin\{([pbBvV]?matrix)\}(.*)\\end\{\1\}", re.DOTALL)
+
+
+def _as_matrix(s: str) -> tuple[str, list[list[str]]] | None:
+    """A normalised ``\\begin{pmatrix} a & b \\\\ c & d \\end{pmatrix}`` -> (kind, rows);
+    ``None`` if ``s`` is not one matrix. pmatrix / bmatrix / matrix are one kind (the
+    value), vmatrix / Vmatrix another (a determinant, a norm)."""
+    m = _MATRIX_RE.fullmatch(s)
+    if not m:
+        return None
+    rows = [r for r in m.group(2).split("\\cr")]
+    while rows and not rows[-1].strip():
+        rows.pop()
+    kind = "v" if m.group(1)[:1] in "vV" else "m"
+    return kind, [r.split("&") for r in rows]
 
 
 def _balanced(s: str) -> bool:
@@ -247,6 +288,10 @@ def _symbolic_equal(a: str, b: str, timeout_s: float) -> bool:
     except (MathParseError, TypeError, ValueError, ZeroDivisionError, RecursionError):
         return False
 
+    infinite = (sympy.oo, -sympy.oo, sympy.zoo, sympy.nan)
+    if any(e.has(*infinite) for e in (ea, eb)):  # oo - oo is nan, -oo vs oo is "close" in N()
+        return bool(ea == eb)
+
     def check() -> bool:
         diff = sympy.simplify(ea - eb)
         if diff == 0:
@@ -269,11 +314,12 @@ def is_equiv(pred: str | None, gold: str, *, timeout_s: float = SYMPY_TIMEOUT_S)
     ``pred``/``gold``: raw answer strings (e.g. from :func:`extract_answer`). Both are
     normalised; then plain numbers and fractions compare exactly (``"10001"`` is not
     ``"10000"``, ``"18.0"`` is ``"18"``, ``"0.5"`` is ``"1/2"``), except that when either
-    side is written as a decimal they may differ by ``REL_TOL`` (``"0.3333"`` is ``"1/3"``);
-    tuples and intervals compare element-wise (bracket types must match), equations side by
-    side, and other expressions through sympy (``simplify(a - b) == 0``, or a constant
-    difference within ``REL_TOL`` with a decimal side, ``EXACT_REL_TOL`` without) when both
-    parse, within ``timeout_s`` seconds.
+    side is written as a decimal they may differ by ``REL_TOL`` (``"0.3333"`` is ``"1/3"``)
+    but by no more than its digits explain (:func:`_numbers_close`); matrices compare entry
+    by entry (same kind and shape), tuples and intervals element-wise (bracket types must
+    match), equations side by side, and other expressions through sympy
+    (``simplify(a - b) == 0``, or a constant difference within ``REL_TOL`` with a decimal
+    side, ``EXACT_REL_TOL`` without) when both parse, within ``timeout_s`` seconds.
     """
     if pred is None or gold is None:
         return False
@@ -282,9 +328,18 @@ def is_equiv(pred: str | None, gold: str, *, timeout_s: float = SYMPY_TIMEOUT_S)
         return False
     if a == b:
         return True
+    ma, mb = _as_matrix(a), _as_matrix(b)
+    if ma is not None or mb is not None:  # same kind and shape, entries compared one by one
+        if ma is None or mb is None or ma[0] != mb[0]:
+            return False
+        ra, rb = ma[1], mb[1]
+        if [len(r) for r in ra] != [len(r) for r in rb]:
+            return False
+        return all(is_equiv(x, y, timeout_s=timeout_s)
+                   for r, q in zip(ra, rb, strict=True) for x, y in zip(r, q, strict=True))
     fa, fb = _to_fraction(a), _to_fraction(b)
     if fa is not None and fb is not None:
-        return _numbers_close(fa, fb, tolerant=_has_decimal(a) or _has_decimal(b))
+        return _numbers_close(fa, fb, a, b)
     sa, sb = _as_sequence(a), _as_sequence(b)
     if sa is not None or sb is not None:
         if sa is None or sb is None:
