@@ -69,3 +69,84 @@ def test_quantize_into_an_existing_checkpoint_needs_overwrite(tiny_dir, tmp_path
     assert main([*base, "--overwrite"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["verified"]
     assert sorted(f.name for f in out.glob("*.safetensors")) == ["model.safetensors"]
+
+
+def _input_scales(folder):
+    from safetensors import safe_open
+
+    out = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(f), "pt") as sf:
+            out.update({k: sf.get_tensor(k) for k in sf.keys() if k.endswith("input_scale")})
+    return out
+
+
+def test_quantize_with_own_calibration_data(tiny_dir, tmp_path, capsys):
+    """--calib-data replaces the built-in prompts: the scales change, the checkpoint records
+    the file (name, sha256, count, token cut), and the round trip still holds."""
+    from resetfp4.fileutil import sha256_file
+
+    data = tmp_path / "calib.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in [
+        {"text": "The quick brown fox jumps over the lazy dog. " * 8},
+        {"prompt": "Compute 17 * 23 step by step."},
+        {"question": "What is the capital of France?"},
+        "a bare JSON string also works",
+        {"text": ""},  # skipped
+    ]) + "\n")
+    base = ["quantize", "--model", str(tiny_dir), "--device", "cpu", "--json"]
+    assert main([*base, "--out", str(tmp_path / "default")]) == 0
+    assert main([*base, "--out", str(tmp_path / "own"), "--calib-data", str(data),
+                 "--calib-samples", "3", "--calib-max-tokens", "16"]) == 0
+    reps = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines() if line.startswith("{")]
+    assert all(r["verified"] for r in reps)
+    calib = json.loads((tmp_path / "own" / "hf_quant_config.json").read_text())["producer"]["calibration"]
+    assert calib == {"prompts": 3, "max_tokens": 16, "set": "calib.jsonl", "sha256": sha256_file(data),
+                     "method": "max"}
+    a, b = _input_scales(tmp_path / "default"), _input_scales(tmp_path / "own")
+    assert a.keys() == b.keys() and len(a) == 14
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_quantize_calibration_txt_and_sample_count(tiny_dir, tmp_path, capsys):
+    data = tmp_path / "calib.txt"
+    data.write_text("first prompt\n\nsecond prompt\nthird prompt\n")
+    out = tmp_path / "q"
+    assert main(["quantize", "--model", str(tiny_dir), "--out", str(out), "--device", "cpu", "--json",
+                 "--calib-data", str(data), "--calib-samples", "2"]) == 0
+    calib = json.loads((out / "hf_quant_config.json").read_text())["producer"]["calibration"]
+    assert calib["prompts"] == 2 and calib["set"] == "calib.txt" and calib["max_tokens"] == 256
+
+
+@pytest.mark.parametrize("setup, args, msg", [
+    (None, ["--calib-data", "{d}/missing.jsonl"], "no such file"),
+    ("dir", ["--calib-data", "{d}/calib.jsonl"], "is a directory, not a file"),
+    ("csv", ["--calib-data", "{d}/calib.csv"], "unknown format '.csv'"),
+    ("badjson", ["--calib-data", "{d}/calib.jsonl"], "calib.jsonl:2: not JSON"),
+    ("nokey", ["--calib-data", "{d}/calib.jsonl"], "needs a string field among ['text', 'prompt', 'question']"),
+    ("empty", ["--calib-data", "{d}/calib.jsonl"], "holds no prompt"),
+    (None, ["--calib-samples", "9"], "the built-in set has 8 prompts"),
+    (None, ["--calib-samples", "0"], "the built-in set has 8 prompts"),
+    (None, ["--calib-max-tokens", "0"], "--calib-max-tokens 0: need at least 1"),
+    (None, ["--w4a16", "--calib-samples", "2"], "--w4a16 has none"),
+])
+def test_quantize_bad_calibration_input(tiny_dir, tmp_path, capsys, setup, args, msg):
+    d = tmp_path / "data"
+    d.mkdir()
+    f = d / "calib.jsonl"
+    if setup == "dir":
+        f.mkdir()
+    elif setup == "csv":
+        (d / "calib.csv").write_text("a,b\n")
+    elif setup == "badjson":
+        f.write_text('{"text": "ok"}\n{"text": \n')
+    elif setup == "nokey":
+        f.write_text('{"content": "hello"}\n')
+    elif setup == "empty":
+        f.write_text('\n{"text": "  "}\n')
+    out = tmp_path / "q"
+    argv = ["quantize", "--model", str(tiny_dir), "--out", str(out), "--device", "cpu",
+            *[a.format(d=d) for a in args]]
+    assert main(argv) == 2
+    assert msg in capsys.readouterr().err
+    assert not (out / "hf_quant_config.json").exists()

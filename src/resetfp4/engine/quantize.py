@@ -51,8 +51,71 @@ CALIBRATION_PROMPTS: tuple[str, ...] = (
 CALIBRATION_MAX_TOKENS = 256  # each prompt is truncated to this many tokens
 
 
-def calibration_batches(tokenizer: Any, prompts: Iterable[str] = CALIBRATION_PROMPTS) -> list[list[int]]:
-    """Token ids of each calibration prompt (chat template when available, else raw)."""
+CALIBRATION_FILE_KEYS = ("text", "prompt", "question")  # a .jsonl record's prompt field
+
+
+def read_calibration_file(path: str | Path, limit: int | None = None) -> tuple[list[str], dict[str, Any]]:
+    """Prompts for W4A4 calibration from a user file, and what to record about them.
+
+    ``.jsonl``: one JSON object per line with a ``text``, ``prompt`` or ``question`` string
+    (the first present), or a bare JSON string; ``.txt``: one prompt per non-empty line.
+    ``limit``: use only the first ``limit`` prompts. Returns ``(prompts, info)`` with
+    ``info = {"set": file name, "sha256": of the file, "prompts": count}``.
+    """
+    import json
+
+    from resetfp4.fileutil import sha256_file, what_is
+
+    f = Path(path)
+    if not f.exists() and not f.is_symlink():
+        raise FileNotFoundError(f"--calib-data {f}: no such file; give a .jsonl (one {{\"text\": ...}} "
+                                "per line) or a .txt (one prompt per line)")
+    if not f.is_file():
+        raise ValueError(f"--calib-data {f} is {what_is(f)}, not a file; give a .jsonl or .txt file")
+    if f.suffix not in (".jsonl", ".txt"):
+        raise ValueError(f"--calib-data {f}: unknown format {f.suffix or '(no suffix)'!r}; give a .jsonl "
+                         "(one JSON object with a \"text\", \"prompt\" or \"question\" per line) or a .txt "
+                         "(one prompt per line)")
+    if limit is not None and limit < 1:
+        raise ValueError(f"--calib-samples {limit}: need at least 1")
+    try:
+        lines = f.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"--calib-data {f} is not UTF-8 text ({e})") from None
+    prompts: list[str] = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        if f.suffix == ".txt":
+            prompts.append(line)
+        else:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"--calib-data {f}:{i}: not JSON ({e.msg}); each line must be one "
+                                 "JSON object") from None
+            if isinstance(rec, dict):
+                key = next((k for k in CALIBRATION_FILE_KEYS if k in rec), None)
+                if key is None or not isinstance(rec[key], str):
+                    raise ValueError(f"--calib-data {f}:{i}: needs a string field among "
+                                     f"{list(CALIBRATION_FILE_KEYS)}; the record has {sorted(rec)[:6]}")
+                rec = rec[key]
+            if not isinstance(rec, str):
+                raise ValueError(f"--calib-data {f}:{i}: a {type(rec).__name__}; each line must be an "
+                                 "object with a text field, or a string")
+            if rec.strip():
+                prompts.append(rec)
+        if limit is not None and len(prompts) >= limit:
+            break
+    if not prompts:
+        raise ValueError(f"--calib-data {f} holds no prompt (empty lines and empty texts are skipped)")
+    return prompts, {"set": f.name, "sha256": sha256_file(f), "prompts": len(prompts)}
+
+
+def calibration_batches(tokenizer: Any, prompts: Iterable[str] = CALIBRATION_PROMPTS,
+                        max_tokens: int = CALIBRATION_MAX_TOKENS) -> list[list[int]]:
+    """Token ids of each calibration prompt (chat template when available, else raw),
+    each cut to ``max_tokens``."""
     out = []
     for p in prompts:
         if getattr(tokenizer, "chat_template", None):
@@ -63,7 +126,7 @@ def calibration_batches(tokenizer: Any, prompts: Iterable[str] = CALIBRATION_PRO
                 ids = ids["input_ids"]
         else:
             ids = tokenizer(p)["input_ids"]
-        out.append(list(ids)[:CALIBRATION_MAX_TOKENS])
+        out.append(list(ids)[:max_tokens])
     return out
 
 
@@ -209,24 +272,23 @@ def save_quantized(
     source: str,
     tokenizer_files: list[Path] | None = None,
     overwrite: bool = False,
+    calibration: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``model`` (already quantized) as a ModelOpt-compatible NVFP4 folder
-    (``overwrite``: replace a checkpoint already in ``out_dir``)."""
+    (``overwrite``: replace a checkpoint already in ``out_dir``). ``calibration``: what the
+    W4A4 input scales were calibrated on (recorded in ``hf_quant_config.json``; default: the
+    built-in set)."""
     from resetfp4.format.checkpoint import save_nvfp4_checkpoint
 
     dense, linears, scales = export_tensors(model)
     w4a4 = bool(scales)
     excluded = [] if "lm_head" in linears else ["lm_head"]
-    calib = (
-        {
-            "prompts": len(CALIBRATION_PROMPTS),
-            "max_tokens": CALIBRATION_MAX_TOKENS,
-            "method": "max",
-            "set": "resetfp4.engine.quantize.CALIBRATION_PROMPTS",
-        }
-        if w4a4
-        else None
-    )
+    calib = None
+    if w4a4:
+        calib = {"prompts": len(CALIBRATION_PROMPTS), "max_tokens": CALIBRATION_MAX_TOKENS,
+                 "set": "resetfp4.engine.quantize.CALIBRATION_PROMPTS"}
+        calib.update(calibration or {})
+        calib["method"] = "max"
     # config.json names the dtype its unquantized tensors are stored in, as ModelOpt's exports
     # do (the source's config may say float16 / float32 where these are now bf16)
     config = dict(hf_config)
@@ -305,8 +367,16 @@ def quantize_to_folder(
     verify: bool = True,
     progress: bool = True,
     overwrite: bool = False,
+    calib_data: str | Path | None = None,
+    calib_samples: int | None = None,
+    calib_max_tokens: int = CALIBRATION_MAX_TOKENS,
 ) -> dict[str, Any]:
     """Convert a BF16/GGUF model into a ModelOpt NVFP4 folder; optionally prove the round trip.
+
+    W4A4: ``calib_data`` (a ``.jsonl`` / ``.txt`` file, :func:`read_calibration_file`) replaces
+    the built-in calibration prompts, ``calib_samples`` keeps only the first N, and each
+    prompt is cut to ``calib_max_tokens`` tokens. (On-the-fly W4A4 loading always uses the
+    built-in set, so only a folder written with the defaults equals it bit for bit.)
 
     Returns a report: ``{"out", "quant_algo", "linears", "verified", "max_abs_logit_diff"}``.
     The round trip reloads the folder and requires its logits to equal, bit for bit, those
@@ -318,6 +388,25 @@ def quantize_to_folder(
     from resetfp4.engine.loader import load_tokenizer, read_source
 
     check_out_dir(out_dir, overwrite)  # fail before the (slow) quantization, not after it
+    custom_calib = calib_data is not None or calib_samples is not None \
+        or calib_max_tokens != CALIBRATION_MAX_TOKENS
+    if w4a16 and custom_calib:
+        raise ValueError("--calib-data / --calib-samples / --calib-max-tokens set the W4A4 activation "
+                         "scales; --w4a16 has none: drop them or drop --w4a16")
+    if calib_max_tokens < 1:
+        raise ValueError(f"--calib-max-tokens {calib_max_tokens}: need at least 1")
+    prompts: list[str] = list(CALIBRATION_PROMPTS)
+    calib_info: dict[str, Any] = {}
+    if calib_data is not None:
+        prompts, calib_info = read_calibration_file(calib_data, calib_samples)
+    elif calib_samples is not None:
+        if not 1 <= calib_samples <= len(CALIBRATION_PROMPTS):
+            raise ValueError(f"--calib-samples {calib_samples}: the built-in set has "
+                             f"{len(CALIBRATION_PROMPTS)} prompts; give 1..{len(CALIBRATION_PROMPTS)} "
+                             "or a --calib-data file")
+        prompts = prompts[:calib_samples]
+        calib_info = {"prompts": calib_samples}
+    calib_info["max_tokens"] = calib_max_tokens
     dev = resolve_device(device)
     src = read_source(model_ref)
     if src.kind == "modelopt":
@@ -333,7 +422,9 @@ def quantize_to_folder(
     out_dir = make_folder(out_dir, "--out folder")
     scales = None
     if not w4a16:
-        batches = calibration_batches(tok)
+        batches = calibration_batches(tok, prompts, calib_max_tokens)
+        if not all(batches):
+            raise ValueError("a calibration prompt tokenized to no tokens; remove empty prompts")
         model.setup_cache(1, max(len(b) for b in batches))
         scales = calibrate_input_scales(model, batches, with_head, _bar("calibrate") if progress else None)
     quantize_model(
@@ -349,6 +440,7 @@ def quantize_to_folder(
             source=str(src.path),
             tokenizer_files=files,
             overwrite=overwrite,
+            calibration=None if w4a16 else calib_info,
         )
     report: dict[str, Any] = {
         "out": str(out),
