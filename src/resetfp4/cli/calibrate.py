@@ -3,7 +3,8 @@
 The calibration problems are disjoint from the evaluation set: by default MATH-500 when
 evaluating GSM8K, and the rest of the MATH test set when evaluating MATH-500. Writes
 ``OUT/params.json`` (pass it to ``resetfp4 eval --params`` / ``generate --params``), plus one
-resumable eval run folder per stage (``OUT/tau0``, ``OUT/t_low_<T>``).
+resumable eval run folder per stage (``OUT/tau0``, ``OUT/t_low_<T>``). Rerunning the command
+resumes them; after changing settings, pass ``--overwrite`` to redo them.
 """
 
 from __future__ import annotations
@@ -68,6 +69,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-p", type=float, default=_DEFAULTS.top_p, help="(default: %(default)s)")
     p.add_argument("--out", required=True, help="calibration folder")
     p.add_argument("--params-out", default=None, help="also copy params.json here")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="discard the stage runs of an earlier calibration in --out (OUT/tau0 and OUT/t_low_<T> of "
+        "this grid) and redo them, instead of resuming them; needed when settings changed",
+    )
     # both stages draw random numbers (tau0: the fixed sampler, T_low: reset), so --seed is always used
     add_model_args(p, default_precision="nvfp4-w4a4",
                    seed_help=f"run seed of the tau0 (fixed sampler) and T_low (reset sampler) runs; each "
@@ -113,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         n_select=args.n_select,
         split_seed=args.split_seed,
         progress=not args.no_progress,
+        overwrite=args.overwrite,
     )
     if args.params_out:
         Path(args.params_out).parent.mkdir(parents=True, exist_ok=True)

@@ -7,13 +7,16 @@
 
 Both splits are drawn (seeded) from a calibration task disjoint from the evaluation set:
 problems whose text also occurs in the evaluation task are removed first. Each sub-run is
-an ordinary resumable eval run folder under ``out_dir``.
+an ordinary resumable eval run folder under ``out_dir``. The tau0 run's entropy statistics
+are kept in ``out_dir/tau0_stats.json``, so a calibration resumed from a packed tau0 run
+(``tokens.npz`` holds entropies as float16) keeps the tau0 its T_low runs were started with.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import random
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -23,10 +26,13 @@ import numpy as np
 
 from resetfp4.eval.datasets import Problem, Task
 from resetfp4.eval.params import DEFAULT_T_HIGH, DEFAULT_WINDOW, write_params
-from resetfp4.eval.runner import TOKENS_FILE, EvalConfig, run_eval
+from resetfp4.eval.runner import PROBLEMS_FILE, EvalConfig, run_eval
+from resetfp4.fileutil import sha256_file
 from resetfp4.sampling.config import ReSETParams, SamplerConfig
 
 TAU0_PERCENTILE = 80.0  # the paper's threshold: p80 of NVFP4 token entropy
+ENTROPY_PERCENTILES = (50, 70, 80, 90, 95)  # recorded in params.json
+TAU0_STATS_FILE = "tau0_stats.json"
 DEFAULT_CALIB_TASK = {"gsm8k": "math500", "math500": "math-heldout"}
 
 
@@ -57,12 +63,19 @@ def collect_entropies(path: str | Path) -> np.ndarray:
 
 
 def token_stats(path: str | Path, t_low: float | None = None) -> dict:
-    """Entropy percentiles, steps per sample and share of tokens at ``T_low`` in a dump."""
-    ent, starts, at_low, n_samples = [], 0, 0, 0
+    """Entropy percentiles, steps per sample and share of tokens at ``T_low`` in a dump.
+
+    Steps are counted as :mod:`resetfp4.eval.analysis` counts them: token 0 always begins a
+    step (the engine never flags it), so a sample with tokens has 1 + its later ``starts``;
+    ``steps_per_sample`` is the mean over the samples with at least one token.
+    """
+    ent, steps, at_low, n_samples, n_nonempty = [], 0, 0, 0, 0
     for r in iter_token_dump(path):
         n_samples += 1
         ent.extend(r["entropies"])
-        starts += sum(bool(s) for s in r.get("starts", []))
+        if len(r["entropies"]):
+            n_nonempty += 1
+            steps += 1 + sum(bool(s) for s in r.get("starts", [])[1:])
         if t_low is not None:
             at_low += sum(abs(t - t_low) < 1e-6 for t in r.get("temperatures", []))
     e = np.asarray(ent, dtype=np.float64)
@@ -75,7 +88,7 @@ def token_stats(path: str | Path, t_low: float | None = None) -> dict:
         "entropy_p50": float(np.percentile(e, 50)),
         "entropy_p80": float(np.percentile(e, 80)),
         "entropy_p95": float(np.percentile(e, 95)),
-        "steps_per_sample": starts / max(1, n_samples),
+        "steps_per_sample": steps / max(1, n_nonempty),
     }
     if t_low is not None:
         out["share_tokens_at_t_low"] = at_low / e.size
@@ -124,6 +137,7 @@ def calibrate(
     n_select: int = 128,
     split_seed: int = 0,
     progress: bool = False,
+    overwrite: bool = False,
 ) -> dict:
     """Run both calibration stages; writes ``out_dir/params.json`` and returns its dict.
 
@@ -131,6 +145,8 @@ def calibrate(
     top-p 0.95); its ``top_p`` is kept for the ReSET runs. ``cfg.trace`` is forced on for
     the tau0 run. With ``n_select = 0`` or a one-value grid no T_low search is run and
     T_low is the first grid value (``calibration.t_low_from`` says which happened).
+    ``overwrite``: discard and redo the stage runs (``out_dir/tau0``, ``out_dir/t_low_<T>`` of
+    this grid) instead of resuming them; nothing else in ``out_dir`` is removed.
     """
     if not t_low_grid:
         raise ValueError("--t-low-grid needs at least one temperature")
@@ -153,9 +169,10 @@ def calibrate(
         dataclasses.replace(cfg, trace=True),
         tau_run,
         progress=progress,
+        overwrite=overwrite,
     )
-    ent = collect_entropies(tau_run / TOKENS_FILE)
-    tau0 = float(np.percentile(ent, TAU0_PERCENTILE))
+    stats = _tau0_stats(tau_run, out / TAU0_STATS_FILE)
+    tau0 = stats["tau0"]
     grid_results = []
     if need_select:
         for t_low in t_low_grid:
@@ -175,6 +192,7 @@ def calibrate(
                 dataclasses.replace(cfg, trace=False),
                 out / f"t_low_{t_low:g}",
                 progress=progress,
+                overwrite=overwrite,
             )
             grid_results.append(
                 {
@@ -195,8 +213,8 @@ def calibrate(
         "select_ids": [p.id for p in sel_set],
         "split_seed": split_seed,
         "tau0_percentile": TAU0_PERCENTILE,
-        "n_entropy_tokens": int(ent.size),
-        "entropy_percentiles": {str(q): float(np.percentile(ent, q)) for q in (50, 70, 80, 90, 95)},
+        "n_entropy_tokens": stats["n_entropy_tokens"],
+        "entropy_percentiles": stats["entropy_percentiles"],
         "baseline_sampler": dataclasses.asdict(baseline),
         "samples": cfg.samples,
         "max_new_tokens": cfg.max_new_tokens,
@@ -211,3 +229,41 @@ def calibrate(
     }
     write_params(out / "params.json", params, **extra)
     return json.loads((out / "params.json").read_text())
+
+
+def _tau0_stats(tau_run: Path, path: Path) -> dict:
+    """tau0 and the entropy percentiles of the finished tau0 run, cached in ``path``.
+
+    The entropies are read from ``tokens.jsonl`` and ``tokens.npz`` together
+    (:func:`resetfp4.eval.analysis.collect_run_entropies`): a run packed by ``study --pack``
+    and resumed elsewhere keeps its earlier samples only in the npz. The npz stores them as
+    float16, so once computed the figures are kept in ``path`` (keyed by the sha256 of the run's
+    ``problems.jsonl``, which changes whenever the run gains or redoes problems) and reused: a
+    calibration resumed after packing keeps the tau0 its T_low runs were started with.
+    """
+    from resetfp4.eval.analysis import collect_run_entropies  # local: analysis imports this module
+
+    key = sha256_file(tau_run / PROBLEMS_FILE)
+    try:
+        kept = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        kept = None  # none yet, or damaged: recomputed below
+    if (
+        isinstance(kept, dict)
+        and kept.get("problems_sha256") == key
+        and kept.get("tau0_percentile") == TAU0_PERCENTILE
+        and isinstance(kept.get("tau0"), float)
+    ):
+        return kept
+    ent = collect_run_entropies(tau_run)
+    stats = {
+        "problems_sha256": key,
+        "tau0_percentile": TAU0_PERCENTILE,
+        "tau0": float(np.percentile(ent, TAU0_PERCENTILE)),
+        "n_entropy_tokens": int(ent.size),
+        "entropy_percentiles": {str(q): float(np.percentile(ent, q)) for q in ENTROPY_PERCENTILES},
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return stats

@@ -236,7 +236,13 @@ def _gpqa_problem(obj: dict, pid: str, where: str) -> Problem:
             raise ValueError(f"{where}: GPQA item needs 'Correct Answer' and 'Incorrect Answer 1..3'")
         choices = [correct, *wrong]
     else:
-        question, choices, ans = obj["question"], list(obj["choices"]), obj.get("answer")
+        question, choices, ans = obj.get("question"), obj.get("choices"), obj.get("answer")
+        if not isinstance(question, str) or not isinstance(choices, list):
+            raise ValueError(
+                f"{where}: GPQA item needs a 'question' string and a 'choices' list of 4 strings (or the "
+                f"GPQA-Diamond columns 'Question', 'Correct Answer', 'Incorrect Answer 1..3'), got keys "
+                f"{sorted(obj)}; the file's first item set the format for every line"
+            )
         if len(choices) != 4:
             raise ValueError(f"{where}: GPQA item needs 4 choices, got {len(choices)}")
         if isinstance(ans, int) and 0 <= ans < 4:

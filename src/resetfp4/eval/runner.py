@@ -8,12 +8,16 @@ Files written to ``out_dir``:
   ``seeds``, ``score`` (mean correctness) and ``wall_s`` (its share of generation time);
 - ``tokens.jsonl`` (only with ``trace=True``): one line per sample, ``{"id", "sample",
   "correct", "entropies", "temperatures", "starts", "token_ids"}`` -- large, not for git;
+  ``tokens.npz`` (its packed form, :mod:`resetfp4.eval.analysis`) and ``traces/`` (HTML
+  traces, ``resetfp4 eval --html-traces``) are written by other tools;
 - ``summary.json``: accuracy with its 95% CI, pass@k, maj@k, lengths, truncation rate,
   tokens/s and the configuration.
 
 A run that is interrupted is resumed by running the same command again: problems already
-in ``problems.jsonl`` are skipped. Every (problem, sample) pair has its own seed derived from
-``(seed, problem id, sample index)``, so results do not depend on batching or resuming.
+in ``problems.jsonl`` are skipped. The configuration must match (:data:`RESUME_KEYS`: model,
+sampler, prompts, tracing, ...); ``overwrite`` discards the folder's run files instead. Every
+(problem, sample) pair has its own seed derived from ``(seed, problem id, sample index)``, so
+results do not depend on batching or resuming.
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ import os
 import platform
 import sys
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +45,13 @@ PROBLEMS_FILE = "problems.jsonl"
 TOKENS_FILE = "tokens.jsonl"
 SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.json"
-# config keys that must agree for a resumed run to append to an existing one
+TOKENS_NPZ = "tokens.npz"  # = resetfp4.eval.analysis.TOKENS_NPZ (analysis imports this module)
+TRACES_DIR = "traces"  # HTML traces of resetfp4.cli.evaluate.write_html_traces
+# config keys that must agree for a resumed run to append to an existing one. "prompt_templates"
+# and "trace" have been recorded since the first run-folder format, so every folder has them:
+# a resume that changes the prompt form (e.g. a JSONL file switched from the AIME to the generic,
+# verbatim format: same ids, text and answers, so the same task_fingerprint) or turns tracing on
+# or off (token dumps and token_stats of part of the run) is refused.
 RESUME_KEYS = (
     "model",
     "precision",
@@ -52,9 +61,21 @@ RESUME_KEYS = (
     "max_seq_len",
     "seed",
     "task_fingerprint",
+    "prompt_templates",
     "chat",
     "stop",
+    "trace",
 )
+# what to do when a key differs, beyond "another --out folder, or --overwrite"
+_RESUME_HINTS = {
+    "trace": "the earlier problems were run with tracing (--dump-tokens / --html-traces) "
+    "{old}, and token dumps and token_stats must cover the whole run: resume with tracing as before",
+    "prompt_templates": "the prompts would differ from the earlier problems' (the task file's format "
+    "decides the template: AIME/GPQA items are wrapped in a chain-of-thought template, generic "
+    "{{id, prompt, answer}} items are sent verbatim): resume with the task file as it was",
+    "prompt_sha256": "the prompts sent would differ from the earlier problems' (prompt template or "
+    "choice order changed): resume with the task and resetfp4 version as they were",
+}
 
 
 @dataclass(frozen=True)
@@ -152,6 +173,15 @@ def _device_name(engine: Any) -> str:
     return dev
 
 
+def prompt_sha256(task: Task) -> str:
+    """sha256 over (id, prompt sent) of every problem: the prompts exactly, template included
+    (``task.fingerprint()`` covers the items, not how they are put to the model)."""
+    h = hashlib.sha256()
+    for p in task.problems:
+        h.update(json.dumps([p.id, build_prompt(p)]).encode())
+    return h.hexdigest()
+
+
 def build_config(
     engine: Any, task: Task, sampler: SamplerConfig, cfg: EvalConfig, extra: dict | None
 ) -> dict:
@@ -183,6 +213,7 @@ def build_config(
         "task_fingerprint": task.fingerprint(),
         "n_problems": len(task.problems),
         "prompt_templates": sorted({template_name(p) for p in task.problems}),
+        "prompt_sha256": prompt_sha256(task),
         "resetfp4_version": __version__,
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -231,11 +262,25 @@ def _read_done(path: Path) -> dict[str, dict]:
     return done
 
 
+def _discard_run(out: Path) -> None:
+    """Remove a run's files from ``out`` (``overwrite``): its records, token dumps (JSONL and
+    packed), summary, config and HTML traces; anything else in the folder is left alone."""
+    for name in (PROBLEMS_FILE, TOKENS_FILE, TOKENS_NPZ, SUMMARY_FILE, CONFIG_FILE):
+        (out / name).unlink(missing_ok=True)
+    traces = out / TRACES_DIR
+    if traces.is_symlink():
+        traces.unlink()
+    elif traces.is_dir():
+        for page in traces.glob("*.html"):
+            page.unlink()
+        if not any(traces.iterdir()):
+            traces.rmdir()  # a folder holding other files than ours stays, with them
+
+
 def _check_resume(out: Path, config: dict, overwrite: bool) -> None:
     cfg_path = out / CONFIG_FILE
     if overwrite:
-        for name in (PROBLEMS_FILE, TOKENS_FILE, SUMMARY_FILE, CONFIG_FILE):
-            (out / name).unlink(missing_ok=True)
+        _discard_run(out)
         return
     if not cfg_path.exists():
         return
@@ -247,11 +292,22 @@ def _check_resume(out: Path, config: dict, overwrite: bool) -> None:
         # greedy draws no random numbers: the seed does not matter (folders from before the CLI
         # refused --seed with greedy may record any seed, and can no longer be given it)
         keys = tuple(k for k in keys if k != "seed")
-    diffs = [f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in keys if old.get(k) != config.get(k)]
-    if diffs:
+    if "prompt_sha256" in old or len(old.get("prompt_templates") or ()) > 1:
+        # folders from before prompt_sha256 was recorded: their prompt_templates (checked above)
+        # fixes every prompt's form when it names one template (always, for a task file: its
+        # first item sets the format of all), so a missing hash can only match then
+        keys = (*keys, "prompt_sha256")
+    differ = [k for k in keys if old.get(k) != config.get(k)]
+    if "prompt_templates" in differ and "prompt_sha256" in differ:
+        differ.remove("prompt_sha256")  # follows from the template change, said once
+    if differ:
+        diffs = "; ".join(f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in differ)
+        hints = [_RESUME_HINTS[k].format(old="on" if old.get(k) else "off")
+                 for k in differ if k in _RESUME_HINTS]
         raise ValueError(
-            f"{out} holds a run with a different configuration ({'; '.join(diffs)}); "
-            "use another --out folder, or --overwrite to discard it"
+            f"{out} holds a run with a different configuration ({diffs}); "
+            + "".join(h + "; or " for h in hints)
+            + "use another --out folder, or --overwrite to discard it"
         )
 
 
@@ -423,7 +479,7 @@ def write_summary(out_dir: str | Path, task: Task, config: dict | None = None) -
     # A packed-and-resumed run keeps its earlier tokens only in tokens.npz (resetfp4.eval.pack):
     # token_stats reads tokens.jsonl alone, so it is left out rather than written partial
     # (resetfp4.eval.analysis reads both files).
-    packed = (out / "tokens.npz").exists()
+    packed = (out / TOKENS_NPZ).exists()
     if config.get("trace") and summary["complete"] and (out / TOKENS_FILE).exists() and not packed:
         from resetfp4.eval.calibrate import token_stats  # local: calibrate imports this module
 
@@ -446,13 +502,42 @@ def _flush(out: Path, problem: Problem, items: list, trace: bool) -> None:
         f.flush()
 
 
-def _majority_correct(rec: dict) -> bool:
-    answers = [normalize_answer(a) if a is not None else None for a in rec["answers"]]
-    votes = Counter(a for a in answers if a)
-    if not votes:
+def _same_answer(a: str, b: str, mcq: bool) -> bool:
+    """Whether two extracted answers are the same vote: equal letters (MCQ), else equivalent by the
+    grader (``\\frac{1}{2}`` and ``0.5``); one the grader cannot compare is a vote of its own."""
+    if mcq:
+        return a == b
+    try:
+        return is_equiv(a, b)
+    except (ArithmeticError, ValueError, TypeError, RecursionError, MemoryError):
         return False
-    top = votes.most_common(1)[0][0]
-    return any(c for a, c in zip(answers, rec["correct"], strict=True) if a == top)
+
+
+def _majority_correct(rec: dict) -> bool:
+    """maj@K of one problem: whether the answer most samples agree on is right.
+
+    Answers are grouped in equivalence classes, each answer joining the first class whose
+    representative (its first answer) it is equivalent to; samples without an answer (``None``
+    or empty) vote for nothing. The largest class wins; a tie goes to the class whose first answer
+    came first (lowest sample index). The class is graded as its representative was graded.
+    """
+    mcq = rec.get("kind") == "mcq"
+    reps: list[int] = []  # sample index of each class's first answer
+    sizes: list[int] = []
+    for i, a in enumerate(rec["answers"]):
+        if a is None or not normalize_answer(a):
+            continue
+        for c, r in enumerate(reps):
+            if _same_answer(a, rec["answers"][r], mcq):
+                sizes[c] += 1
+                break
+        else:
+            reps.append(i)
+            sizes.append(1)
+    if not reps:
+        return False
+    best = max(range(len(reps)), key=lambda c: (sizes[c], -c))
+    return bool(rec["correct"][reps[best]])
 
 
 def summarize(done: dict[str, dict], task: Task, config: dict) -> dict:
