@@ -262,3 +262,14 @@ def test_eval_end_to_end_on_real_smollm2_cpu(tmp_path):
     tok = [json.loads(x) for x in (tmp_path / "run" / "tokens.jsonl").read_text().splitlines()]
     assert all(len(t["entropies"]) == len(t["token_ids"]) for t in tok)
     assert len(list((tmp_path / "run" / "traces").glob("*.html"))) == 1
+
+
+def test_html_trace_names_do_not_collide(tmp_path, fake_engine):
+    """Ids that sanitise to one file name ("a/1" and "a_1") get distinct trace files."""
+    task = tmp_path / "t.jsonl"
+    task.write_text("".join(json.dumps({"id": i, "problem": f"q {i}: add 1 and 1.", "answer": 2}) + "\n"
+                            for i in ("a/1", "a_1", "b 2")))
+    assert _eval(task, tmp_path / "r", "--html-traces", "3") == 0
+    names = sorted(p.name for p in (tmp_path / "r" / "traces").glob("*.html"))
+    assert len(names) == 3 and "a_1.html" in names
+    assert sum(n.startswith("a_1-") for n in names) == 1 and sum(n.startswith("b_2-") for n in names) == 1

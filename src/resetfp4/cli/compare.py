@@ -81,10 +81,12 @@ def run(args: argparse.Namespace) -> int:
 
     for flag in ("analysis", "markdown", "json", "bars", "entropy_hist"):
         check_output_file(getattr(args, flag), f"--{flag.replace('_', '-')}")
+    _check_distinct_outputs(args)
     runs = [load_run(r) for r in args.runs]
     labels = [s.strip() for s in args.labels.split(",")] if args.labels else [r.label for r in runs]
     if len(labels) != len(runs):
         raise ValueError(f"--labels has {len(labels)} entries for {len(runs)} runs")
+    labels = _distinct_labels(labels, runs, given=bool(args.labels))
     tasks = {r.summary["config"].get("task_fingerprint") for r in runs}  # load_run checked "config"
     if len(tasks) > 1:
         print("warning: the runs were made on different problem sets; pairing uses common ids only")
@@ -110,6 +112,55 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_distinct_outputs(args: argparse.Namespace) -> None:
+    """No two outputs may be one file (``--analysis F.json`` also writes ``F.md``)."""
+    outs: dict[Path, str] = {}
+
+    def claim(path: str | Path | None, flag: str) -> None:
+        if path is None:
+            return
+        key = Path(path).resolve()
+        if key in outs:
+            raise ValueError(f"{outs[key]} and {flag} both write {path}; give them different files")
+        outs[key] = flag
+
+    if args.analysis is not None:
+        if Path(args.analysis).suffix.lower() == ".md":
+            raise ValueError(f"--analysis {args.analysis}: give the JSON file (e.g. analysis.json); the "
+                             "markdown goes beside it with the suffix .md")
+        claim(args.analysis, "--analysis")
+        claim(Path(args.analysis).with_suffix(".md"), "--analysis (its .md)")
+    for flag in ("markdown", "json", "bars", "entropy_hist"):
+        claim(getattr(args, flag), f"--{flag.replace('_', '-')}")
+
+
+def _distinct_labels(labels: list[str], runs: list, given: bool) -> list[str]:
+    """Labels key the series, columns and JSON entries, so they must differ: ``--labels``
+    must be distinct; default labels (precision and sampler) that coincide get the run
+    folder's name, then a position if even those coincide."""
+    dup = {lab for lab in labels if labels.count(lab) > 1}
+    if not dup:
+        return labels
+    if given:
+        raise ValueError(f"--labels must be distinct; {sorted(dup)[0]!r} is given "
+                         f"{labels.count(sorted(dup)[0])} times")
+    out = [f"{lab} [{r.path.name}]" if lab in dup else lab for lab, r in zip(labels, runs, strict=True)]
+    if len(set(out)) < len(out):
+        out = [f"{lab} #{i + 1}" if out.count(lab) > 1 else lab for i, lab in enumerate(out)]
+    return out
+
+
+def _json_safe(obj: object) -> object:
+    """NaN / inf -> null, so that the JSON is strict (a 1-problem CI is NaN)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
 def _run_label(path: str, runs: list, labels: list[str]) -> tuple[object, str]:
     from resetfp4.eval.report import load_run
 
@@ -128,6 +179,8 @@ def _extra_baselines(args: argparse.Namespace, runs: list, labels: list[str], ou
     out["paired_vs"] = {}
     for path in args.vs or []:
         base, blab = _run_label(path, runs, labels)
+        if f"vs {blab}" in cols:  # two --vs baselines with one label
+            blab = f"{blab} [{base.path.name}]"
         res: list[dict | None] = []
         for r, lab in zip(runs, labels, strict=True):
             if r.path.resolve() == base.path.resolve():
@@ -185,7 +238,7 @@ def _analysis(args: argparse.Namespace, runs: list, labels: list[str]) -> list[d
     results = [analyze_run(r.path, policy, lab) for r, lab in traced]
     md = analysis_markdown(results)
     print(md)
-    Path(args.analysis).write_text(json.dumps(results, indent=2) + "\n")
+    Path(args.analysis).write_text(json.dumps(_json_safe(results), indent=2) + "\n")
     Path(args.analysis).with_suffix(".md").write_text(md)
     return results
 
@@ -194,7 +247,7 @@ def _write_outputs(args: argparse.Namespace, runs: list, labels: list[str], tabl
     if args.markdown:
         Path(args.markdown).write_text(table)
     if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(_json_safe(out), indent=2) + "\n")
     if args.bars:
         from resetfp4.eval.plots import plot_accuracy_bars
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -272,6 +273,8 @@ def write_html_traces(out: Path, engine: Any, sampler: SamplerConfig, n: int) ->
         ids = rec["token_ids"]
         tokens = token_pieces(decode, ids) if decode else [f"⟨{i}⟩" for i in ids]
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in str(rec["id"]))
+        if safe != str(rec["id"]):  # "aime/2024/1" and "aime_2024_1" must not share a file
+            safe += "-" + hashlib.sha256(str(rec["id"]).encode()).hexdigest()[:8]
         meta = {
             "id": rec["id"],
             "correct": rec["correct"],

@@ -30,6 +30,9 @@ def accuracy_ci(correct: Sequence[Sequence[bool]]) -> dict:
 
     ``correct[i][k]``: whether sample ``k`` of problem ``i`` was right. The CI is the
     normal interval ``mean +- 1.96 * sd(problem scores) / sqrt(n)``, clipped to [0, 1].
+    When every problem scores the same (all right or all wrong, say) that interval has no
+    width, which 50 of 50 right does not justify: the CI is then the Wilson score interval
+    of ``mean`` over ``n`` problems (50 of 50: [0.929, 1]). One problem: no CI (NaN).
     Returns ``{"mean", "ci95": [lo, hi], "stderr", "n_problems", "n_samples"}``.
     """
     scores = problem_scores(correct)
@@ -38,6 +41,8 @@ def accuracy_ci(correct: Sequence[Sequence[bool]]) -> dict:
     se = float(scores.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
     half = Z95 * se if n > 1 else float("nan")
     lo, hi = (max(0.0, mean - half), min(1.0, mean + half)) if n > 1 else (float("nan"),) * 2
+    if n > 1 and se == 0.0:
+        lo, hi = wilson_interval(mean, n)
     return {
         "mean": mean,
         "ci95": [lo, hi],
@@ -45,6 +50,15 @@ def accuracy_ci(correct: Sequence[Sequence[bool]]) -> dict:
         "n_problems": n,
         "n_samples": int(sum(len(c) for c in correct)),
     }
+
+
+def wilson_interval(p: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion ``p`` observed over ``n`` trials."""
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    # the bound at an end is the end itself (c - h / c + h round to within 1 ulp of it)
+    return (0.0 if p <= 0 else max(0.0, c - h)), (1.0 if p >= 1 else min(1.0, c + h))
 
 
 def _paired_arrays(
@@ -63,7 +77,10 @@ def paired_bootstrap(
 
     ``a``/``b``: problem id -> per-problem score (mean correctness over samples). Only ids in
     both are used (``n_only_a``/``n_only_b`` report the rest). Returns the observed
-    difference, its 95% percentile CI, and a two-sided bootstrap p-value for "no difference".
+    difference, its 95% percentile CI, and a two-sided bootstrap p-value for "no difference"
+    (``2 (m + 1) / (n_boot + 1)`` for the ``m`` resamples on the far side of 0, so never 0:
+    10,000 resamples cannot show p below ~2e-4). One common problem: no CI and no p (NaN),
+    a resample of one difference says nothing about its spread.
     """
     ids, xa, xb = _paired_arrays(a, b)
     d = xb - xa
@@ -71,11 +88,14 @@ def paired_bootstrap(
     idx = rng.integers(0, len(d), size=(n_boot, len(d)))
     boots = d[idx].mean(axis=1)
     lo, hi = np.percentile(boots, [2.5, 97.5])
-    p = 2 * min(float((boots <= 0).mean()), float((boots >= 0).mean()))
+    m = min(int((boots <= 0).sum()), int((boots >= 0).sum()))
+    p = min(1.0, 2 * (m + 1) / (n_boot + 1))
+    if len(d) < 2:
+        lo = hi = p = float("nan")
     return {
         "diff": float(d.mean()),
         "ci95": [float(lo), float(hi)],
-        "p_value": min(1.0, p),
+        "p_value": p,
         "n_problems": len(ids),
         "n_only_a": len(set(a) - set(b)),
         "n_only_b": len(set(b) - set(a)),
