@@ -46,7 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="default: bf16 on CUDA, fp32 on CPU (NVFP4 folders: their own precision)",
     )
     p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when available)")
-    p.add_argument("--lm-head", choices=("bf16", "nvfp4"), default="bf16", help="output head precision")
+    p.add_argument("--lm-head", choices=("bf16", "nvfp4"), default=None,
+                   help="output head precision (default: bf16; an NVFP4 folder's own head)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the decode step (default: on for CUDA, off for CPU; slower start)")
     p.add_argument("--sampler", choices=SAMPLER_MODES, default=DEFAULT_SAMPLER,
@@ -139,11 +140,21 @@ def sampler_params(args: argparse.Namespace, engine, cfg: SamplerConfig) -> dict
     return out
 
 
+def _nvfp4_folder_head(model: str) -> str | None:
+    """An NVFP4 folder's lm_head precision ("nvfp4" unless excluded), None for other sources."""
+    folder = Path(model).expanduser()
+    if not (folder / QUANT_CONFIG_FILE).is_file():
+        return None
+    qc = read_quant_config(folder)
+    excluded = qc["quantization"].get("exclude_modules") or []
+    return "bf16" if any("lm_head" in str(e) or str(e).strip("*") == "" for e in excluded) else "nvfp4"
+
+
 def _default_precision(args: argparse.Namespace) -> str:
     if args.precision:
         return args.precision
-    if (Path(args.model) / QUANT_CONFIG_FILE).is_file():
-        qc = read_quant_config(args.model)  # a malformed file is a CheckpointError saying so
+    if (Path(args.model).expanduser() / QUANT_CONFIG_FILE).is_file():
+        qc = read_quant_config(Path(args.model).expanduser())  # a malformed file: a CheckpointError
         return "nvfp4-w4a4" if qc["quantization"]["quant_algo"] == "NVFP4" else "nvfp4-w4a16"
     import torch
 
@@ -243,6 +254,13 @@ def check_before_loading(args: argparse.Namespace, precision: str) -> None:
     from resetfp4.engine.build import check_lm_head, check_precision, resolve_device
 
     check_precision(precision, resolve_device(args.device))
+    folder_head = _nvfp4_folder_head(args.model)
+    if args.lm_head is None:
+        args.lm_head = folder_head or "bf16"
+    elif folder_head == "nvfp4" and args.lm_head == "bf16":
+        raise ValueError(f"{args.model} holds an NVFP4 lm_head, which runs as stored; --lm-head bf16 cannot "
+                         "apply (nothing dequantizes it back): drop --lm-head, or use a folder quantized "
+                         "without `--lm-head nvfp4`")
     check_lm_head(args.lm_head, precision)
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")

@@ -194,6 +194,9 @@ class Engine:
             raise ValueError(f"got {len(sampling)} sampler configs for {len(prompts)} prompts")
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if stop and any(not isinstance(s, str) or not s for s in stop):
+            raise ValueError(f"stop strings must be non-empty strings, got {stop!r} (an empty one "
+                             "would end every row at once); drop it")
         encoded = [self.encode(p, chat) for p in prompts]
         for i, ids in enumerate(encoded):
             if not ids:
@@ -333,7 +336,11 @@ class Engine:
                     r.ids, r.finish = r.ids[:cut], "stop"
             if stream is not None:
                 text = self._text(r.ids, stop)
-                if not text.endswith("\ufffd") or r.finish is not None:
+                if r.finish is None:
+                    # hold back a tail that may be the start of a stop string: it is not shown
+                    # until the next tokens complete the match (then it is cut) or rule it out
+                    text = text[: len(text) - _stop_prefix_len(text, stop)]
+                if (not text.endswith("\ufffd") or r.finish is not None) and len(text) > r.streamed:
                     stream(r.index, text[r.streamed :])
                     r.streamed = len(text)
         return all(r.finish is not None for r in rows)
@@ -359,6 +366,17 @@ class Engine:
             temperatures=list(temp),
             step_starts=[bool(b) for b in start],
         )
+
+
+def _stop_prefix_len(text: str, stop: list[str]) -> int:
+    """Length of the longest tail of ``text`` that is a proper prefix of a stop string."""
+    best = 0
+    for s in stop:
+        for k in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:k]):
+                best = k
+                break
+    return best
 
 
 def _stop_cut(tokenizer: Any, ids: list[int], stop: list[str]) -> int | None:
