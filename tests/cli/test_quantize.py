@@ -151,3 +151,17 @@ def test_quantize_bad_calibration_input(tiny_dir, tmp_path, capsys, setup, args,
     assert main(argv) == 2
     assert msg in capsys.readouterr().err
     assert not (out / "hf_quant_config.json").exists()
+
+
+def test_quantized_head_of_a_tied_model_is_untied_in_config(tiny_dir, tmp_path, capsys):
+    """tiny_dir ties lm_head to the embeddings; with --lm-head nvfp4 the head is its own NVFP4
+    tensor, so config.json must not say tie_word_embeddings (HF / vLLM would drop the head and
+    run the embedding matrix); the round trip through our loader still holds."""
+    out = tmp_path / "q"
+    assert json.loads((tiny_dir / "config.json").read_text())["tie_word_embeddings"] is True
+    assert main(["quantize", "--model", str(tiny_dir), "--out", str(out), "--device", "cpu", "--json",
+                 "--w4a16", "--lm-head", "nvfp4"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["verified"]
+    assert json.loads((out / "config.json").read_text())["tie_word_embeddings"] is False
+    qc = json.loads((out / "hf_quant_config.json").read_text())
+    assert "lm_head" not in (qc["quantization"].get("exclude_modules") or [])

@@ -292,6 +292,10 @@ def save_quantized(
     # config.json names the dtype its unquantized tensors are stored in, as ModelOpt's exports
     # do (the source's config may say float16 / float32 where these are now bf16)
     config = dict(hf_config)
+    if "lm_head" in linears and config.get("tie_word_embeddings"):
+        # the head is now its own NVFP4 tensor: a loader that honours the tie (HF, vLLM) would
+        # otherwise drop it and run the bf16 embedding matrix as the head
+        config["tie_word_embeddings"] = False
     dense_dtypes = {t.dtype for t in dense.values() if t.is_floating_point()}
     if len(dense_dtypes) == 1:
         config["torch_dtype"] = str(dense_dtypes.pop()).removeprefix("torch.")
