@@ -31,6 +31,59 @@ def check_hf_rope(cfg: dict[str, Any]) -> None:
             raise _unsupported_rope(rope_type, f"config.json {key}")
 
 
+# HF activation names the engine's MLP computes (transformers' ACT2FN maps both to SiLU).
+_SILU = ("silu", "swish")
+# transformers' Qwen2/Qwen3 config defaults, for the sliding-window check.
+_HF_SLIDING_WINDOW = 4096
+_HF_MAX_WINDOW_LAYERS = 28
+_CANNOT_SERVE = "this model cannot be served by resetfp4"
+
+
+def check_hf_activation(cfg: dict[str, Any], where: str) -> None:
+    """Refuse an MLP activation other than SiLU (``hidden_act``, or Gemma-style
+    ``hidden_activation``); absent means SiLU, transformers' default for these models."""
+    for key in ("hidden_act", "hidden_activation"):
+        if key in cfg and cfg[key] not in _SILU:
+            raise ValueError(
+                f"{where}: {key} {cfg[key]!r} is not supported: the engine's MLP runs SiLU "
+                f"({key} 'silu' or 'swish') only, so it would compute a different model; {_CANNOT_SERVE}"
+            )
+
+
+def check_hf_sliding_window(cfg: dict[str, Any], n_layers: int, max_position: int, where: str) -> None:
+    """Refuse Qwen2/Qwen3 sliding-window attention where transformers applies it: with
+    ``use_sliding_window`` true, a ``sliding_window`` below ``max_position_embeddings`` and at
+    least one layer of type ``sliding_attention`` (``layer_types``, else the layers from
+    ``max_window_layers`` on). ``use_sliding_window: false`` (as Qwen2.5 ships) is full attention."""
+    use = cfg.get("use_sliding_window") or False
+    if not isinstance(use, bool):
+        raise ValueError(f"{where}: use_sliding_window must be true or false, got {use!r}; {_HF_FIX}")
+    window = cfg.get("sliding_window", _HF_SLIDING_WINDOW)
+    if not use or window is None:
+        return
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ValueError(f"{where}: sliding_window must be a positive integer or null, got {window!r}; "
+                         f"{_HF_FIX}")
+    if window >= max_position:
+        return  # no sequence is longer than the window: the same as full attention
+    types = cfg.get("layer_types")
+    if isinstance(types, list):
+        sliding = [i for i, t in enumerate(types) if t == "sliding_attention"]
+    else:
+        first = cfg.get("max_window_layers", _HF_MAX_WINDOW_LAYERS)
+        if isinstance(first, bool) or not isinstance(first, int):
+            raise ValueError(f"{where}: max_window_layers must be an integer, got {first!r}; {_HF_FIX}")
+        sliding = list(range(max(first, 0), n_layers))
+    if sliding:
+        raise ValueError(
+            f"{where}: use_sliding_window is true with sliding_window {window} < max_position_embeddings "
+            f"{max_position}, so transformers runs sliding-window attention on {len(sliding)} of the "
+            f"{n_layers} layers (from layer {sliding[0]}); sliding-window attention is not supported: "
+            f"the engine runs full causal attention on every layer and would compute a different model "
+            f"for prompts longer than {window} tokens; {_CANNOT_SERVE}"
+        )
+
+
 @dataclass(frozen=True)
 class _Source:
     """Raw model-config values (``config.json`` or GGUF metadata) read with range checks. Errors
@@ -205,7 +258,9 @@ class ModelArgs:
         """Read an HF ``config.json`` dict (Llama/Qwen2/Qwen3 causal LMs); ``where`` names the
         file in error messages. Sizes must be positive integers, the attention heads must
         divide the hidden size (unless ``head_dim`` is given) and the KV heads must divide the
-        heads; ``rope_theta`` and ``rms_norm_eps`` must be finite numbers > 0."""
+        heads; ``rope_theta`` and ``rms_norm_eps`` must be finite numbers > 0. Variants the
+        engine does not compute are refused: RoPE scaling, an activation other than SiLU, and
+        (Qwen2/Qwen3) sliding-window attention in effect."""
         if not isinstance(cfg, dict):
             raise ValueError(
                 f"{where} holds a JSON {type(cfg).__name__}, not an object; it must be the model's "
@@ -218,9 +273,12 @@ class ModelArgs:
                 f"(architectures={cfg.get('architectures')}); supported model types: {sorted(ARCHITECTURES)}"
             )
         check_hf_rope(cfg)
+        check_hf_activation(cfg, where)
         src = _Source(cfg, where, _HF_FIX, _HF_FIX.replace("that field", "those fields"))
         try:
             sizes = _checked_sizes(src, _HF_KEYS)
+            if mt in ("qwen2", "qwen3"):  # HF Llama has no sliding window: its keys are ignored
+                check_hf_sliding_window(cfg, sizes["n_layers"], sizes["max_position"], where)
             eos = cfg.get("eos_token_id")
             eos_list = eos if isinstance(eos, list) else ([] if eos is None else [eos])
             bos = cfg.get("bos_token_id")

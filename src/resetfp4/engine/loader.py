@@ -21,7 +21,11 @@ Sources:
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -324,14 +328,38 @@ def _hf_config_errors() -> tuple[type[Exception], ...]:
     return (StrictDataclassError,)
 
 
+def gguf_tokenizer_cache(path: Path) -> Path:
+    """The cache folder of ``path``'s converted tokenizer:
+    ``<cache>/tokenizers/<stem>-<hash>``, the hash over the file's resolved path, size and
+    modification time (ns). Another file (same name and size elsewhere, or this one edited or
+    replaced in place) gets another folder; reading the metadata itself to hash it would cost
+    seconds for a large GGUF on every start."""
+    st = path.stat()
+    ident = f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode()
+    return cache_dir() / "tokenizers" / f"{path.stem}-{hashlib.sha256(ident).hexdigest()[:16]}"
+
+
 def gguf_tokenizer(path: Path) -> Any:
-    """HF tokenizer of a GGUF file, converted by transformers once and cached as HF files."""
+    """HF tokenizer of a GGUF file, converted by transformers once and cached as HF files
+    (:func:`gguf_tokenizer_cache`; written to a temporary folder first, so an interrupted
+    write leaves no half cache)."""
     from transformers import AutoTokenizer
 
-    st = path.stat()
-    cached = cache_dir() / "tokenizers" / f"{path.stem}-{st.st_size}"
+    cached = gguf_tokenizer_cache(path)
     if (cached / "tokenizer_config.json").is_file():
         return AutoTokenizer.from_pretrained(str(cached))
     tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    tok.save_pretrained(str(cached))
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{cached.name}-", dir=cached.parent))
+    try:
+        tok.save_pretrained(str(tmp))
+        try:
+            tmp.rename(cached)
+        except OSError:  # another process cached it first, or a half folder is in the way
+            if not (cached / "tokenizer_config.json").is_file():
+                shutil.rmtree(cached, ignore_errors=True)
+                with contextlib.suppress(OSError):  # the cache only saves time: never fail on it
+                    tmp.rename(cached)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return tok

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import torch
 from safetensors import safe_open
@@ -89,9 +89,12 @@ def save_nvfp4_checkpoint(
         exclude_modules: modules left unquantized (default ``["lm_head"]``).
         producer_extra: recorded under ``producer`` (how the checkpoint was made).
         tokenizer_files: files copied next to the weights.
-        overwrite: replace the weights of a checkpoint already in ``out_dir`` (its
-            ``*.safetensors`` and index are deleted first, so no stale shard survives);
-            without it an existing checkpoint is an error.
+        overwrite: replace a checkpoint already in ``out_dir``: every file it owns is
+            deleted first (its ``*.safetensors``, and the names in :data:`CHECKPOINT_FILES`:
+            index, configs, ``generation_config.json``, tokenizer and chat-template files), so
+            nothing stale (a shard, a ``special_tokens_map.json``) is read with the new model;
+            other files (a README, your notes) are left alone. Without it an existing
+            checkpoint (``*.safetensors``, index or ``hf_quant_config.json``) is an error.
     """
     if quant_algo not in QUANT_ALGOS:
         raise CheckpointError(f"quant_algo must be one of {QUANT_ALGOS}, got {quant_algo!r}")
@@ -106,13 +109,12 @@ def save_nvfp4_checkpoint(
         raise CheckpointError("W4A16_NVFP4 checkpoints carry no input_scale; drop input_scales")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    old = sorted(out.glob("*.safetensors")) + sorted(out.glob("model.safetensors.index.json"))
+    old = sorted(out.glob("*.safetensors")) + [
+        out / n for n in ("model.safetensors.index.json", QUANT_CONFIG_FILE) if (out / n).exists()]
     if old and not overwrite:
         raise CheckpointError(
             f"{out} already holds a checkpoint ({old[0].name}, ...); write to a new folder, "
             "or pass overwrite=True (CLI: --overwrite) to replace it")
-    for f in old:
-        f.unlink()
     tensors: dict[str, torch.Tensor] = {}
     for name, t in dense.items():
         tensors[name] = t.detach().contiguous().cpu()
@@ -124,6 +126,8 @@ def save_nvfp4_checkpoint(
         tensors[f"{prefix}.weight_scale_2"] = w.global_scale.reshape(()).float().cpu()
         if prefix in input_scales:
             tensors[f"{prefix}.input_scale"] = input_scales[prefix].reshape(()).float().cpu()
+    if overwrite:  # only now: a bad argument above leaves the old checkpoint intact
+        _remove_checkpoint_files(out)
     _write_shards(out, tensors)
     excl = list(exclude_modules) if exclude_modules is not None else ["lm_head"]
     quant = {"quant_algo": quant_algo, "group_size": BLOCK_SIZE,
@@ -140,6 +144,29 @@ def save_nvfp4_checkpoint(
     for f in tokenizer_files or []:
         shutil.copy(f, out / Path(f).name)
     return out
+
+
+# The files a checkpoint folder owns besides its ``*.safetensors``: what
+# ``save_nvfp4_checkpoint`` writes, what HF ``save_pretrained`` writes for a causal LM and its
+# tokenizer (any tokenizer type), and what ModelOpt exports add. ``overwrite`` deletes these
+# (and ``additional_chat_templates/``, the folder transformers keeps extra chat templates in).
+CHECKPOINT_FILES = (
+    "model.safetensors.index.json", QUANT_CONFIG_FILE, "config.json", "generation_config.json",
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+    "vocab.json", "vocab.txt", "merges.txt", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model",
+    "chat_template.jinja", "chat_template.json",
+)
+_CHECKPOINT_DIRS = ("additional_chat_templates",)
+
+
+def _remove_checkpoint_files(out: Path) -> None:
+    """Delete the checkpoint in ``out`` (see ``overwrite`` of :func:`save_nvfp4_checkpoint`)."""
+    for f in sorted(out.glob("*.safetensors")) + [out / n for n in CHECKPOINT_FILES]:
+        if f.is_file() or f.is_symlink():
+            f.unlink()
+    for d in _CHECKPOINT_DIRS:
+        if (out / d).is_dir() and not (out / d).is_symlink():
+            shutil.rmtree(out / d)
 
 
 def _write_shards(out: Path, tensors: dict[str, torch.Tensor]) -> None:
@@ -179,8 +206,12 @@ def read_quant_config(path: str | Path) -> dict:
                               '{"producer": ..., "quantization": {"quant_algo": ...}}') from e
     if algo not in QUANT_ALGOS:
         raise CheckpointError(f"{f}: quant_algo {algo!r} is not supported (supported: {QUANT_ALGOS})")
-    if int(quant.get("group_size", BLOCK_SIZE)) != BLOCK_SIZE:
-        raise CheckpointError(f"{f}: group_size {quant.get('group_size')} != {BLOCK_SIZE}")
+    gs = quant.get("group_size", BLOCK_SIZE)  # absent: ModelOpt's NVFP4 default
+    if isinstance(gs, bool) or not isinstance(gs, int) or gs != BLOCK_SIZE:
+        raise CheckpointError(
+            f"{f}: quantization.group_size must be the integer {BLOCK_SIZE} (NVFP4 scales blocks of "
+            f"{BLOCK_SIZE} weights), got {gs!r}; the file is corrupt or not an NVFP4 export: restore it "
+            "from where the folder came from, or re-create the folder with `resetfp4 quantize`")
     excl = quant.get("exclude_modules")
     if excl is not None and not (isinstance(excl, list) and all(isinstance(e, str) for e in excl)):
         raise CheckpointError(f"{f}: exclude_modules must be a list of module names / patterns, got {excl!r}")
@@ -199,11 +230,18 @@ def safetensors_files(folder: Path) -> list[Path]:
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         try:
-            weight_map = json.loads(index.read_text()).get("weight_map")
-        except (json.JSONDecodeError, AttributeError) as e:
+            data = json.loads(index.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CheckpointError(f"{index} is not valid JSON ({e}); the index file is corrupt") from e
+        weight_map = data.get("weight_map") if isinstance(data, dict) else None
         if not isinstance(weight_map, dict) or not weight_map:
             raise CheckpointError(f"{index} has no 'weight_map' object; the index file is corrupt")
+        for name, shard in weight_map.items():
+            if not _is_shard_name(shard):
+                raise CheckpointError(
+                    f"{index}: weight_map[{name!r}] is {shard!r}; each weight_map value must name a "
+                    f"*.safetensors shard inside {folder} (a relative path, no '..', not absolute): the "
+                    "index file is corrupt; restore it from the original model or re-create the folder")
         files = [folder / n for n in sorted(set(weight_map.values()))]
         missing = [f.name for f in files if not f.is_file()]
         if missing:
@@ -215,24 +253,43 @@ def safetensors_files(folder: Path) -> list[Path]:
     return files
 
 
+def _is_shard_name(shard: object) -> bool:
+    """``shard`` (a weight_map value) names a ``*.safetensors`` file inside the folder: a
+    relative path, no ``..`` (either separator), no drive."""
+    if not isinstance(shard, str) or not shard.endswith(".safetensors"):
+        return False
+    win = PureWindowsPath(shard)  # splits on "/" and "\\" alike
+    return not (PurePosixPath(shard).is_absolute() or win.drive or win.root or ".." in win.parts)
+
+
 def read_safetensors(files: list[Path]) -> tuple[dict[str, torch.Tensor], dict[str, Path]]:
     """All tensors of ``files`` by name, and the file each came from.
 
     Raises:
-        CheckpointError: a file that safetensors cannot read (truncated or corrupt).
+        CheckpointError: a file that safetensors cannot read (truncated or corrupt), or a
+        tensor name held by two of the files (which one is meant is unknown).
     """
     tensors: dict[str, torch.Tensor] = {}
     origin: dict[str, Path] = {}
     for f in files:
         try:
             with safe_open(str(f), framework="pt") as fh:
-                for name in fh.keys():
-                    tensors[name] = fh.get_tensor(name)
-                    origin[name] = f
+                names = list(fh.keys())
+                twice = next((n for n in names if n in origin), None)
+                if twice is None:
+                    for name in names:
+                        tensors[name] = fh.get_tensor(name)
+                        origin[name] = f
         except Exception as e:  # safetensors raises its own error types for bad files
             raise CheckpointError(
                 f"{f} is not a readable safetensors file ({type(e).__name__}: {e}); it is "
                 "truncated or corrupt: re-copy or re-create it") from e
+        if twice is not None:
+            raise CheckpointError(
+                f"tensor {twice!r} is in two weight files, {origin[twice]} and {f}, so which one the model "
+                "uses is unknown; a stale or extra *.safetensors file is in the folder (without "
+                "model.safetensors.index.json every *.safetensors file there is read): remove the file "
+                "that does not belong to this model, or re-create the folder")
     return tensors, origin
 
 
