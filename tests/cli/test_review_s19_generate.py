@@ -69,3 +69,39 @@ def test_home_relative_nvfp4_folder_gets_its_own_precision(nvfp4_head_folder, tm
     assert main(["generate", "--model", "~/q", "--prompt", "Hi", "--sampler", "greedy", "--device", "cpu",
                  "--max-new-tokens", "2", "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["precision"] == "nvfp4-w4a16"
+
+
+def test_color_with_json_is_refused(capsys):
+    assert main(["generate", "--prompt", "Hi", "--sampler", "greedy", "--precision", "fp32", "--device",
+                 "cpu", "--max-new-tokens", "2", "--json", "--color"]) == 2
+    assert "--color draws a per-token view" in capsys.readouterr().err
+
+
+def test_eval_max_seq_len_zero_is_an_error(tmp_path, capsys):
+    task = tmp_path / "t.jsonl"
+    task.write_text(json.dumps({"id": "a", "problem": "1+1?", "answer": 2}) + "\n")
+    assert main(["eval", "--task", str(task), "--out", str(tmp_path / "o"), "--device", "cpu",
+                 "--max-seq-len", "0", "--no-progress"]) == 2
+    assert "--max-seq-len must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_uppercase_gguf_suffix_is_a_gguf(tmp_path):
+    from resetfp4.engine.aliases import smollm2_path
+    from resetfp4.engine.loader import locate
+
+    f = tmp_path / "Model.GGUF"
+    f.symlink_to(smollm2_path())
+    assert locate(str(f)) == ("gguf", f)
+    d = tmp_path / "folder"
+    d.mkdir()
+    (d / "m.GGUF").symlink_to(smollm2_path())
+    assert locate(str(d)) == ("gguf", d / "m.GGUF")
+
+
+def test_null_num_key_value_heads_means_one_per_head():
+    from resetfp4.engine.config import ModelArgs
+
+    cfg = {"model_type": "qwen2", "vocab_size": 64, "hidden_size": 32, "num_hidden_layers": 1,
+           "num_attention_heads": 4, "num_key_value_heads": None, "intermediate_size": 48,
+           "max_position_embeddings": 128, "rms_norm_eps": 1e-6, "eos_token_id": 2}
+    assert ModelArgs.from_hf_config(cfg).n_kv_heads == 4

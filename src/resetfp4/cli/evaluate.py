@@ -149,12 +149,15 @@ def load_engine_from_args(args: argparse.Namespace) -> Any:
     """The engine for ``args`` (imported lazily: the engine pulls in torch models)."""
     from resetfp4.engine.engine import load_engine
 
+    if args.max_seq_len is not None and args.max_seq_len < 1:
+        raise ValueError(f"--max-seq-len must be >= 1, got {args.max_seq_len} (leave it out for "
+                         "max-new-tokens + 1024)")
     return load_engine(
         args.model,
         args.precision,
         device=args.device,
         max_batch=args.batch_size,
-        max_seq_len=args.max_seq_len or args.max_new_tokens + 1024,
+        max_seq_len=args.max_seq_len if args.max_seq_len is not None else args.max_new_tokens + 1024,
     )
 
 

@@ -254,6 +254,9 @@ def check_before_loading(args: argparse.Namespace, precision: str) -> None:
     from resetfp4.engine.build import check_lm_head, check_precision, resolve_device
 
     check_precision(precision, resolve_device(args.device))
+    if getattr(args, "json", False) and getattr(args, "color", False):
+        raise ValueError("--color draws a per-token view in the human output and --json prints only "
+                         "JSON (its entropies and temperatures hold the same data): drop one")
     folder_head = _nvfp4_folder_head(args.model)
     if args.lm_head is None:
         args.lm_head = folder_head or "bf16"

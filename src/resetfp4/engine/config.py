@@ -99,9 +99,12 @@ class _Source:
         return ValueError(f"{self.where}: {self.label}{key} must be {want}, got {value!r}; {self.fix}")
 
     def pos_int(self, key: str, default: Any = None) -> int:
-        """``values[key]`` as an int >= 1 (``default`` when absent and not None); KeyError when
-        absent without a default. An integral float (``2.0``) is accepted; bools are not."""
-        v = self.values[key] if default is None else self.values.get(key, default)
+        """``values[key]`` as an int >= 1 (``default`` when absent or null and not None, as HF
+        reads ``num_key_value_heads: null``); KeyError when absent without a default. An
+        integral float (``2.0``) is accepted; bools are not."""
+        v = self.values[key] if default is None else self.values.get(key)
+        if v is None and default is not None:
+            v = default
         if isinstance(v, float) and v.is_integer():
             v = int(v)
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:

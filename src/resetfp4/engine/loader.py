@@ -80,7 +80,7 @@ def locate(model: str) -> tuple[str, Path]:
         return "gguf", alias
     p = Path(model).expanduser()
     if p.is_file():
-        if p.suffix != ".gguf":
+        if p.suffix.lower() != ".gguf":
             raise ValueError(f"{p} is a file but not a .gguf; pass a GGUF file, an HF folder or an alias")
         return "gguf", p
     if p.is_dir():
@@ -88,7 +88,7 @@ def locate(model: str) -> tuple[str, Path]:
             return "modelopt", p
         if (p / "config.json").is_file():
             return "hf", p
-        ggufs = sorted(p.glob("*.gguf"))
+        ggufs = sorted(f for f in p.iterdir() if f.suffix.lower() == ".gguf" and f.is_file())
         if len(ggufs) == 1:
             return "gguf", ggufs[0]
         raise FileNotFoundError(
