@@ -142,6 +142,8 @@ def test_fixed_run_needs_a_policy_and_is_replayed(tmp_path):
     ref = [_reset_sample(f"p{i}", h, s, True, POL) for i, (h, s) in enumerate(zip(H, S, strict=True))]
     n_hot = sum(int(np.isclose(r["temperatures"], 1.0).sum()) for r in ref)
     assert a["hot_source"] == "replayed" and a["hot_share"] == pytest.approx(n_hot / sum(map(len, H)))
+    # no agreement figure for a replayed run: its hot tokens are the replay (100% by construction)
+    assert a["replay_agreement"] is None
 
 
 def test_tokens_npz_roundtrip_gives_the_same_analysis(tmp_path):

@@ -320,7 +320,8 @@ def _finish(acc: _Acc, run_dir: str | Path, label: str | None, mode: str, pol: P
         "mean_entropy_hot": _ratio(acc.hot_ent, k["hot"]),
         "mean_entropy_cold": _ratio(float(e.sum()) - acc.hot_ent, cold),
         "accuracy_by_hot_quartile": _quartiles(acc.sample_hot, acc.sample_correct),
-        "replay_agreement": k["agree"] / k["total"],
+        # a replayed run's hot tokens are the replay: agreement would be 100% by construction
+        "replay_agreement": k["agree"] / k["total"] if sampled else None,
     }
 
 
