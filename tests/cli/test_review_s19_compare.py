@@ -80,3 +80,4 @@ def test_compare_outputs_must_not_overwrite_each_other(tmp_path, capsys, extra, 
     assert main(["compare", a, b, *[e.format(t=tmp_path) for e in extra]]) == 2
     assert msg.format(t=tmp_path) in capsys.readouterr().err
     assert not (tmp_path / "res.md").exists() and not (tmp_path / "o.json").exists()
+

@@ -294,3 +294,21 @@ def test_calibrate_cli_overwrite_redoes_the_stage_runs_after_a_settings_change(t
     assert json.loads((out / "tau0" / CONFIG_FILE).read_text())["sampler"]["temperature"] == 0.7
     assert (out / "notes" / "keep.txt").read_text() == "mine"  # only the stage runs are discarded
     assert run("0.7") == 0  # and the redone calibration resumes as usual
+
+
+def test_one_problem_run_writes_strict_summary_json(tmp_path, fake_engine_cls):
+    """summary.json of a one-problem run: its CI is null (was a bare NaN, which strict JSON
+    parsers reject), and load_run reads it back as NaN."""
+    import math
+
+    from resetfp4.eval.datasets import Problem, Task
+    from resetfp4.eval.report import load_run
+
+    task = Task(name="one", problems=[Problem(id="p0", question="Question p0: what is 2 + 2?", answer="4")])
+    eng = fake_engine_cls({p.question: p.answer for p in task.problems})
+    fixed = SamplerConfig(mode="fixed", temperature=0.6)
+    run_eval(eng, task, fixed, EvalConfig(samples=2, max_new_tokens=16), tmp_path / "r")
+    text = (tmp_path / "r" / "summary.json").read_text()
+    assert "NaN" not in text
+    assert json.loads(text)["accuracy"]["ci95"] == [None, None]
+    assert all(math.isnan(v) for v in load_run(tmp_path / "r").summary["accuracy"]["ci95"])

@@ -80,6 +80,11 @@ def _read_summary(summ: Path) -> dict:
         raise ValueError(f"{summ} lacks {missing}, so it is not a `resetfp4 eval` summary; {_RESUMMARIZE}")
     if not isinstance(summary["config"], dict) or not isinstance(summary["accuracy"], dict):
         raise ValueError(f"{summ}: 'config' and 'accuracy' must be JSON objects; {_RESUMMARIZE}")
+    acc = summary["accuracy"]
+    if isinstance(acc.get("ci95"), list):  # null bounds (a one-problem run): NaN, as computed
+        acc["ci95"] = [float("nan") if v is None else v for v in acc["ci95"]]
+    if acc.get("stderr", 0) is None:
+        acc["stderr"] = float("nan")
     return summary
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import platform
 import sys
@@ -44,6 +45,17 @@ from resetfp4.sampling.config import SamplerConfig
 PROBLEMS_FILE = "problems.jsonl"
 TOKENS_FILE = "tokens.jsonl"
 SUMMARY_FILE = "summary.json"
+
+
+def _finite_or_null(obj: Any) -> Any:
+    """NaN / inf -> None (``null``), recursively: ``summary.json`` is strict JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_null(v) for v in obj]
+    return obj
 CONFIG_FILE = "config.json"
 TOKENS_NPZ = "tokens.npz"  # = resetfp4.eval.analysis.TOKENS_NPZ (analysis imports this module)
 TRACES_DIR = "traces"  # HTML traces of resetfp4.cli.evaluate.write_html_traces
@@ -487,7 +499,8 @@ def write_summary(out_dir: str | Path, task: Task, config: dict | None = None) -
         summary["token_stats"] = token_stats(
             out / TOKENS_FILE, sp.get("t_low") if sp.get("mode") == "reset" else None
         )
-    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    # strict JSON: a one-problem run has no CI (NaN in Python), written as null
+    (out / SUMMARY_FILE).write_text(json.dumps(_finite_or_null(summary), indent=2) + "\n")
     return summary
 
 
