@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
+from typing import Any
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
@@ -49,3 +51,15 @@ def make_folder(out_dir: str | Path, what: str) -> Path:
     except OSError as e:
         raise ValueError(f"cannot create the {what} {out} ({e.strerror or e}); choose another") from e
     return out
+
+
+def finite_or_null(x: Any) -> Any:
+    """``x`` with every NaN / inf float (in nested dicts, lists and tuples) replaced by ``None``:
+    strict JSON has no NaN or Infinity (``json.dumps`` would write bare ``NaN``)."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: finite_or_null(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [finite_or_null(v) for v in x]
+    return x

@@ -19,6 +19,8 @@ import json
 import math
 from pathlib import Path
 
+from resetfp4.fileutil import finite_or_null
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -150,17 +152,6 @@ def _distinct_labels(labels: list[str], runs: list, given: bool) -> list[str]:
     return out
 
 
-def _json_safe(obj: object) -> object:
-    """NaN / inf -> null, so that the JSON is strict (a 1-problem CI is NaN)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
-
-
 def _run_label(path: str, runs: list, labels: list[str]) -> tuple[object, str]:
     from resetfp4.eval.report import load_run
 
@@ -238,7 +229,7 @@ def _analysis(args: argparse.Namespace, runs: list, labels: list[str]) -> list[d
     results = [analyze_run(r.path, policy, lab) for r, lab in traced]
     md = analysis_markdown(results)
     print(md)
-    Path(args.analysis).write_text(json.dumps(_json_safe(results), indent=2) + "\n")
+    Path(args.analysis).write_text(json.dumps(finite_or_null(results), indent=2) + "\n")
     Path(args.analysis).with_suffix(".md").write_text(md)
     return results
 
@@ -247,7 +238,7 @@ def _write_outputs(args: argparse.Namespace, runs: list, labels: list[str], tabl
     if args.markdown:
         Path(args.markdown).write_text(table)
     if args.json:
-        Path(args.json).write_text(json.dumps(_json_safe(out), indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(finite_or_null(out), indent=2) + "\n")
     if args.bars:
         from resetfp4.eval.plots import plot_accuracy_bars
 

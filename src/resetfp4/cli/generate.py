@@ -19,6 +19,7 @@ from resetfp4.cli.evaluate import check_sampler_flags
 from resetfp4.engine.aliases import ALIASES, DEFAULT_MODEL
 from resetfp4.engine.build import PRECISIONS
 from resetfp4.engine.engine import DEFAULT_MAX_SEQ_LEN, model_name
+from resetfp4.fileutil import finite_or_null
 from resetfp4.format.checkpoint import QUANT_CONFIG_FILE, read_quant_config
 from resetfp4.sampling.config import SAMPLER_MODES, SamplerConfig
 
@@ -318,7 +319,7 @@ def _print_result(args: argparse.Namespace, res, stats: dict, precision: str, en
     if args.json:
         print(
             json.dumps(
-                _finite_or_null({
+                finite_or_null({
                     "model": engine.model_name,
                     "precision": precision,
                     "sampler": cfg.mode,
@@ -343,17 +344,6 @@ def _print_result(args: argparse.Namespace, res, stats: dict, precision: str, en
     print(_summary(res, stats, precision, engine.model_name, cfg, sampler_params(args, engine, cfg)),
           file=sys.stderr)
 
-
-def _finite_or_null(x):
-    """``x`` with every NaN/inf float (in nested dicts and lists) replaced by ``None``: JSON has
-    no NaN or Infinity."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: _finite_or_null(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_finite_or_null(v) for v in x]
-    return x
 
 
 def _non_finite_error(entropies: list[float], precision: str) -> str | None:

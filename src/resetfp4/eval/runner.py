@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import platform
 import sys
@@ -38,7 +37,7 @@ from resetfp4.eval.datasets import Problem, Task
 from resetfp4.eval.grading import extract_answer, extract_choice_letter, is_equiv, normalize_answer
 from resetfp4.eval.prompts import build_prompt, template_name
 from resetfp4.eval.stats import accuracy_ci
-from resetfp4.fileutil import check_new_folder_path, make_folder
+from resetfp4.fileutil import check_new_folder_path, finite_or_null, make_folder
 from resetfp4.fileutil import sha256_file as _sha256_file
 from resetfp4.sampling.config import SamplerConfig
 
@@ -46,16 +45,6 @@ PROBLEMS_FILE = "problems.jsonl"
 TOKENS_FILE = "tokens.jsonl"
 SUMMARY_FILE = "summary.json"
 
-
-def _finite_or_null(obj: Any) -> Any:
-    """NaN / inf -> None (``null``), recursively: ``summary.json`` is strict JSON."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite_or_null(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_or_null(v) for v in obj]
-    return obj
 CONFIG_FILE = "config.json"
 TOKENS_NPZ = "tokens.npz"  # = resetfp4.eval.analysis.TOKENS_NPZ (analysis imports this module)
 TRACES_DIR = "traces"  # HTML traces of resetfp4.cli.evaluate.write_html_traces
@@ -500,7 +489,7 @@ def write_summary(out_dir: str | Path, task: Task, config: dict | None = None) -
             out / TOKENS_FILE, sp.get("t_low") if sp.get("mode") == "reset" else None
         )
     # strict JSON: a one-problem run has no CI (NaN in Python), written as null
-    (out / SUMMARY_FILE).write_text(json.dumps(_finite_or_null(summary), indent=2) + "\n")
+    (out / SUMMARY_FILE).write_text(json.dumps(finite_or_null(summary), indent=2) + "\n")
     return summary
 
 
