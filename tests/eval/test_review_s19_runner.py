@@ -8,6 +8,7 @@ only; token_stats' steps per sample; maj@K splitting equivalent answers; `calibr
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -312,3 +313,22 @@ def test_one_problem_run_writes_strict_summary_json(tmp_path, fake_engine_cls):
     assert "NaN" not in text
     assert json.loads(text)["accuracy"]["ci95"] == [None, None]
     assert all(math.isnan(v) for v in load_run(tmp_path / "r").summary["accuracy"]["ci95"])
+
+
+@pytest.mark.parametrize("item, msg", [
+    ({"question": "Q?", "choices": ["B", "A", "C", "D"], "answer": "A"},
+     "is both a letter and the text of choice B; give the answer as an index 0-3"),
+    ({"question": "Q?", "choices": ["x", "x", "y", "z"], "answer": 2}, "GPQA choices must differ"),
+    ({"question": "Q?", "choices": ["w", "x", "y", "z"], "answer": True}, "must be a choice's text"),
+])
+def test_gpqa_ambiguous_answers_are_refused(tmp_path, item, msg):
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        load_jsonl_task(_write(tmp_path / "gpqa.jsonl", [item]))
+
+
+def test_gpqa_letter_that_is_also_its_own_choice_text_is_fine(tmp_path):
+    """"A" as the first choice's text and as the letter A name the same choice."""
+    task = load_jsonl_task(_write(tmp_path / "gpqa.jsonl",
+                                  [{"question": "Q?", "choices": ["A", "B", "C", "D"], "answer": "A"}]))
+    p = task.problems[0]
+    assert p.choices["ABCD".index(p.answer)] == "A"

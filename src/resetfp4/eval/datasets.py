@@ -245,7 +245,11 @@ def _gpqa_problem(obj: dict, pid: str, where: str) -> Problem:
             )
         if len(choices) != 4:
             raise ValueError(f"{where}: GPQA item needs 4 choices, got {len(choices)}")
-        if isinstance(ans, int) and 0 <= ans < 4:
+        letter = isinstance(ans, str) and len(ans) == 1 and ans.upper() in "ABCD"
+        if letter and ans in choices and choices.index(ans) != "ABCD".index(ans.upper()):
+            raise ValueError(f"{where}: GPQA 'answer' {ans!r} is both a letter and the text of choice "
+                             f"{'ABCD'[choices.index(ans)]}; give the answer as an index 0-3")
+        if isinstance(ans, int) and not isinstance(ans, bool) and 0 <= ans < 4:
             correct = choices[ans]
         elif isinstance(ans, str) and ans in choices:
             correct = ans
@@ -255,6 +259,8 @@ def _gpqa_problem(obj: dict, pid: str, where: str) -> Problem:
             raise ValueError(f"{where}: GPQA 'answer' must be a choice's text, index 0-3 or letter A-D")
     choices = [str(c).strip() for c in choices]
     correct = str(correct).strip()
+    if len(set(choices)) < len(choices):  # the answer letter would be ambiguous after shuffling
+        raise ValueError(f"{where}: GPQA choices must differ, got {choices}")
     rng = random.Random(f"{GPQA_SEED}:{pid}")  # fixed per item: reproducible across runs
     order = list(range(4))
     rng.shuffle(order)
