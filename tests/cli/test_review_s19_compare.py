@@ -81,3 +81,23 @@ def test_compare_outputs_must_not_overwrite_each_other(tmp_path, capsys, extra, 
     assert msg.format(t=tmp_path) in capsys.readouterr().err
     assert not (tmp_path / "res.md").exists() and not (tmp_path / "o.json").exists()
 
+
+
+def test_a_cut_last_record_says_to_rerun_not_overwrite(tmp_path):
+    from resetfp4.eval.report import load_run
+
+    a = _run(tmp_path / "a", {"p1": 1.0, "p2": 0.0})
+    probs = Path(a) / "problems.jsonl"
+    probs.write_text(probs.read_text() + '{"id": "p3", "sco')  # interrupted mid-write
+    with pytest.raises(ValueError, match="the last record is cut off .* rerun the same `resetfp4 eval`"):
+        load_run(a)
+    probs.write_text('{"id": "p1", "sco\n' + '{"id": "p2", "score": 1.0}\n')  # damage elsewhere
+    with pytest.raises(ValueError, match="malformed record"):
+        load_run(a)
+
+
+def test_calibrate_grid_values_that_share_a_folder_are_refused():
+    from resetfp4.eval.calibrate import calibrate
+
+    with pytest.raises(ValueError, match=r"names T_low 0\.123457 twice"):
+        calibrate(None, None, None, None, None, "out", t_low_grid=(0.1234567, 0.1234568))

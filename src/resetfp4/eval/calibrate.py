@@ -152,6 +152,11 @@ def calibrate(
         raise ValueError("--t-low-grid needs at least one temperature")
     if any(not t > 0 for t in t_low_grid):
         raise ValueError(f"--t-low-grid values must be > 0, got {list(t_low_grid)}")
+    names = [f"{t:g}" for t in t_low_grid]  # each grid value runs in OUT/t_low_<t:g>
+    if len(set(names)) < len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise ValueError(f"--t-low-grid {list(t_low_grid)} names T_low {dup} twice (to 6 significant "
+                         "digits, as its run folder t_low_" + dup + " does); give distinct values")
     out = Path(out_dir)
     need_select = len(t_low_grid) > 1 and n_select > 0
     tau_set, sel_set, dropped = disjoint_splits(

@@ -51,12 +51,19 @@ def load_run(path: str | Path) -> Run:
         if not f.is_file():
             raise FileNotFoundError(f"{f} not found; is {path} an eval run folder (resetfp4 eval --out)?")
     scores = {}
-    for lineno, line in enumerate(probs.read_text(encoding="utf-8").splitlines(), start=1):
+    text = probs.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
+            if lineno == len(lines) and not text.endswith("\n"):  # cut while being written
+                raise ValueError(
+                    f"{probs}:{lineno}: the last record is cut off (the run was interrupted while "
+                    "writing it); rerun the same `resetfp4 eval` command to finish the run (finished "
+                    "problems are kept, the cut one is redone)") from None
             raise ValueError(f"{probs}:{lineno}: malformed record (not JSON); {_DAMAGED}") from None
         try:
             scores[rec["id"]] = float(rec["score"])
