@@ -179,7 +179,10 @@ class BatchSampler:
         values = {
             self.temp_a: t_a, self.temp_b: t_b, self.truncated: 0,
             self.mode: MODE_CODES[cfg.mode], self.fixed_t: cfg.temperature, self.t_low: cfg.t_low,
-            self.t_high: cfg.t_high, self.tau0: cfg.tau0, self.window: cfg.window,
+            # a fixed / greedy row never uses the policy's window; 1 keeps its ring-buffer index
+            # in range whatever that config holds (the state still advances every row)
+            self.t_high: cfg.t_high, self.tau0: cfg.tau0,
+            self.window: cfg.window if cfg.mode == "reset" else 1,
             self.top_p: cfg.top_p, self.min_p: cfg.min_p, self.top_k: cfg.top_k,
             self.seed: seed, self.counter: 0, self.pending_start: False, self.last_nl: False,
             self.error: False, self.last_error: False,
@@ -226,7 +229,7 @@ class BatchSampler:
         x = logits if logits.dtype in (torch.float32, torch.bfloat16, torch.float16) else logits.float()
         x = x if x.stride(-1) == 1 else x.contiguous()
         if pick_select(self.select, B) == "topk":
-            vals, idx = torch.topk(x, self.candidates, dim=-1)  # sorted, descending
+            vals, idx = P.topk_by_id(x, self.candidates)  # sorted: value descending, then id
             kernels.launch_step(self, x, B, vals, idx)
         else:
             kernels.launch_step(self, x, B)
@@ -271,7 +274,7 @@ class BatchSampler:
 
     def _draw_sorted(self, x: Tensor, t32: Tensor, keys: Tensor, B: int) -> tuple[Tensor, Tensor]:
         """Full-sort nucleus (exact): ``(drawn int64 [B], exact bool [B] all True)``."""
-        sorted_x, order = P.apply_temperature(x, t32).sort(dim=-1, descending=True)
+        sorted_x, order = P.apply_temperature(x, t32).sort(dim=-1, descending=True, stable=True)
         keep = P.keep_sorted(sorted_x, self.top_k[:B], self.top_p[:B], self.min_p[:B])
         scores = P.race_scores(sorted_x, keys, order).masked_fill(~keep, float("-inf"))
         drawn = order.gather(1, scores.argmax(dim=-1, keepdim=True)).squeeze(1)
@@ -281,7 +284,7 @@ class BatchSampler:
         """Top-K candidate nucleus (see :mod:`resetfp4.sampling.candidates`)."""
         m = x.amax(dim=-1)
         z = C.partition(x, m, t32)
-        vals, idx = torch.topk(x, self.candidates, dim=-1)
+        vals, idx = P.topk_by_id(x, self.candidates)
         keep, tempered, exact = C.candidate_keep(
             vals, m, z, t32, self.vocab_size, self.top_k[:B], self.top_p[:B], self.min_p[:B]
         )

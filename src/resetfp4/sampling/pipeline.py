@@ -104,7 +104,9 @@ def keep_sorted(sorted_logits: Tensor, top_k: Tensor, top_p: Tensor, min_p: Tens
     probs = torch.softmax(sorted_logits, dim=-1)
     cum = probs.cumsum(dim=-1)
     mass_k = cum.gather(1, (k - 1)[:, None])  # probability mass of the top-k survivors
-    keep &= (cum - probs) < top_p[:, None] * mass_k  # mass strictly before this token
+    # mass strictly before this token; top_p >= 1 is off (a float32 running sum reaches 1.0
+    # before the tail, which would drop the last ~1e-7 of mass)
+    keep &= ((cum - probs) < top_p[:, None] * mass_k) | (top_p[:, None] >= 1)
     keep &= probs >= min_p[:, None] * probs[:, :1]
     keep[:, 0] = True
     return keep
@@ -112,7 +114,7 @@ def keep_sorted(sorted_logits: Tensor, top_k: Tensor, top_p: Tensor, min_p: Tens
 
 def filter_logits(logits: Tensor, top_k: Tensor, top_p: Tensor, min_p: Tensor) -> Tensor:
     """Top-k, then top-p, then min-p (see :func:`keep_sorted`): masked entries become ``-inf``."""
-    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    sorted_logits, order = logits.sort(dim=-1, descending=True, stable=True)  # ties: lower id first
     keep = torch.empty_like(logits, dtype=torch.bool)
     keep.scatter_(1, order, keep_sorted(sorted_logits, top_k, top_p, min_p))
     return logits.masked_fill(~keep, float("-inf"))
@@ -150,3 +152,14 @@ def sample(logits: Tensor, keys: Tensor) -> Tensor:
     """
     ids = torch.arange(logits.shape[-1], device=logits.device).expand_as(logits)
     return race_scores(logits, keys, ids).argmax(dim=-1)
+
+
+def topk_by_id(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """``torch.topk`` of the last dim, with tied values ordered by token id ascending (the
+    order of the sort path and of the histogram kernel), so that which of several tied tokens
+    stays in a nucleus does not depend on the path taken. Ties at the k-th value itself may
+    still keep any of the tied ids."""
+    vals, idx = torch.topk(x, k, dim=-1)
+    idx, by_id = idx.sort(dim=-1)
+    vals, order = vals.gather(-1, by_id).sort(dim=-1, descending=True, stable=True)
+    return vals, idx.gather(-1, order)
