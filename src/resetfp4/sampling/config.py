@@ -42,7 +42,7 @@ class SamplerConfig:
         if self.mode not in SAMPLER_MODES:
             raise ValueError(f"sampler mode must be one of {SAMPLER_MODES}, got {self.mode!r}")
         if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 1:
-            raise ValueError(f"window must be an integer >= 1 token, got {self.window!r}")
+            raise ValueError(f"window must be >= 1 token (an integer), got {self.window!r}")
         if self.mode == "fixed" and not (self.temperature > 0 and math.isfinite(self.temperature)):
             raise ValueError(
                 f"temperature must be a finite T > 0 for the fixed sampler, got {self.temperature}; "
