@@ -186,13 +186,19 @@ def test_an_hf_folder_with_a_tensor_in_two_files_is_refused(tmp_path):
 
 
 # ---------------------------------------------------------------- 4. malformed values
-@pytest.mark.parametrize("value", [None, "sixteen", "16", 16.9, 16.0, True, 32, [16], {"v": 16}])
-def test_group_size_must_be_the_integer_16(tmp_path, rng, value):
+def _with_quantization(tmp_path, rng, edit):
+    """A saved checkpoint whose hf_quant_config.json "quantization" went through ``edit``."""
     out = _save(tmp_path / "ck", rng)
     f = out / "hf_quant_config.json"
     qc = json.loads(f.read_text())
-    qc["quantization"]["group_size"] = value
+    edit(qc["quantization"])
     f.write_text(json.dumps(qc))
+    return out, f
+
+
+@pytest.mark.parametrize("value", [None, "sixteen", "16", 16.9, 16.0, True, 32, [16], {"v": 16}])
+def test_group_size_must_be_the_integer_16(tmp_path, rng, value):
+    out, f = _with_quantization(tmp_path, rng, lambda q: q.__setitem__("group_size", value))
     with pytest.raises(CheckpointError) as e:
         read_quant_config(out)
     assert str(e.value).startswith(
@@ -201,11 +207,7 @@ def test_group_size_must_be_the_integer_16(tmp_path, rng, value):
 
 
 def test_group_size_16_or_absent_is_read(tmp_path, rng):
-    out = _save(tmp_path / "ck", rng)
-    f = out / "hf_quant_config.json"
-    qc = json.loads(f.read_text())
-    del qc["quantization"]["group_size"]
-    f.write_text(json.dumps(qc))
+    out, _ = _with_quantization(tmp_path, rng, lambda q: q.pop("group_size"))
     assert read_quant_config(out)["quantization"]["quant_algo"] == "NVFP4"
 
 

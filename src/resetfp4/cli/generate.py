@@ -142,20 +142,23 @@ def sampler_params(args: argparse.Namespace, engine, cfg: SamplerConfig) -> dict
 
 
 def _nvfp4_folder_head(model: str) -> str | None:
-    """An NVFP4 folder's lm_head precision ("nvfp4" unless excluded), None for other sources."""
+    """An NVFP4 folder's lm_head precision ("nvfp4" unless its exclude_modules cover it, by the
+    loader's rule), None for other sources."""
+    from resetfp4.engine.build import excluded
+
     folder = Path(model).expanduser()
     if not (folder / QUANT_CONFIG_FILE).is_file():
         return None
-    qc = read_quant_config(folder)
-    excluded = qc["quantization"].get("exclude_modules") or []
-    return "bf16" if any("lm_head" in str(e) or str(e).strip("*") == "" for e in excluded) else "nvfp4"
+    patterns = read_quant_config(folder)["quantization"].get("exclude_modules") or []
+    return "bf16" if excluded("lm_head", [str(p) for p in patterns]) else "nvfp4"
 
 
 def _default_precision(args: argparse.Namespace) -> str:
     if args.precision:
         return args.precision
-    if (Path(args.model).expanduser() / QUANT_CONFIG_FILE).is_file():
-        qc = read_quant_config(Path(args.model).expanduser())  # a malformed file: a CheckpointError
+    folder = Path(args.model).expanduser()
+    if (folder / QUANT_CONFIG_FILE).is_file():
+        qc = read_quant_config(folder)  # a malformed file is a CheckpointError saying so
         return "nvfp4-w4a4" if qc["quantization"]["quant_algo"] == "NVFP4" else "nvfp4-w4a16"
     import torch
 

@@ -29,11 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from resetfp4.eval.calibrate import entropies_of, iter_token_dump
-from resetfp4.eval.runner import CONFIG_FILE, TOKENS_FILE
+from resetfp4.eval.calibrate import ENTROPY_PERCENTILES, entropies_of, iter_token_dump
+from resetfp4.eval.runner import CONFIG_FILE, TOKENS_FILE, TOKENS_NPZ
 
-TOKENS_NPZ = "tokens.npz"
-PERCENTILES = (50, 70, 80, 90, 95)
+PERCENTILES = ENTROPY_PERCENTILES  # the ones params.json records too
 N_POSITION_BINS = 10  # tenths of a step
 TEMP_ATOL = 1e-3  # temperatures stored as float16 in tokens.npz: 0.3 -> 0.2998
 

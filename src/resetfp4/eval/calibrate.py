@@ -31,7 +31,7 @@ from resetfp4.fileutil import sha256_file
 from resetfp4.sampling.config import ReSETParams, SamplerConfig
 
 TAU0_PERCENTILE = 80.0  # the paper's threshold: p80 of NVFP4 token entropy
-ENTROPY_PERCENTILES = (50, 70, 80, 90, 95)  # recorded in params.json
+ENTROPY_PERCENTILES = (50, 70, 80, 90, 95)  # recorded in params.json and compare --analysis
 TAU0_STATS_FILE = "tau0_stats.json"
 DEFAULT_CALIB_TASK = {"gsm8k": "math500", "math500": "math-heldout"}
 

@@ -44,9 +44,8 @@ from resetfp4.sampling.config import SamplerConfig
 PROBLEMS_FILE = "problems.jsonl"
 TOKENS_FILE = "tokens.jsonl"
 SUMMARY_FILE = "summary.json"
-
 CONFIG_FILE = "config.json"
-TOKENS_NPZ = "tokens.npz"  # = resetfp4.eval.analysis.TOKENS_NPZ (analysis imports this module)
+TOKENS_NPZ = "tokens.npz"  # tokens.jsonl packed (resetfp4.eval.analysis.write_tokens_npz)
 TRACES_DIR = "traces"  # HTML traces of resetfp4.cli.evaluate.write_html_traces
 # config keys that must agree for a resumed run to append to an existing one. "prompt_templates"
 # and "trace" have been recorded since the first run-folder format, so every folder has them:
@@ -67,6 +66,8 @@ RESUME_KEYS = (
     "stop",
     "trace",
 )
+# what a pathological answer can raise in the grader (sympy on model output): counted as wrong
+GRADING_ERRORS = (ArithmeticError, ValueError, TypeError, RecursionError, MemoryError)
 # what to do when a key differs, beyond "another --out folder, or --overwrite"
 _RESUME_HINTS = {
     "trace": "the earlier problems were run with tracing (--dump-tokens / --html-traces) "
@@ -111,7 +112,7 @@ def grade(problem: Problem, text: str) -> tuple[str | None, bool]:
     pred = extract_answer(text)
     try:
         return pred, is_equiv(pred, problem.answer)
-    except (ArithmeticError, ValueError, TypeError, RecursionError, MemoryError) as e:
+    except GRADING_ERRORS as e:
         # one pathological generation must not end a long run: it counts as wrong, and says so
         from resetfp4.engine.log import warn_once
 
@@ -511,7 +512,7 @@ def _same_answer(a: str, b: str, mcq: bool) -> bool:
         return a == b
     try:
         return is_equiv(a, b)
-    except (ArithmeticError, ValueError, TypeError, RecursionError, MemoryError):
+    except GRADING_ERRORS:
         return False
 
 
