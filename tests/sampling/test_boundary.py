@@ -49,7 +49,10 @@ class ByteLevelToy:
         return [self.tokens[i] for i in ids]
 
     def batch_decode(self, seqs, **_):
-        raise AssertionError("byte-level tokens must not need decoding")
+        # only the byte-level probe (the "\n" piece alone) may need decoding
+        dec = _byte_decoder()
+        assert [self.tokens[s[0]] for s in seqs] == ["Ċ"], "byte-level tokens must not need decoding"
+        return [bytes(dec[c] for c in self.tokens[s[0]]).decode() for s in seqs]
 
 
 def test_partial_utf8_and_special_tokens():
@@ -76,3 +79,34 @@ def test_padding_and_starts():
     prev, prev2 = torch.tensor([2, 1, 1, 1, 2]), torch.tensor([0, 1, 1, 0, 0])
     n_gen = torch.tensor([1, 2, 1, 2, 0])
     assert tab.starts(prev, prev2, n_gen).tolist() == [True, True, False, False, False]
+
+
+def _sentencepiece_tokenizer(extra: list[str]):
+    """Llama-2 style SentencePiece BPE with byte fallback ("<0x0A>" is the newline byte)."""
+    tokenizers = pytest.importorskip("tokenizers")
+    transformers = pytest.importorskip("transformers")
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    for b in range(256):
+        vocab[f"<0x{b:02X}>"] = len(vocab)
+    for t in ["▁", "a", "b", ".", "▁a", "▁b", *extra]:
+        vocab[t] = len(vocab)
+    m = tokenizers.models.BPE(vocab=vocab, merges=[("▁", "a"), ("▁", "b")], unk_token="<unk>",
+                              byte_fallback=True, fuse_unk=True)
+    tk = tokenizers.Tokenizer(m)
+    n, d = tokenizers.normalizers, tokenizers.decoders
+    tk.normalizer = n.Sequence([n.Prepend("▁"), n.Replace(" ", "▁")])
+    tk.decoder = d.Sequence([d.Replace("▁", " "), d.ByteFallback(), d.Fuse(), d.Strip(" ", 1, 0)])
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>",
+                                                bos_token="<s>", eos_token="</s>")
+
+
+@pytest.mark.parametrize("extra", [[], ["Ċ"]])
+def test_sentencepiece_newline_bytes_even_with_a_c_dot_letter(extra):
+    # "Ċ" (U+010A) as an ordinary SentencePiece piece used to switch the scan to the byte-level
+    # alphabet: "<0x0A>" then read as text (no newline ever found) and "Ċ" itself as "\n"
+    tok = _sentencepiece_tokenizer(extra)
+    tab = BoundaryTables.from_tokenizer(tok)
+    ids = tok.encode("a.\n\nb", add_special_tokens=False)
+    assert tok.convert_ids_to_tokens(ids)[2:4] == ["<0x0A>", "<0x0A>"]
+    assert [bool(tab.is_newline[i]) for i in ids] == [False, False, True, True, False]
+    assert tab.is_newline.nonzero().flatten().tolist() == [tok.convert_tokens_to_ids("<0x0A>")]

@@ -43,3 +43,26 @@ def test_calibrate_tau0():
 def test_calibrate_errors(arg, kw, match):
     with pytest.raises(ValueError, match=match):
         calibrate_tau0(arg, **kw)
+
+
+def test_non_finite_values_are_strict_json_null(tmp_path):
+    # the NaN entropy of an invalid-logits token used to be written as a bare NaN (not JSON)
+    import json
+
+    path = tmp_path / "d.jsonl"
+    write_entropy_dump(path, [EntropyRecord("a", None, [math.nan, 0.5], [1.0, math.inf])])
+    line = path.read_text().splitlines()[0]
+    obj = json.loads(line, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    assert obj["entropies"] == [None, 0.5] and obj["temperatures"] == [1.0, None]
+    back = read_entropy_dump(path)[0]
+    assert math.isnan(back.entropies[0]) and back.entropies[1] == 0.5 and math.isnan(back.temperatures[1])
+
+
+def test_calibrate_tau0_takes_numpy_and_torch_values():
+    torch = pytest.importorskip("torch")
+    vals = [0.0, 1.0, 2.0, 3.0, 4.0]
+    for arg in (np.asarray(vals, dtype=np.float32), [np.float32(v) for v in vals],
+                torch.tensor(vals), [torch.tensor(v) for v in vals], [torch.tensor(vals[:2]), vals[2:]]):
+        assert calibrate_tau0(arg, percentile=50) == 2.0
+    with pytest.raises(ValueError, match="takes EntropyRecords"):
+        calibrate_tau0(["high", "low"])

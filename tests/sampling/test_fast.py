@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from resetfp4.sampling import BatchSampler, SamplerConfig, triton_available
+from resetfp4.sampling import candidates as C
 from resetfp4.sampling.batch import HIST_MAX_BATCH, pick_select
 
 V, B, K = 2048, 6, 64
@@ -74,6 +75,29 @@ def test_flat_rows_are_truncated_to_the_candidates_and_counted():
     assert int(fast.truncated[0]) == 0
 
 
+def test_top_p_one_keeps_every_candidate_and_is_never_exact_below_the_vocabulary():
+    # peaked rows: the float32 running sum of the candidates reaches 1.0 well before the K-th,
+    # which used to drop the rest and call the row exact (the sort path keeps the whole tail)
+    g = torch.Generator().manual_seed(3)
+    x = peaked(g) * 3
+    vals = x.topk(K, dim=-1).values
+    m = vals[:, 0]
+    t = torch.ones(B)
+    z = C.partition(x, m, t)
+    one, off = torch.ones(B), torch.zeros(B, dtype=torch.long)
+    probs = torch.exp(vals - m[:, None]) / z[:, None]
+    assert bool((probs.cumsum(-1)[:, K // 2] >= 1.0).any())  # the case that used to be cut
+    keep, _, exact = C.candidate_keep(vals, m, z, t, V, off, one, torch.zeros(B))
+    assert bool(keep.all()) and not bool(exact.any())
+    keep, _, exact = C.candidate_keep(x.sort(dim=-1, descending=True).values, m, z, t, V, off, one,
+                                      torch.zeros(B))
+    assert bool(keep.all()) and bool(exact.all())  # all V candidates: exact
+    fast, ref = pair([SamplerConfig(mode="fixed", temperature=1.0, top_p=1.0)] * B)
+    for _ in range(5):
+        fast.step(x)
+    assert fast.truncated.tolist() == [5] * B
+
+
 def test_bad_impl_and_candidates():
     with pytest.raises(ValueError, match="impl must be"):
         BatchSampler(2, 16, "cpu", impl="cuda")
@@ -99,7 +123,8 @@ INTERP = textwrap.dedent("""
         modes = ["reset", "fixed", "greedy", "reset"] if track else ["fixed", "fixed", "greedy", "fixed"]
         for s in ss:
             for b, m in enumerate(modes):
-                s.configure(b, SamplerConfig(mode=m, tau0=1.0, window=2, top_k=[0, 20, 0, 500][b]), seed=b)
+                s.configure(b, SamplerConfig(mode=m, tau0=1.0, window=2, top_k=[0, 20, 0, 500][b],
+                                             top_p=[1.0, 0.95, 0.95, 0.95][b]), seed=b)
         for i in range(8):
             x = torch.randn(B, V, generator=g) * torch.rand(B, 1, generator=g) * 6
             if i == 3:
@@ -115,6 +140,8 @@ INTERP = textwrap.dedent("""
         assert torch.equal(ss[0].counter, ss[1].counter)
         assert bool((ss[0].truncated >= ss[1].truncated).all())  # hist keeps n <= K candidates
         assert int(ss[0].truncated[1]) == 0 and int(ss[0].truncated[3]) == 8  # top-k 20 / 500
+        # top_p = 1, top-k off: the nucleus is the whole vocabulary, never inside 128 candidates
+        assert int(ss[0].truncated[0]) == 8 and int(ss[1].truncated[0]) == 8
     print("interpreter ok")
 """)
 

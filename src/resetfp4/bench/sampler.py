@@ -25,6 +25,7 @@ from resetfp4.sampling import BatchSampler, SamplerConfig, triton_available
 from resetfp4.sampling.batch import DEFAULT_CANDIDATES, IMPLS, SELECTS, pick_select
 
 QWEN3_VOCAB = 151_936
+DECODE_PRECISIONS = ("nvfp4-w4a16", "nvfp4-w4a4", "bf16")
 STEP_KEYS = ("decode_step_ms", "step_ms", "ms_per_step", "ms_per_token")
 
 
@@ -38,6 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="Qwen3-8B NVFP4 decode step in ms: one value, or one per --batch")
     p.add_argument("--decode-json", type=Path, default=None,
                    help=f"decode-benchmark JSON: records with 'batch' and one of {STEP_KEYS}")
+    p.add_argument("--decode-precision", default="nvfp4-w4a16", choices=DECODE_PRECISIONS,
+                   help="with --decode-json: the decode records to compare against (the fixed-"
+                        "sampler, CUDA-graph, compiled one is preferred)")
     p.add_argument("--json", type=Path, default=Path("bench_sampler.json"), help="where to write results")
     p.add_argument("--impl", default="auto", choices=IMPLS, help="BatchSampler implementation")
     p.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES, help="top-p candidates per row")
@@ -141,16 +145,22 @@ def _bench_cell(mode: str, B: int, args: argparse.Namespace) -> dict[str, Any]:
     return row
 
 
-def _find_step_ms(obj: Any, B: int) -> float | None:
-    """First record (depth-first) with ``batch == B`` and a step-time key; nvfp4 ones preferred."""
-    found: list[tuple[bool, float]] = []
+RECORD_FIELDS = ("precision", "sampler", "graphs", "compiled")
+
+
+def _find_step_record(obj: Any, B: int, precision: str) -> dict | None:
+    """The decode step to compare against: a record with ``batch == B``, a step-time key and
+    ``precision`` (records without that field match any precision). Among those, the fixed
+    sampler (ReSET's extra cost is measured on top of it), CUDA graphs and torch.compile are
+    preferred, then the first found (depth-first). Returns ``{"ms": .., <RECORD_FIELDS>}``."""
+    found: list[dict] = []
 
     def walk(o: Any) -> None:
         if isinstance(o, dict):
-            if o.get("batch") == B:
+            if o.get("batch") == B and o.get("precision", precision) == precision:
                 for k in STEP_KEYS:
-                    if isinstance(o.get(k), (int, float)):
-                        found.append(("nvfp4" in json.dumps(o).lower(), float(o[k])))
+                    if isinstance(o.get(k), (int, float)) and not isinstance(o.get(k), bool):
+                        found.append({"ms": float(o[k])} | {f: o.get(f) for f in RECORD_FIELDS})
                         break
             for v in o.values():
                 walk(v)
@@ -159,11 +169,31 @@ def _find_step_ms(obj: Any, B: int) -> float | None:
                 walk(v)
 
     walk(obj)
-    found.sort(key=lambda t: not t[0])
-    return found[0][1] if found else None
+    found.sort(key=lambda r: (r["sampler"] not in (None, "fixed"), r["graphs"] is False,
+                              r["compiled"] is False))
+    return found[0] if found else None
 
 
-def _decode_ms(args: argparse.Namespace) -> dict[int, float | None]:
+def _precisions(obj: Any) -> list[str]:
+    """Every ``precision`` value in a decode-benchmark JSON (for the error message)."""
+    out: set[str] = set()
+
+    def walk(o: Any) -> None:
+        if isinstance(o, dict):
+            if isinstance(o.get("precision"), str):
+                out.add(o["precision"])
+            for v in o.values():
+                walk(v)
+        elif isinstance(o, list):
+            for v in o:
+                walk(v)
+
+    walk(obj)
+    return sorted(out)
+
+
+def _decode_records(args: argparse.Namespace) -> dict[int, dict | None]:
+    """Per batch size, the decode step the ReSET overhead is a percentage of (or None)."""
     if args.decode_step_ms:
         v = args.decode_step_ms
         if len(v) not in (1, len(args.batch)):
@@ -171,7 +201,8 @@ def _decode_ms(args: argparse.Namespace) -> dict[int, float | None]:
             raise ValueError(f"--decode-step-ms takes 1 value or one per batch ({n}), got {len(v)}")
         if any(not 0 < x < float("inf") for x in v):
             raise ValueError(f"--decode-step-ms values must be finite and > 0 (ms per decode step), got {v}")
-        return {B: (v[0] if len(v) == 1 else v[i]) for i, B in enumerate(args.batch)}
+        return {B: {"ms": (v[0] if len(v) == 1 else v[i]), "source": "--decode-step-ms"}
+                for i, B in enumerate(args.batch)}
     if args.decode_json:
         try:
             data = json.loads(args.decode_json.read_text())
@@ -180,7 +211,19 @@ def _decode_ms(args: argparse.Namespace) -> dict[int, float | None]:
                 f"--decode-json {args.decode_json} is not valid JSON ({e}); pass the file "
                 "`resetfp4 bench decode --json` wrote"
             ) from None
-        return {B: _find_step_ms(data, B) for B in args.batch}
+        out = {B: _find_step_record(data, B, args.decode_precision) for B in args.batch}
+        if all(r is None for r in out.values()):
+            have = _precisions(data)
+            raise ValueError(
+                f"--decode-json {args.decode_json} has no record with precision "
+                f"{args.decode_precision!r} at batch {args.batch} (precisions in the file: "
+                f"{have or 'none'}); pass --decode-precision, or run `resetfp4 bench decode` "
+                "at these batch sizes"
+            )
+        for r in out.values():
+            if r is not None:
+                r["source"] = str(args.decode_json)
+        return out
     return {B: None for B in args.batch}
 
 
@@ -202,21 +245,30 @@ def run(args: argparse.Namespace) -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError("--device cuda but no CUDA GPU is visible; pass --device cpu for a smoke run")
     check_args(args)
-    decode = _decode_ms(args)
+    dev = torch.device(args.device)
+    if dev.type == "cuda" and dev.index is not None:
+        if dev.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {args.device}: only {torch.cuda.device_count()} CUDA "
+                             "device(s) are visible")
+        # events, streams and graphs below use the current device: make it the one asked for
+        torch.cuda.set_device(dev)
+    decode = _decode_records(args)
     rows = []
     for B in args.batch:
         fixed, reset = _bench_cell("fixed", B, args), _bench_cell("reset", B, args)
         for key in ("eager_us", "graph_us"):
             extra = None if reset[key] is None else reset[key] - fixed[key]
             reset[f"reset_extra_{key}"] = extra
-        ms = decode[B]
+        rec = decode[B]
+        ms = None if rec is None else rec["ms"]
+        reset["decode_record"] = rec
         graphed = reset["graph_us"] is not None  # the graph replay is what rides with a decode step
         basis = reset["reset_extra_graph_us"] if graphed else reset["reset_extra_eager_us"]
         reset["decode_step_ms"] = ms
         reset["overhead_pct_of_decode"] = None if ms is None else 100 * basis / (ms * 1e3)
         rows += [fixed, reset]
     env = {"torch": torch.__version__, "python": platform.python_version(), "device": args.device,
-           "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor(),
+           "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor(),
            "vocab": args.vocab, "iters": args.iters, "repeats": args.repeats, "impl": args.impl,
            "candidates": args.candidates, "select": args.select}
     if args.device.startswith("cuda") and triton_available():

@@ -46,13 +46,27 @@ def vocab_fingerprint(tokenizer: Any) -> str:
     return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
+def _is_byte_level(tokenizer: Any) -> bool:
+    """Does the tokenizer spell its pieces in the GPT-2 byte-level alphabet?
+
+    ``"Ċ"`` is that alphabet's spelling of ``"\n"``, but also an ordinary letter (U+010A) that
+    a SentencePiece vocabulary may hold; so the piece must also decode to ``"\n"``.
+    """
+    nl = tokenizer.get_vocab().get("Ċ")
+    if nl is None:
+        return False
+    text = tokenizer.batch_decode([[nl]], skip_special_tokens=False,
+                                  clean_up_tokenization_spaces=False)[0]
+    return text == "\n"
+
+
 def _token_texts(tokenizer: Any, n: int) -> list[bytes]:
     """Raw bytes (or UTF-8 of the decoded text) of every token id in ``range(n)``."""
     pieces = tokenizer.convert_ids_to_tokens(list(range(n)))
     special = set(getattr(tokenizer, "all_special_tokens", []))
     added = set(getattr(tokenizer, "get_added_vocab", dict)().keys())
     dec = _byte_decoder()
-    byte_level = "Ċ" in tokenizer.get_vocab()  # GPT-2 byte-level spelling of "\n"
+    byte_level = _is_byte_level(tokenizer)
     out: list[bytes | None] = []
     for p in pieces:
         if p is None:

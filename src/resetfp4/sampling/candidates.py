@@ -55,12 +55,15 @@ def candidate_keep(
     inside = k_eff <= K  # the top-k survivors are all candidates: their mass is known exactly
     mass_k = torch.where(inside, cum.gather(1, (k_eff.clamp(max=K) - 1)[:, None]).squeeze(1), 1.0)
     keep = pos[None, :] < k_eff[:, None]
-    keep &= (cum - probs) < (top_p * mass_k)[:, None]  # mass strictly before this token
+    # mass strictly before this token; top_p >= 1 is off, as in pipeline.keep_sorted
+    keep &= ((cum - probs) < (top_p * mass_k)[:, None]) | (top_p >= 1)[:, None]
     keep &= probs >= (min_p / z)[:, None]  # p_max = 1 / Z_T (the max token has x = m)
     keep[:, 0] = True
     # outside: the nucleus ends inside the candidates iff their total mass reaches top_p
-    # (exact only when top-k is off, i.e. mass_k = 1)
-    exact = inside | ((k_eff == vocab) & (cum[:, -1] >= top_p))
+    # (exact only when top-k is off, i.e. mass_k = 1); with top_p >= 1 the nucleus is the
+    # whole vocabulary, which K < V candidates never hold (their float32 sum may still round
+    # to 1.0)
+    exact = inside | ((k_eff == vocab) & (cum[:, -1] >= top_p) & ((top_p < 1) | (K >= vocab)))
     return keep, tempered, exact
 
 

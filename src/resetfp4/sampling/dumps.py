@@ -1,7 +1,9 @@
 """Entropy dumps (JSONL) and ReSET calibration helpers.
 
 One JSON object per line: ``{"id": str, "correct": bool | null, "entropies": [float],
-"temperatures": [float], "starts": [bool]}``, one entry per generated token (nats).
+"temperatures": [float], "starts": [bool]}``, one entry per generated token (nats). The file
+is strict JSON: a non-finite value (the NaN entropy of a token whose logits were invalid) is
+written as ``null`` and read back as NaN.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from resetfp4.fileutil import finite_or_null
 
 DUMP_KEYS = ("id", "correct", "entropies", "temperatures", "starts")
 
@@ -40,7 +44,7 @@ def write_entropy_dump(path: str | Path, records: Iterable[EntropyRecord]) -> in
     n = 0
     with open(path, "w", encoding="utf-8") as f:
         for r in records:
-            f.write(json.dumps(asdict(r)) + "\n")
+            f.write(json.dumps(finite_or_null(asdict(r)), allow_nan=False) + "\n")
             n += 1
     return n
 
@@ -58,12 +62,17 @@ def iter_entropy_dump(path: str | Path) -> Iterator[EntropyRecord]:
                     raise KeyError(", ".join(missing))
                 yield EntropyRecord(
                     id=str(obj["id"]), correct=obj.get("correct"),
-                    entropies=[float(x) for x in obj["entropies"]],
-                    temperatures=[float(x) for x in obj.get("temperatures", [])],
+                    entropies=[_float(x) for x in obj["entropies"]],
+                    temperatures=[_float(x) for x in obj.get("temperatures", [])],
                     starts=[bool(x) for x in obj.get("starts", [])],
                 )
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
                 raise ValueError(f"{path}:{lineno}: not an entropy record ({e}); keys are {DUMP_KEYS}") from e
+
+
+def _float(x: object) -> float:
+    """A dump value: ``null`` (a non-finite value when written) reads as NaN."""
+    return math.nan if x is None else float(x)  # type: ignore[arg-type]
 
 
 def read_entropy_dump(path: str | Path) -> list[EntropyRecord]:
@@ -76,8 +85,10 @@ def calibrate_tau0(
 ) -> float:
     """``tau0`` = the ``percentile``-th percentile (linear interpolation) of all token entropies.
 
-    ``entropies``: records, per-generation sequences, or plain floats (nats), e.g. from NVFP4
-    runs on held-out problems. Non-finite values are an error (they mark invalid logits).
+    ``entropies``: records, per-generation sequences, or plain numbers (nats; Python, numpy or
+    0-d torch values; a sequence may be a numpy array or a torch tensor on any device), e.g.
+    from NVFP4 runs on held-out problems. Non-finite values are an error (they mark invalid
+    logits).
     """
     if not 0 < percentile < 100:
         raise ValueError(f"percentile must be in (0, 100), got {percentile}")
@@ -85,10 +96,16 @@ def calibrate_tau0(
     for item in entropies:
         if isinstance(item, EntropyRecord):
             flat.extend(item.entropies)
-        elif isinstance(item, (int, float)):
-            flat.append(float(item))
-        else:
-            flat.extend(float(x) for x in item)
+            continue
+        if hasattr(item, "detach"):  # a torch tensor, possibly on a GPU
+            item = item.detach().cpu().double().numpy()
+        try:
+            flat.extend(np.asarray(item, dtype=np.float64).ravel().tolist())
+        except (TypeError, ValueError) as e:
+            raise ValueError(
+                f"calibrate_tau0 takes EntropyRecords, sequences of entropies or numbers; got "
+                f"{type(item).__name__} ({e})"
+            ) from None
     if not flat:
         raise ValueError("no entropies to calibrate tau0 on; generate traces first")
     if not all(math.isfinite(x) for x in flat):

@@ -312,11 +312,15 @@ def _sample_kernel(
     k_eff = tl.where(top_k > 0, tl.minimum(top_k, V), V)
     inside = (k_eff <= n) & full
     mass_k = tl.where(inside, tl.sum(tl.where(c == k_eff - 1, cum, 0.0), 0), 1.0)
-    keep = cm & (c < k_eff) & ((cum - probs) < tl.load(topp_ptr + row) * mass_k)
+    top_p = tl.load(topp_ptr + row)
+    lim = tl.where(top_p >= 1.0, float("inf"), top_p * mass_k)  # top_p >= 1 is off
+    keep = cm & (c < k_eff) & ((cum - probs) < lim)
     keep = keep & (probs >= tl.load(minp_ptr + row) / z)
     keep = keep | (c == 0)
     mass_all = tl.sum(tl.where(c == n - 1, cum, 0.0), 0)  # mass of all n candidates
-    exact = inside | (full & (k_eff == V) & (mass_all >= tl.load(topp_ptr + row)))
+    # top_p >= 1: the nucleus is the whole vocabulary, which n < V candidates never hold
+    reach = tl.where(top_p >= 1.0, n >= V, mass_all >= top_p)
+    exact = inside | (full & (k_eff == V) & reach)
     # counter-based noise keyed by (seed, token index, token id): pipeline.row_keys/uniform_noise
     seed = tl.load(seed_ptr + row)
     counter = tl.load(counter_ptr + row)
