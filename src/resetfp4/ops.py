@@ -54,6 +54,9 @@ class PreparedNVFP4Weight:
         if len(w.shape) != 2:
             raise ValueError(f"weight must be 2-D [N, K], got shape {tuple(w.shape)}")
         self.n, self.k = int(w.shape[0]), int(w.shape[1])
+        if self.n < 1 or self.k < 16:
+            raise ValueError(f"weight has shape [N={self.n}, K={self.k}]; nvfp4_linear needs "
+                             "N >= 1 and K >= 16")
         self.device = w.device
         self.packed = kg.repack(w)
         self.global_scale = w.global_scale.float().reshape(1).to(self.device)
@@ -103,8 +106,6 @@ def _validate(x: torch.Tensor, pw: PreparedNVFP4Weight, act: str, out, bias) -> 
     if x.dim() != 2 or x.shape[1] != pw.k:
         raise ValueError(f"x has shape {tuple(x.shape)}; expected [M, K] with K={pw.k} "
                          f"(the weight is [N={pw.n}, K={pw.k}])")
-    if x.shape[0] < 1:
-        raise ValueError(f"x has M={x.shape[0]} rows; need M >= 1")
     if x.device != pw.device:
         raise ValueError(f"x is on {x.device} but the weight is on {pw.device}; move one")
     if not x.is_contiguous():
@@ -118,11 +119,31 @@ def _validate(x: torch.Tensor, pw: PreparedNVFP4Weight, act: str, out, bias) -> 
                              or bias.device != x.device or not bias.is_contiguous()):
         raise ValueError(f"bias must be a contiguous {x.dtype} tensor of shape ({pw.n},) on "
                          f"{x.device}, got {bias.dtype} {tuple(bias.shape)} on {bias.device}")
+    if out is not None:
+        # the GEMV writes finished tiles while other CTAs still read x (and bias)
+        for name, t in (("x", x), ("bias", bias)):
+            if t is not None and _overlap(out, t):
+                raise ValueError(f"out shares memory with {name}; nvfp4_linear cannot write its "
+                                 f"result over its input: pass a separate out buffer")
+
+
+def _overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Do the byte ranges of two contiguous tensors intersect?"""
+    if a.numel() == 0 or b.numel() == 0 or a.device != b.device:
+        return False
+    a0, b0 = a.data_ptr(), b.data_ptr()
+    return a0 < b0 + b.numel() * b.element_size() and b0 < a0 + a.numel() * a.element_size()
 
 
 def _input_scale(input_scale, device: torch.device) -> torch.Tensor | None:
     if input_scale is None:
         return None
+    if (not isinstance(input_scale, torch.Tensor) and device.type == "cuda"
+            and torch.cuda.is_current_stream_capturing()):
+        raise ValueError(
+            "input_scale is a Python number, which would be copied to the GPU on every call: "
+            "not allowed inside CUDA-graph capture. Pass a float32 CUDA tensor of one value"
+        )
     if isinstance(input_scale, torch.Tensor):
         # A tensor scale is not checked for finiteness/positivity here: that would read it on
         # the host (a sync per call inside the decode graph). Checkpoint loading and the
@@ -147,16 +168,23 @@ def nvfp4_linear(x: torch.Tensor, w: NVFP4Tensor | PreparedNVFP4Weight, *, act: 
         act: ``"bf16"`` (W4A16) or ``"fp4"`` (W4A4: x quantized exactly as
             ``resetfp4.nvfp4.quantize(x, global_scale=input_scale)``).
         input_scale: W4A4 static activation global scale (fp32 scalar, a device tensor
-            keeps it sync-free); ``None`` = dynamic ``amax(|x|) / 2688`` on the device.
+            keeps it sync-free and is required inside CUDA-graph capture); ``None`` =
+            dynamic ``amax(|x|) / 2688`` on the device. Ignored with ``act="bf16"``.
         out: optional ``[M, N]`` x.dtype contiguous result buffer (nothing is allocated
-            at M <= 16 when given).
+            at M <= 16 when given); it must not share memory with ``x`` or ``bias``.
         bias: optional ``[N]`` x.dtype, added in fp32.
         allow_fallback: on CPU tensors / no CUDA, run the float reference instead of raising.
     Returns:
-        ``[M, N]`` in ``x.dtype`` (``out`` when given).
+        ``[M, N]`` in ``x.dtype`` (``out`` when given); ``M = 0`` gives an empty result.
     """
     pw = w if isinstance(w, PreparedNVFP4Weight) else PreparedNVFP4Weight(w)
     _validate(x, pw, act, out, bias)
+    if act == "bf16":
+        input_scale = None  # W4A16: the activation scale plays no part
+    elif input_scale is not None and not isinstance(input_scale, torch.Tensor):
+        _input_scale(input_scale, x.device)  # the same check of a number on every device
+    if x.shape[0] == 0:
+        return out if out is not None else x.new_empty(0, pw.n)
     if x.device.type != "cuda":
         if not allow_fallback:
             raise RuntimeError(f"nvfp4_linear runs on CUDA; x is on {x.device} and "

@@ -236,3 +236,35 @@ def test_quantizer_and_dequant_ops_reject_bad_buffers():
         kg.nvfp4_dequant(pw.packed, pw.global_scale, torch.empty(40, 128, dtype=torch.bfloat16))
     with pytest.raises(TypeError, match="w has dtype torch.float32"):
         kg.nvfp4_dequant(pw.packed, pw.global_scale, torch.empty(40, 64))
+
+
+def test_ops_edge_cases_on_cpu():
+    """Review findings (session 20): M = 0 gives an empty result as F.linear does; an out over x
+    is refused (the CUDA GEMV would overwrite x while reading it); an empty weight is a clear
+    error; input_scale is ignored with act="bf16" and checked with "fp4" on every device; the
+    raw ops say they need CUDA tensors."""
+    w = quantize(torch.randn(32, 64))
+    pw = prepare_weight(w)
+    x = torch.randn(3, 64).to(torch.bfloat16)
+    for act in ("bf16", "fp4"):
+        assert nvfp4_linear(x[:0], pw, act=act).shape == (0, 32)
+        assert nvfp4_linear_ref(x[:0], w, act=act).shape == (0, 32)
+    out = torch.empty(0, 32, dtype=torch.bfloat16)
+    assert nvfp4_linear(x[:0], pw, out=out) is out
+    buf = torch.randn(64 + 32).to(torch.bfloat16)
+    with pytest.raises(ValueError, match="out shares memory with x"):
+        nvfp4_linear(buf[:64].view(1, 64), pw, out=buf[32:64].view(1, 32))
+    bias = torch.zeros(32 + 32, dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="out shares memory with bias"):
+        nvfp4_linear(x[:1], pw, bias=bias[:32], out=bias[16:48].view(1, 32))
+    with pytest.raises(ValueError, match=r"weight has shape \[N=0, K=64\]"):
+        prepare_weight(quantize(torch.randn(0, 64)))
+    assert torch.equal(nvfp4_linear(x, pw, act="bf16", input_scale=-1.0), nvfp4_linear(x, pw))
+    with pytest.raises(ValueError, match="input_scale must be a finite positive number"):
+        nvfp4_linear(x, pw, act="fp4", input_scale=-1.0)
+    with pytest.raises(ValueError, match="raw resetfp4 kernel ops run on CUDA tensors"):
+        kg.nvfp4_dequant(pw.packed, pw.global_scale, torch.empty(32, 64, dtype=torch.bfloat16))
+    with pytest.raises(ValueError, match="g_w must hold one fp32 value"):
+        kg.nvfp4_dequant(pw.packed, torch.ones(0), torch.empty(32, 64, dtype=torch.bfloat16))
+    with pytest.raises(ValueError, match="raw resetfp4 kernel ops run on CUDA tensors"):
+        kg.nvfp4_gemv(x, pw.packed, pw.global_scale, None, None, 1, 1, 32)

@@ -134,6 +134,49 @@ def test_cuda_graph_capture_replay(act, static, m):
         assert_rel_close(out, _ref(x, w, act, gs), rel_for_dtype(dtype), "graph replay")
 
 
+def test_graph_capture_needs_a_tensor_input_scale_and_ignores_it_for_bf16():
+    # a float input_scale is copied to the GPU on every call: capture used to fail inside
+    # torch ("Cannot copy between CPU and CUDA tensors during CUDA graph capture"), for
+    # act="bf16" too, where the scale plays no part
+    n, k, m, dtype = 256, 512, 2, torch.bfloat16
+    w = quantize(torch.randn(n, k, device=DEV))
+    pw = prepare_weight(w)
+    x = torch.randn(m, k, device=DEV).to(dtype)
+    out = torch.empty(m, n, dtype=dtype, device=DEV)
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        pw(x, act="fp4", input_scale=torch.tensor([0.01], device=DEV), out=out)  # warm up
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        pw(x, act="bf16", input_scale=0.01, out=out)
+    out.fill_(float("nan"))
+    g.replay()
+    torch.cuda.synchronize()
+    assert_rel_close(out, _ref(x, w, "bf16"), rel_for_dtype(dtype), "bf16, float scale ignored")
+    g2 = torch.cuda.CUDAGraph()
+    with pytest.raises(ValueError, match="float32 CUDA tensor"):
+        with torch.cuda.graph(g2):
+            pw(x, act="fp4", input_scale=0.01, out=out)
+
+
+@pytest.mark.parametrize("m", [1, 16, 40])
+def test_out_overlapping_x_is_refused_and_m0_is_empty(m):
+    # the GEMV writes finished tiles while other CTAs still read x: an out over x gave wrong
+    # results in 20 of 20 runs (N = K = 8192, M = 1)
+    n = k = 1024
+    pw = prepare_weight(quantize(torch.randn(n, k, device=DEV)))
+    buf = torch.randn(m * k + m * n, device=DEV).to(torch.bfloat16)
+    x = buf[:m * k].view(m, k)
+    with pytest.raises(ValueError, match="out shares memory with x"):
+        nvfp4_linear(x, pw, out=buf[m * k // 2:m * k // 2 + m * n].view(m, n))
+    y = nvfp4_linear(x, pw, out=buf[m * k:].view(m, n))  # adjacent, not overlapping: fine
+    assert torch.equal(y, nvfp4_linear(x.clone(), pw))
+    for act in ("bf16", "fp4"):
+        assert nvfp4_linear(x[:0], pw, act=act).shape == (0, n)
+
+
 def test_m_over_16_at_gemv_entry_is_rejected():
     pw = prepare_weight(quantize(torch.randn(64, 32, device=DEV)))
     x = torch.randn(17, 32, device=DEV).to(torch.bfloat16)

@@ -100,7 +100,9 @@ def unpack_codes(packed: torch.Tensor) -> torch.Tensor:
 
 
 def compute_global_scale(x: torch.Tensor) -> torch.Tensor:
-    """``amax(|x|) / (6 * 448)`` as a 0-dim fp32 tensor; 1.0 for an all-zero tensor."""
+    """``amax(|x|) / (6 * 448)`` as a 0-dim fp32 tensor; 1.0 for an all-zero (or empty) tensor."""
+    if x.numel() == 0:
+        return torch.ones((), dtype=torch.float32, device=x.device)
     amax = x.abs().amax().float()
     # Divide by a device tensor, not a Python float: on CUDA, torch turns division by a
     # host scalar into multiplication by its fp32 reciprocal, which is not true division

@@ -360,6 +360,15 @@ def _check_tensor(name: str, t: torch.Tensor, dtypes: tuple, shape: tuple | None
         raise ValueError(f"{name} with shape {tuple(t.shape)} is not contiguous")
 
 
+def _need_cuda(t: torch.Tensor) -> None:
+    """The raw ops launch CUDA kernels; say what to use for CPU tensors."""
+    if t.device.type != "cuda":
+        raise ValueError(
+            f"the raw resetfp4 kernel ops run on CUDA tensors; got tensors on {t.device}. "
+            "resetfp4.ops.nvfp4_linear runs the float reference on CPU"
+        )
+
+
 def check_gemv_args(x: torch.Tensor, packed: torch.Tensor, g_w: torch.Tensor,
                     g_x: torch.Tensor | None, bias: torch.Tensor | None, n: int,
                     cluster: int, tiles_per_cluster: int) -> None:
@@ -413,6 +422,7 @@ def nvfp4_gemv_out(x: torch.Tensor, packed: torch.Tensor, g_w: torch.Tensor,
         raise ValueError(f"y must be a 2-D [M, N] tensor, got {getattr(y, 'shape', type(y))}")
     check_gemv_args(x, packed, g_w, g_x, bias, y.shape[1], cluster, tiles_per_cluster)
     _check_tensor("y", y, (x.dtype,), (x.shape[0], y.shape[1]), x.device)
+    _need_cuda(x)
     with torch.cuda.device(x.device):  # launch on x's GPU, whatever device is current
         _raise(_ext().gemv(x, packed, g_w, g_x, bias, y, cluster, tiles_per_cluster, exact))
 
@@ -424,6 +434,7 @@ def nvfp4_gemv(x: torch.Tensor, packed: torch.Tensor, g_w: torch.Tensor,
     """Functional form of :func:`nvfp4_gemv_out`: returns a new ``[M, n]`` in x.dtype."""
     check_gemv_args(x, packed, g_w, g_x, bias, n, cluster, tiles_per_cluster)
     y = torch.empty(x.shape[0], n, dtype=x.dtype, device=x.device)
+    _need_cuda(x)
     with torch.cuda.device(x.device):
         _raise(_ext().gemv(x, packed, g_w, g_x, bias, y, cluster, tiles_per_cluster, exact))
     return y
@@ -472,6 +483,7 @@ def nvfp4_gemv_swiglu_out(x: torch.Tensor, packed: torch.Tensor, g_w: torch.Tens
         raise ValueError(f"h must be a 2-D [M, I] tensor, got {getattr(h, 'shape', type(h))}")
     check_swiglu_args(x, packed, g_w, g_x, g_q, bias, h.shape[1], tiles_per_cta)
     _check_tensor("h", h, (x.dtype,), (x.shape[0], h.shape[1]), x.device)
+    _need_cuda(x)
     with torch.cuda.device(x.device):
         _raise(_ext().gemv_swiglu(x, packed, g_w, g_x, g_q, bias, h, tiles_per_cta, exact))
 
@@ -484,6 +496,7 @@ def nvfp4_gemv_swiglu(x: torch.Tensor, packed: torch.Tensor, g_w: torch.Tensor,
     """Functional form of :func:`nvfp4_gemv_swiglu_out`: a new ``[M, inter]`` in x.dtype."""
     check_swiglu_args(x, packed, g_w, g_x, g_q, bias, inter, tiles_per_cta)
     h = torch.empty(x.shape[0], inter, dtype=x.dtype, device=x.device)
+    _need_cuda(x)
     with torch.cuda.device(x.device):
         _raise(_ext().gemv_swiglu(x, packed, g_w, g_x, g_q, bias, h, tiles_per_cta, exact))
     return h
@@ -520,6 +533,7 @@ def nvfp4_quant_act(x: torch.Tensor, gs_static: torch.Tensor | None, sync: torch
     _check_tensor("gs_out", gs_out, (torch.float32,), (1,), x.device)
     if gs_static is not None:
         _check_tensor("gs_static", gs_static, (torch.float32,), (1,), x.device)
+    _need_cuda(x)
     with torch.cuda.device(x.device):
         _raise(_ext().quant_act(x, gs_static, sync, gs_out, xq, codes, scales))
 
@@ -533,6 +547,9 @@ def nvfp4_dequant(packed: torch.Tensor, g_w: torch.Tensor, w: torch.Tensor) -> N
     tiles, kc = grid_dims(w.shape[0], w.shape[1])
     _check_tensor("packed", packed, (torch.uint8,), (tiles * kc, UNIT_BYTES), w.device)
     _check_tensor("g_w", g_w, (torch.float32,), None, w.device)
+    if g_w.numel() != 1:
+        raise ValueError(f"g_w must hold one fp32 value, got shape {tuple(g_w.shape)}")
+    _need_cuda(w)
     with torch.cuda.device(w.device):
         _raise(_ext().dequant(packed, g_w, w))
 
