@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,22 @@ def check_new_folder_path(out_dir: str | Path, flag: str, give: str, choose: str
     above = next((a for a in out.parents if a.exists()), None)
     if not out.exists() and above is not None and not above.is_dir():
         raise ValueError(f"{flag} {out} cannot be created: {above} is a file, not a folder; choose another")
+    check_writable(out if out.is_dir() else above, flag, out)
     return out
+
+
+def check_writable(folder: Path | None, flag: str, target: str | Path) -> None:
+    """Raise unless a file can be created in ``folder`` (the nearest existing folder of a flag's
+    ``target``): one probe file, created and removed. Permission bits alone would not tell (root
+    passes them; read-only and virtual file systems refuse anyway)."""
+    if folder is None:
+        return
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".resetfp4-write-test-"):
+            pass
+    except OSError as e:
+        raise ValueError(f"{flag} {target}: cannot write in {folder} ({e.strerror or e}); fix its "
+                         "permissions or choose another path") from None
 
 
 def make_folder(out_dir: str | Path, what: str) -> Path:

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from resetfp4.engine.build import PRECISIONS, random_model, resolve_device
-from resetfp4.engine.config import PRESETS
+from resetfp4.engine.config import PRESETS, ModelArgs
 from resetfp4.engine.decode import DecodeRunner, attn_bucket
 from resetfp4.engine.model import Linear, Transformer
 from resetfp4.engine.sampling_glue import configure_rows, reset_config
@@ -64,6 +64,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="profile one decode step per cell and count its GPU kernels (default: on for CUDA)",
     )
+    p.add_argument("--allow-slow-cpu", action="store_true",
+                   help=f"run random weights of more than {CPU_MAX_GB:g} GB on the CPU (refused "
+                        "without it: a full-size model takes many minutes and that much memory)")
     p.add_argument("--json", type=Path, default=Path("bench_decode.json"), help="where to write results")
 
 
@@ -331,6 +334,31 @@ def check_args(args: argparse.Namespace) -> None:
         )
 
 
+# Random bf16 weights above this size are refused on the CPU unless --allow-slow-cpu.
+CPU_MAX_GB = 4.0
+
+
+def bf16_weight_gb(arch: ModelArgs) -> float:
+    """GB of the bf16 weights of ``arch`` (embedding, untied head, q/k/v/o, MLP, norms)."""
+    hd = arch.head_dim or arch.dim // arch.n_heads
+    attn = arch.dim * hd * (2 * arch.n_heads + 2 * arch.n_kv_heads)
+    per_layer = attn + 3 * arch.dim * arch.intermediate_size + 2 * arch.dim
+    emb = arch.vocab_size * arch.dim * (1 if arch.tie_embeddings else 2)
+    return 2 * (emb + arch.n_layers * per_layer) / 1e9
+
+
+def check_cpu_size(arch: ModelArgs, allow: bool) -> None:
+    """Refuse a full-size random-weight model on the CPU (minutes per cell, tens of GB) unless
+    asked for."""
+    gb = bf16_weight_gb(arch)
+    if gb > CPU_MAX_GB and not allow:
+        raise ValueError(
+            f"{arch.n_layers} layers of random weights are {gb:.1f} GB in bf16: on the CPU that takes "
+            f"many minutes and more memory than that. Use a CUDA GPU (--device cuda), a smoke run "
+            f"(--layers 1 --prompt-len 8 --gen-len 3), or pass --allow-slow-cpu"
+        )
+
+
 def cpu_notice(args: argparse.Namespace, layers: int) -> str:
     """The note printed before a CPU run: it is a smoke run, and a full-size model is slow."""
     what = args.model or f"{args.arch}, {layers} layers"
@@ -361,6 +389,8 @@ def run(args: argparse.Namespace) -> int:
         else PRESETS[args.arch].__class__(**{**PRESETS[args.arch].as_dict(), "n_layers": args.layers})
     )
     if dev.type == "cpu":
+        if not args.model:
+            check_cpu_size(arch, getattr(args, "allow_slow_cpu", False))
         print(cpu_notice(args, arch.n_layers), file=sys.stderr, flush=True)
     copy_gbs = copy_bandwidth_gbs(dev, (1 << 30) if dev.type == "cuda" else (1 << 26))
     rows: list[dict[str, Any]] = []
@@ -398,7 +428,6 @@ def run(args: argparse.Namespace) -> int:
         "environment": environment(dev),
         "rows": rows,
     }
-    args.json.write_text(json.dumps(out, indent=2) + "\n")
     print(
         f"decode benchmark: {args.model or args.arch} ({arch.n_layers} layers), "
         f"{'real weights' if args.model else 'RANDOM WEIGHTS (speed only)'}, "
@@ -410,6 +439,7 @@ def run(args: argparse.Namespace) -> int:
     breakdown = _breakdown(rows)
     if breakdown:
         print(breakdown)
+    args.json.write_text(json.dumps(out, indent=2) + "\n")  # after the table: it is shown whatever happens
     return 0
 
 

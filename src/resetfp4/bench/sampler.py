@@ -275,7 +275,6 @@ def run(args: argparse.Namespace) -> int:
         import triton
 
         env["triton"] = triton.__version__
-    args.json.write_text(json.dumps({"env": env, "results": rows}, indent=2))
     print(f"# sampler bench  {env['gpu']}  torch {env['torch']}  vocab {args.vocab}  impl {rows[0]['impl']}"
           f"  select {args.select}  K {args.candidates}")
     print(f"{'batch':>5} {'mode':>6} {'eager µs':>9} {'graph µs':>9} {'syncs':>6} {'+µs(graph)':>10} "
@@ -284,5 +283,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"{r['batch']:>5} {r['mode']:>6} {_fmt(r['eager_us']):>9} {_fmt(r['graph_us']):>9} "
               f"{_fmt(r['host_syncs_per_step'], '.2f'):>6} {_fmt(r.get('reset_extra_graph_us')):>10} "
               f"{_fmt(r.get('overhead_pct_of_decode'), '.3f'):>9} {r['truncated_frac']:>6.3f}")
+    args.json.write_text(json.dumps({"env": env, "results": rows}, indent=2))  # after the table
     print(f"wrote {args.json}")
     return 0

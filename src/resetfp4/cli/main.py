@@ -11,8 +11,11 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import os
 import sys
 from pathlib import Path
+
+from resetfp4.fileutil import check_writable
 
 # (command name, module under resetfp4.cli, one-line help)
 COMMANDS: tuple[tuple[str, str, str], ...] = (
@@ -61,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args.command is None else 2
     try:
         return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        if getattr(args, "debug", False):
+            raise
+        print(f"resetfp4 {args.command}: interrupted", file=sys.stderr)
+        return 130
     except (ValueError, TypeError, RuntimeError, OSError) as e:  # OSError includes FileNotFoundError
         if getattr(args, "debug", False):
             raise
@@ -84,6 +92,9 @@ def check_output_file(path: str | Path | None, flag: str, parents_ok: bool = Fal
         raise ValueError(f"{flag} {p}: {above} is a file, not a folder; choose another path")
     if not parents_ok and not p.parent.is_dir():
         raise ValueError(f"{flag} {p}: its folder {p.parent} does not exist; create it or choose another")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise ValueError(f"{flag} {p} exists and is not writable; fix its permissions or choose another path")
+    check_writable(above, flag, p)
 
 
 def error_message(e: BaseException) -> str:

@@ -18,6 +18,7 @@ Layout written and read (the NVIDIA ModelOpt "NVFP4" / "W4A16_NVFP4" export):
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -169,6 +170,22 @@ def _remove_checkpoint_files(out: Path) -> None:
             shutil.rmtree(out / d)
 
 
+def _save_shard(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """``save_file`` with its errors as ``OSError`` (safetensors raises its own exception type,
+    which names no path), and the file mode a plain ``open`` would give (safetensors creates
+    the file 0600, so other users could not read the checkpoint)."""
+    try:
+        save_file(tensors, str(path), metadata={"format": "pt"})
+    except Exception as e:  # safetensors' SafetensorError derives from Exception only
+        if isinstance(e, OSError):
+            raise
+        raise OSError(f"cannot write {path}: {e}; check the folder's permissions and the free "
+                      "disk space") from e
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)
+
+
 def _write_shards(out: Path, tensors: dict[str, torch.Tensor]) -> None:
     shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0
@@ -180,12 +197,12 @@ def _write_shards(out: Path, tensors: dict[str, torch.Tensor]) -> None:
         shards[-1][name] = t
         size += nbytes
     if len(shards) == 1:
-        save_file(shards[0], str(out / "model.safetensors"), metadata={"format": "pt"})
+        _save_shard(shards[0], out / "model.safetensors")
         return
     weight_map = {}
     for i, shard in enumerate(shards):
         fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-        save_file(shard, str(out / fname), metadata={"format": "pt"})
+        _save_shard(shard, out / fname)
         weight_map.update({n: fname for n in shard})
     (out / "model.safetensors.index.json").write_text(
         json.dumps({"metadata": {}, "weight_map": weight_map}, indent=2) + "\n")
