@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -26,21 +27,49 @@ def plot_entropy_hist(
 
     ``entropies``: label -> float array ``[n_tokens]`` in nats (e.g. ``{"reference (bf16)":
     ..., "NVFP4 W4A4": ...}``). The y axis is logarithmic because most tokens sit near 0.
-    Returns ``{label: p80}``.
+    Non-finite entropies (NaN/inf, e.g. from a token whose logits overflowed) are left out
+    with a warning and a note in the legend; a series that is empty or has no finite value
+    raises ``ValueError`` naming it. Returns ``{label: p80}`` over the finite values.
     """
     if not entropies:
-        raise ValueError("no entropy series to plot")
+        raise ValueError(
+            "no entropy series to plot: pass {label: entropies}, from runs made with "
+            "`resetfp4 eval --dump-tokens`"
+        )
+    series: dict[str, tuple[np.ndarray, int]] = {}
+    for label, e in entropies.items():
+        ent = np.asarray(e, dtype=np.float64).ravel()
+        if ent.size == 0:
+            raise ValueError(
+                f"entropy series {label!r} is empty (no tokens): plot runs made with "
+                "`resetfp4 eval --dump-tokens`, or leave this series out"
+            )
+        ok = np.isfinite(ent)
+        n_bad = int(ent.size - ok.sum())
+        if n_bad == ent.size:
+            raise ValueError(
+                f"entropy series {label!r} has no finite value ({n_bad} NaN/inf entropies): "
+                "its token dump is broken; check the run's logits or leave this series out"
+            )
+        if n_bad:
+            warnings.warn(
+                f"entropy series {label!r}: left out {n_bad} non-finite (NaN/inf) of {ent.size} entropies",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        series[label] = (ent[ok], n_bad)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
-    hi = max(float(np.max(e)) for e in entropies.values() if len(e)) or 1.0
-    edges = np.linspace(0.0, hi, bins + 1)
+    lo = min(0.0, min(float(e.min()) for e, _ in series.values()))
+    hi = max(float(e.max()) for e, _ in series.values())
+    if hi <= lo:  # every entropy is the same (e.g. all 0 under greedy decoding)
+        hi = lo + 1.0
+    edges = np.linspace(lo, hi, bins + 1)
     p80 = {}
-    for i, (label, ent) in enumerate(entropies.items()):
-        ent = np.asarray(ent, dtype=np.float64)
-        if ent.size == 0:
-            raise ValueError(f"entropy series {label!r} is empty")
+    for i, (label, (ent, n_bad)) in enumerate(series.items()):
         color = f"C{i}"
         p80[label] = float(np.percentile(ent, PERCENTILE))
+        note = f", {n_bad:,} non-finite left out" if n_bad else ""
         ax.hist(
             ent,
             bins=edges,
@@ -48,7 +77,7 @@ def plot_entropy_hist(
             histtype="step",
             linewidth=1.4,
             color=color,
-            label=f"{label} (n={ent.size:,}, mean {ent.mean():.3f})",
+            label=f"{label} (n={ent.size:,}, mean {ent.mean():.3f}{note})",
         )
         ax.axvline(
             p80[label],

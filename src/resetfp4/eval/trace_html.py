@@ -10,6 +10,7 @@ resources.
 from __future__ import annotations
 
 import html
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,9 @@ table.meta td{padding:0 1em 0 0;font-size:90%}
 .legend span{display:inline-block;padding:0 .5em;margin-right:.5em}
 """
 
+_LOOKBACK = 4  # tokens of context decoded before each new one (for leading spaces and clean-up)
+_MAX_PENDING = 8  # tokens held back for a partial character (a UTF-8 one spans at most 4)
+
 
 def _entropy_colour(e: float, scale: float) -> str:
     a = min(1.0, max(0.0, e / scale)) if scale > 0 else 0.0
@@ -40,35 +44,52 @@ def _temp_colour(t: float, t_low: float | None, t_high: float | None) -> str:
 
 
 def token_pieces(decode: Callable[[list[int]], str], ids: Sequence[int]) -> list[str]:
-    """Text of each token, by prefix differences so multi-byte characters stay whole.
+    """Text of each token, by incremental detokenization so multi-byte characters stay whole.
 
-    ``decode``: ids -> text (e.g. a tokenizer's ``decode``). A token that ends inside a
-    multi-byte character gets ``""`` and the character goes to the token completing it.
-    Costs O(T^2) characters of decoding; fine for one trace of a few thousand tokens.
+    ``decode``: ids -> text (e.g. a tokenizer's ``decode``). Each token's piece is the
+    difference between decoding a short window ending with it and the same window without
+    it. The window starts at least ``_LOOKBACK`` tokens back, at a token boundary where the
+    text so far was whole characters, so leading spaces of SentencePiece / byte-level tokens
+    and decoder clean-up come out as when decoding every prefix (the old way), at O(T) cost
+    instead of O(T^2). A token that ends inside a multi-byte character gets ``""`` and the
+    character goes to the token completing it; a character still cut off at the end goes to
+    the last token. A run of more than ``_MAX_PENDING`` tokens whose text keeps ending in
+    U+FFFD (invalid bytes from a broken generation, not a character split over tokens) is
+    shown as decoded, replacement characters included, to keep the cost linear.
     """
+    ids = [int(t) for t in ids]
     pieces: list[str] = []
-    emitted = ""  # text already attributed to earlier tokens
+    bounds = deque([0])  # token offsets after emitted tokens, newest last (the read offset)
+    start = 0  # window start, the oldest kept boundary
+    prefix = ""  # decode(ids[start:bounds[-1]]): the window's text already attributed
     cur = ""
     for i in range(len(ids)):
-        cur = decode(list(ids[: i + 1]))
-        if cur.endswith("\ufffd"):
+        cur = decode(ids[start : i + 1])
+        if cur.endswith("\ufffd") and i + 1 - bounds[-1] <= _MAX_PENDING:
             pieces.append("")  # a partial character: it shows up with the token that completes it
-        elif cur.startswith(emitted):
-            pieces.append(cur[len(emitted) :])
-            emitted = cur
+            continue
+        if cur.startswith(prefix):
+            pieces.append(cur[len(prefix) :])
         else:  # the decoder rewrote earlier text (e.g. space clean-up): fall back to this token alone
             pieces.append(decode([ids[i]]))
-            emitted = cur
-    if pieces and cur != emitted and cur.startswith(emitted):
-        pieces[-1] += cur[len(emitted) :]  # text still pending at the end (a cut-off character)
+        bounds.append(i + 1)
+        while len(bounds) > 2 and bounds[-1] - bounds[1] >= _LOOKBACK:
+            bounds.popleft()  # keep the newest boundary at least _LOOKBACK tokens back
+        if bounds[0] != start:
+            start = bounds[0]
+            prefix = decode(ids[start : i + 1])
+        else:
+            prefix = cur
+    if pieces and bounds[-1] < len(ids) and cur != prefix and cur.startswith(prefix):
+        pieces[-1] += cur[len(prefix) :]  # text still pending at the end (a cut-off character)
     return pieces
 
 
 def render_trace_html(
     tokens: Sequence[str],
     entropies: Sequence[float],
-    temperatures: Sequence[float] = (),
-    starts: Sequence[bool] = (),
+    temperatures: Sequence[float] | None = (),
+    starts: Sequence[bool] | None = (),
     *,
     title: str = "generation trace",
     meta: dict[str, Any] | None = None,
@@ -79,26 +100,32 @@ def render_trace_html(
     """The HTML document (a string) for one generation.
 
     ``tokens``: text of each generated token ``[T]``; ``entropies``: nats ``[T]``;
-    ``temperatures``: ``[T]`` or empty; ``starts``: bool ``[T]`` or empty.
+    ``temperatures``: ``[T]``, empty or ``None``; ``starts``: bool ``[T]``, empty or ``None``.
+    Lists and numpy arrays (as :func:`resetfp4.eval.analysis.iter_samples` yields them) alike.
     """
     n = len(tokens)
-    if len(entropies) != n or (temperatures and len(temperatures) != n) or (starts and len(starts) != n):
+    n_temp = 0 if temperatures is None else len(temperatures)
+    n_start = 0 if starts is None else len(starts)
+    if len(entropies) != n or n_temp not in (0, n) or n_start not in (0, n):
         raise ValueError(
             f"trace lengths differ: {n} tokens, {len(entropies)} entropies, "
-            f"{len(temperatures)} temperatures, {len(starts)} starts"
+            f"{n_temp} temperatures, {n_start} starts"
         )
-    ent = np.asarray(entropies, dtype=np.float64)
-    scale = 2 * tau0 if tau0 else (float(np.percentile(ent, 99)) if n else 1.0)
+    ent = np.asarray(entropies, dtype=np.float64).reshape(n)
+    temps = np.asarray(temperatures, dtype=np.float64).reshape(n) if n_temp else None
+    marks = np.asarray(starts, dtype=bool).reshape(n) if n_start else None
+    finite = ent[np.isfinite(ent)]
+    scale = 2 * tau0 if tau0 else (float(np.percentile(finite, 99)) if finite.size else 1.0)
     spans = []
     for i, tok in enumerate(tokens):
-        temp = temperatures[i] if temperatures else None
+        temp = float(temps[i]) if temps is not None else None
         tip = f"#{i}  H={ent[i]:.3f} nats" + (f"  T={temp:.2f}" if temp is not None else "")
         style = f"background:{_entropy_colour(ent[i], scale)}"
         if temp is not None:
             style += f";border-bottom-color:{_temp_colour(temp, t_low, t_high)}"
-        mark = '<span class="s" title="step start">▸</span>' if starts and starts[i] else ""
+        mark = '<span class="s" title="step start">▸</span>' if marks is not None and marks[i] else ""
         spans.append(
-            f'{mark}<span class="t" style="{style}" title="{html.escape(tip)}">{html.escape(tok)}</span>'
+            f'{mark}<span class="t" style="{style}" title="{html.escape(tip)}">{html.escape(str(tok))}</span>'
         )
     rows = "".join(
         f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
