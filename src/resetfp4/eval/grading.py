@@ -1,7 +1,8 @@
 """Answer extraction and equivalence for math and multiple-choice answers.
 
-Pipeline: :func:`extract_answer` pulls the final answer out of a generation (last
-``\\boxed{...}``, else ``#### N``, else the last number); :func:`normalize_answer`
+Pipeline: :func:`extract_answer` pulls the final answer out of a generation (after the
+last ``</think>`` when there is one: last ``\\boxed{...}``, else ``#### N``, else the last
+"answer is X" / "Answer: X", else the last number); :func:`normalize_answer`
 canonicalises LaTeX and formatting; :func:`is_equiv` then decides equality by, in order,
 string identity, exact numeric value (integers and fractions; a relative tolerance only when
 one side is written as a decimal), tuple/interval element-wise comparison, and sympy symbolic
@@ -27,7 +28,8 @@ ABS_TOL = 1e-9  # absolute floor so that 0 vs 1e-12 compares equal (decimals onl
 # relative tolerance for sympy's 30-digit numeric check of two exact (decimal-free) expressions:
 # truly equal values differ by ~1e-29 there, so this only absorbs a failed `simplify`
 EXACT_REL_TOL = 1e-12
-SYMPY_TIMEOUT_S = 2.0  # wall-clock budget for one symbolic comparison
+SYMPY_TIMEOUT_S = 2.0  # wall-clock budget for one symbolic comparison (parsing included)
+_TIMEOUT_REPEAT_S = 0.05  # after the first alarm, again this often until the call ends
 
 _NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 _THOUSANDS_RE = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
@@ -57,15 +59,54 @@ def last_boxed(text: str) -> str | None:
     return None  # unbalanced: the generation was cut inside the box
 
 
-def extract_answer(text: str) -> str | None:
-    """The final answer in a generation, or ``None`` if there is none.
+_THINK_END = "</think>"
+# "the answer is X", "The final answer is: X", "Answer: X", "**Answer:** X", "**Final Answer**: X"
+_ANSWER_PHRASE_RE = re.compile(r"(?i)\banswer\b\**\s*(?:is\b\s*:?|:)[\s*]*")
+# an English word of three letters or more ends the answer ("42 because ..."), outside braces
+# (not "7\text{ apples}"); function names do not. At the start it means no answer: "the answer
+# is correct", "the answer is therefore 12" (the last number then decides)
+_ANSWER_WORD_END_RE = re.compile(
+    r"(?:^|\s)(?!(?:sin|cos|tan|cot|sec|csc|log|exp|sqrt|arcsin|arccos|arctan)\b)[A-Za-z]{3,}\b"
+)
+# the end of a sentence: a full stop (not a decimal point), "!", "?", ";" or a line break
+_SENTENCE_END_RE = re.compile(r"\.(?=\s|$)|[!?;\n]")
+_MATH_DELIMS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
 
-    Order: the last ``\\boxed{...}`` (nested braces kept); else the number after the
-    last ``#### ``; else the last number in the text (thousands separators kept, they
-    are removed by :func:`normalize_answer`).
+
+def _phrase_answer(text: str) -> str | None:
+    """X in the last "answer is X" / "Answer: X" phrase that states a mathematical answer.
+
+    X is the ``$...$`` (``\\(...\\)``, ``\\[...\\]``) right after the phrase, else the
+    rest of the sentence up to an English word ("42 because ..."), without trailing
+    punctuation or markdown ``**``. A phrase whose X has neither a digit nor a LaTeX command
+    (nor math delimiters), as in "the answer is correct", is skipped.
     """
-    if not text:
-        return None
+    for m in reversed(list(_ANSWER_PHRASE_RE.finditer(text))):
+        rest = text[m.end():]
+        ans, delimited = None, False
+        for open_, close in _MATH_DELIMS:
+            if rest.startswith(open_):
+                end = rest.find(close, len(open_))
+                if end > 0:
+                    ans, delimited = rest[len(open_):end], True
+                break
+        if ans is None:
+            stop = _SENTENCE_END_RE.search(rest)
+            ans = rest[: stop.start()] if stop else rest
+            for word in _ANSWER_WORD_END_RE.finditer(ans):
+                head = ans[: word.start()]
+                if head.count("{") == head.count("}"):
+                    ans = head
+                    break
+            ans = ans.strip().rstrip(".,:*").strip().strip("$").strip()
+        ans = ans.strip()
+        if ans and (delimited or "\\" in ans or re.search(r"\d", ans)):
+            return ans
+    return None
+
+
+def _extract_final(text: str) -> str | None:
+    """:func:`extract_answer` on text without a ``</think>`` split."""
     boxed = last_boxed(text)
     if boxed is not None:
         return boxed.strip()
@@ -73,8 +114,31 @@ def extract_answer(text: str) -> str | None:
     hashes = re.findall(r"####\s*(" + _NUMBER_RE.pattern + r")", text)
     if hashes:
         return hashes[-1].rstrip(".")
+    phrase = _phrase_answer(text)
+    if phrase is not None:
+        return phrase
     nums = _NUMBER_RE.findall(text)
     return nums[-1].rstrip(",") if nums else None
+
+
+def extract_answer(text: str) -> str | None:
+    """The final answer in a generation, or ``None`` if there is none.
+
+    When the text contains ``</think>``, only the part after the last one is read (the
+    reasoning before it is a draft); if that part holds no answer at all (a generation cut
+    or closed oddly), the whole text is. Order: the last ``\\boxed{...}`` (nested braces
+    kept); else the number after the last ``#### ``; else X in the last "answer is X" /
+    "Answer: X" phrase (:func:`_phrase_answer`); else the last number in the text
+    (thousands separators kept, they are removed by :func:`normalize_answer`).
+    """
+    if not text:
+        return None
+    if _THINK_END in text:
+        ans = _extract_final(text[text.rfind(_THINK_END) + len(_THINK_END):])
+        if ans is not None:
+            return ans
+        text = text.replace(_THINK_END, "\n")  # a phrase ends at the tag: "is 4</think>" gives 4
+    return _extract_final(text)
 
 
 def _strip_text_cmds(s: str) -> str:
@@ -96,6 +160,11 @@ def _strip_units(s: str) -> str:
     # a bare unit word after a number: at least two letters, so "2 x" or "5 r^5" stay whole
     m = re.match(r"^([-+]?[\d.,/]*\d)\s+[A-Za-z]{2}[A-Za-z .]*(\^\{?\d\}?)?$", s)
     return m.group(1) if m else s
+
+
+_FUNC_SPACE_RE = re.compile(
+    r"((?<![A-Za-z])\\?(?:arcsin|arccos|arctan|sin|cos|tan|cot|sec|csc|ln|log|exp))\s+(?=[A-Za-z])"
+)
 
 
 def normalize_answer(ans: str) -> str:
@@ -132,7 +201,9 @@ def normalize_answer(ans: str) -> str:
         s = s.replace(",", "").replace(" ", "")
     # a constant command before a letter keeps its boundary: "2\pi r" is not "2\pir"
     s = re.sub(r"\\(pi|infty)\s+(?=[A-Za-z])", r"\\\1*", s)
-    s = re.sub(r"\s+", "", s)
+    # ... and so does a function before its argument: "\sin x" is not "\sinx" (one space kept)
+    s = _FUNC_SPACE_RE.sub(lambda m: m.group(1) + "\x00", s)
+    s = re.sub(r"\s+", "", s).replace("\x00", " ")
     s = re.sub(r"_\{(\d+)\}", r"_\1", s)  # a base subscript: 52_{8} = 52_8
     s = re.sub(r"^\+", "", s)
     if re.fullmatch(r"-?\d+\.\d*?0+", s) or re.fullmatch(r"-?\d+\.", s):
@@ -260,7 +331,12 @@ def run_with_timeout(fn: Callable[[], T], seconds: float) -> T | None:
     """``fn()`` or ``None`` if it takes longer than ``seconds``.
 
     Uses ``SIGALRM`` (POSIX, main thread only). Elsewhere the call is skipped and ``None``
-    returned, because a runaway sympy call in a thread cannot be stopped.
+    returned, because a runaway sympy call in a thread cannot be stopped. The alarm repeats
+    every ``_TIMEOUT_REPEAT_S`` after the first, so code that swallows one ``TimeoutError``
+    (a broad ``except Exception`` inside sympy) is still stopped; an alarm that lands while
+    the timer is being cleared is caught too. A signal only interrupts Python code: a single
+    C-level big-integer operation runs to its end, which is why :mod:`resetfp4.eval.mathparse`
+    bounds the numbers it builds.
     """
     if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
         return None
@@ -269,13 +345,15 @@ def run_with_timeout(fn: Callable[[], T], seconds: float) -> T | None:
         raise TimeoutError
 
     old = signal.signal(signal.SIGALRM, _raise)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
-        return fn()
+        try:
+            signal.setitimer(signal.ITIMER_REAL, seconds, _TIMEOUT_REPEAT_S)
+            return fn()
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
     except TimeoutError:
         return None
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
 
 
@@ -283,16 +361,16 @@ def _symbolic_equal(a: str, b: str, timeout_s: float) -> bool:
     """sympy equality; a constant difference passes within ``REL_TOL`` when a side has a
     decimal, else within ``EXACT_REL_TOL``."""
     rel_tol = REL_TOL if _has_decimal(a) or _has_decimal(b) else EXACT_REL_TOL
-    try:
-        ea, eb = parse_math(a), parse_math(b)
-    except (MathParseError, TypeError, ValueError, ZeroDivisionError, RecursionError):
-        return False
-
-    infinite = (sympy.oo, -sympy.oo, sympy.zoo, sympy.nan)
-    if any(e.has(*infinite) for e in (ea, eb)):  # oo - oo is nan, -oo vs oo is "close" in N()
-        return bool(ea == eb)
 
     def check() -> bool:
+        # parsing is inside the timeout too: sympy evaluates while it builds the expressions
+        try:
+            ea, eb = parse_math(a), parse_math(b)
+        except (MathParseError, TypeError, ValueError, ZeroDivisionError, RecursionError):
+            return False
+        infinite = (sympy.oo, -sympy.oo, sympy.zoo, sympy.nan)
+        if any(e.has(*infinite) for e in (ea, eb)):  # oo - oo is nan, -oo vs oo is "close" in N()
+            return bool(ea == eb)
         diff = sympy.simplify(ea - eb)
         if diff == 0:
             return True
@@ -370,10 +448,21 @@ def extract_choice_letter(text: str, n_choices: int = 4) -> str | None:
 
     Looks, in order, at the last ``\\boxed{}`` (``B``, ``(B)``, ``\\text{B}``), then the
     last "answer is (B)" / "Answer: B" phrase, then the last standalone ``(B)``.
-    Only letters among the first ``n_choices`` count.
+    Only letters among the first ``n_choices`` count. As in :func:`extract_answer`, only the
+    text after the last ``</think>`` is read when it holds a letter.
     """
     if not text:
         return None
+    if _THINK_END in text:
+        letter = _choice_letter(text[text.rfind(_THINK_END) + len(_THINK_END):], n_choices)
+        if letter is not None:
+            return letter
+        text = text.replace(_THINK_END, "\n")
+    return _choice_letter(text, n_choices)
+
+
+def _choice_letter(text: str, n_choices: int) -> str | None:
+    """:func:`extract_choice_letter` on text without a ``</think>`` split."""
     valid = _LETTERS[:n_choices]
     letter_re = rf"\(?([{valid}])\)?"
     boxed = last_boxed(text)

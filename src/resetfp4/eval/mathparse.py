@@ -9,10 +9,17 @@ builds sympy objects directly:
     unary  := ('+' | '-') unary | power
     power  := atom ('^' unary)?
     atom   := number | symbol | '(' expr ')' | '{' expr '}' | \\frac{a}{b} | \\sqrt[n]{x}
-              | \\pi | \\infty | function '(' expr ')'
+              | \\pi | \\infty | func
+    func   := function ('^' arg)? ( '(' expr ')' | power )
+
+A function's parenthesised argument is an atom, so a following ``^`` raises the function's
+value: ``\\sin(x)^2`` and ``\\sin^2 x`` / ``\\sin^{2}(x)`` are (sin x)^2, while ``\\sin x^2``
+is sin(x^2); ``\\sin^{-1}`` (and the other trig functions) is the inverse function.
 
 Anything else raises :class:`MathParseError`. Sizes are bounded (input length, exponent
-magnitude) so a hostile answer like ``9^9^9^9`` cannot stall the grader.
+magnitude, and the size of the integers a numeric power would build, nested powers and
+roots included) so a hostile answer like ``9^9^9^9`` or ``(((9^{199})^{199})^{199})^{199}``
+cannot stall the grader: big-integer arithmetic runs in C and no timeout can stop it.
 """
 
 from __future__ import annotations
@@ -23,6 +30,9 @@ import sympy
 
 MAX_INPUT_CHARS = 200  # answers longer than this are compared as strings only
 MAX_EXPONENT = 200  # |numeric exponent| above this would make sympy build huge integers
+# bits of the largest integer a power may build: bits(base) * |exponent|. Each power's base is
+# already evaluated, so nested powers ((9^{199})^{199})... are bounded as they grow.
+MAX_RESULT_BITS = 100_000
 
 _TOKEN_RE = re.compile(
     r"\s*(?:"
@@ -47,12 +57,43 @@ _FUNCS = {
     "arccos": sympy.acos,
     "arctan": sympy.atan,
 }
+_INVERSE_TRIG = {
+    "sin": sympy.asin,
+    "cos": sympy.acos,
+    "tan": sympy.atan,
+    "cot": sympy.acot,
+    "sec": sympy.asec,
+    "csc": sympy.acsc,
+}
 _CONSTS = {"pi": sympy.pi, "infty": sympy.oo, "infinity": sympy.oo}
 _MUL_CMDS = {"cdot", "times"}
 
 
 class MathParseError(ValueError):
     """The string is outside the small grammar this parser accepts."""
+
+
+def _int_bits(e: sympy.Expr) -> int:
+    """Bits of the largest numerator or denominator written in ``e`` (0 if none)."""
+    return max((max(abs(int(r.p)).bit_length(), int(r.q).bit_length()) for r in e.atoms(sympy.Rational)),
+               default=0)
+
+
+def _pow(base: sympy.Expr, exp: sympy.Expr) -> sympy.Expr:
+    """``base ** exp``, refused when sympy would build an integer too large to compare.
+
+    A numeric exponent must be finite and at most ``MAX_EXPONENT`` in magnitude, and
+    ``bits(base) * |exp|`` at most ``MAX_RESULT_BITS``: sympy evaluates ``(9^{199})^{199}``
+    (and distributes ``(9^{199} x)^{199}``) at once, so the base already carries the size
+    of any inner power.
+    """
+    if exp.is_number:
+        if not exp.is_finite:
+            raise MathParseError("exponent too large to compare safely")
+        mag = abs(complex(exp.evalf(5)))
+        if mag > MAX_EXPONENT or _int_bits(base) * mag > MAX_RESULT_BITS:
+            raise MathParseError("power too large to compare safely")
+    return sympy.Pow(base, exp)
 
 
 def _tokenize(s: str) -> list[tuple[str, str]]:
@@ -131,10 +172,7 @@ class _Parser:
         tok = self.peek()
         if tok and tok[1] == "^":
             self.take()
-            exp = self.unary()
-            if exp.is_number and (not exp.is_finite or abs(complex(exp.evalf(5))) > MAX_EXPONENT):
-                raise MathParseError("exponent too large to compare safely")
-            return sympy.Pow(base, exp)
+            return _pow(base, self.unary())
         return base
 
     def group(self) -> sympy.Expr:
@@ -167,13 +205,37 @@ class _Parser:
                 self.take("[")
                 n = self.expr()
                 self.take("]")
-                return sympy.root(self.arg(), n)
+                radicand = self.arg()
+                if n == 0:
+                    raise MathParseError("zeroth root")
+                return _pow(radicand, 1 / n)  # \\sqrt[0.001]{x} is x^1000: bounded like a power
             return sympy.sqrt(self.arg())
         if name in _CONSTS:
             return _CONSTS[name]
         if name in _FUNCS:
-            return _FUNCS[name](self.power())
+            return self.function(name)
         raise MathParseError(f"unsupported LaTeX command \\{name}")
+
+    def function(self, name: str) -> sympy.Expr:
+        """``\\sin(x)``, ``\\sin x``, ``\\sin^2 x``, ``\\sin^{2}(x)``, ``\\sin^{-1} x``.
+
+        A parenthesised argument ends the function (``\\sin(x)^2`` is (sin x)^2: the caller's
+        :meth:`power` applies the ``^``); an unparenthesised one is a power (``\\sin x^2``
+        is sin(x^2)). ``\\sin^n`` raises the value to ``n``, except that ``^{-1}`` on a trig
+        function is its inverse.
+        """
+        func = _FUNCS[name]
+        exp = None
+        if (tok := self.peek()) and tok == ("op", "^"):
+            self.take()
+            exp = self.arg()
+            if exp == -1 and name in _INVERSE_TRIG:
+                func, exp = _INVERSE_TRIG[name], None
+        if (tok := self.peek()) and tok == ("op", "("):
+            value = func(self.atom())
+        else:
+            value = func(self.power())
+        return value if exp is None else _pow(value, exp)
 
     def atom(self) -> sympy.Expr:
         kind, val = self.take()
