@@ -218,5 +218,14 @@ def test_color_view_keeps_multibyte_characters_whole():
     ids = list("aé€b".encode())  # 1 + 2 + 3 + 1 bytes
     pieces = gen_cli.token_pieces(Bytes(), ids)
     assert pieces == ["a", "", "é", "", "", "€", "b"] and "".join(pieces) == "aé€b"
+
+    class SentencePiece:  # drops the leading space of the first piece, as SentencePiece decode does
+        words = ["▁The", "▁cat", "▁sat"]
+
+        def decode(self, ids):
+            return "".join(self.words[i] for i in ids).replace("▁", " ").lstrip(" ")
+
+    # each token decoded alone (the old per-run decode) lost every space: "Thecatsat"
+    assert gen_cli.token_pieces(SentencePiece(), [0, 1, 2]) == ["The", " cat", " sat"]
     # A sequence cut inside a character still shows what it has (the replacement mark).
     assert gen_cli.token_pieces(Bytes(), ids[:2]) == ["a", "\ufffd"]

@@ -190,19 +190,13 @@ def _temp_kind(t: float, cfg: SamplerConfig) -> str:
 
 
 def token_pieces(tokenizer, ids: list[int]) -> list[str]:
-    """Each token's text for the per-token view. A token that ends inside a multi-byte
-    character (byte-level BPE) gets ``""`` and the character is shown with the token that
+    """Each token's text for the per-token view: :func:`resetfp4.eval.trace_html.token_pieces`
+    (incremental, with look-back, so SentencePiece leading spaces survive). A token that ends
+    inside a multi-byte character gets ``""`` and the character is shown with the token that
     completes it, instead of a replacement character per token."""
-    pieces: list[str] = []
-    start = 0  # first id of the run not shown yet
-    for i in range(len(ids)):
-        text = tokenizer.decode(ids[start : i + 1])
-        if text.endswith("\ufffd") and i + 1 < len(ids):
-            pieces.append("")
-            continue
-        pieces.append(text)
-        start = i + 1
-    return pieces
+    from resetfp4.eval.trace_html import token_pieces as pieces
+
+    return pieces(tokenizer.decode, ids)
 
 
 def _color_view(res, tokenizer, cfg: SamplerConfig) -> str:
