@@ -9,7 +9,8 @@ For speed, repack each weight once with :func:`prepare_weight` and call the retu
   path, or dynamic ``input_scale=None``); on sm_90 the GEMV streams its weights while it
   runs, via programmatic dependent launch. No allocation with ``out=``, no host sync: safe
   inside ``torch.cuda.CUDAGraph`` capture.
-* ``M > 16`` (prefill): dequantize to ``x.dtype`` once per call, then cuBLAS.
+* ``M > 16`` (prefill): dequantize to ``x.dtype`` once per call, then cuBLAS (rounding
+  can differ in the last bits from the GEMV's: see ``_large_m``).
 
 On a machine without CUDA (or CPU tensors) the float reference
 :func:`resetfp4.kernels.reference.nvfp4_linear_ref` runs when ``allow_fallback=True``
@@ -212,7 +213,11 @@ def nvfp4_linear(x: torch.Tensor, w: NVFP4Tensor | PreparedNVFP4Weight, *, act: 
 
 
 def _large_m(x, pw: PreparedNVFP4Weight, act: str, gs_x, out, bias) -> torch.Tensor:
-    """Prefill: dequantize W to x.dtype once, then cuBLAS (fp32 accumulation)."""
+    """Prefill: dequantize W to x.dtype once, then cuBLAS. ``code * scale * g_w`` is rounded to
+    x.dtype (g_w is an arbitrary fp32 value) and cuBLAS accumulates as
+    torch's matmul settings say (``torch.backends.cuda.matmul``: bf16/fp16 reductions may
+    use reduced precision), so results can differ in the last bits from the M <= 16 GEMV,
+    which accumulates in fp32 and applies g_w in fp32."""
     wd = torch.empty(pw.n, pw.k, dtype=x.dtype, device=x.device)
     kg.nvfp4_dequant(pw.packed, pw.global_scale, wd)
     if act == "fp4":
