@@ -16,6 +16,7 @@ import platform
 import statistics
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -148,27 +149,29 @@ def _bench_cell(mode: str, B: int, args: argparse.Namespace) -> dict[str, Any]:
 RECORD_FIELDS = ("precision", "sampler", "graphs", "compiled")
 
 
+def _dicts(o: Any) -> Iterator[dict]:
+    """Every dict in a JSON value, depth first (the value itself first)."""
+    if isinstance(o, dict):
+        yield o
+        for v in o.values():
+            yield from _dicts(v)
+    elif isinstance(o, list):
+        for v in o:
+            yield from _dicts(v)
+
+
 def _find_step_record(obj: Any, B: int, precision: str) -> dict | None:
     """The decode step to compare against: a record with ``batch == B``, a step-time key and
     ``precision`` (records without that field match any precision). Among those, the fixed
     sampler (ReSET's extra cost is measured on top of it), CUDA graphs and torch.compile are
     preferred, then the first found (depth-first). Returns ``{"ms": .., <RECORD_FIELDS>}``."""
     found: list[dict] = []
-
-    def walk(o: Any) -> None:
-        if isinstance(o, dict):
-            if o.get("batch") == B and o.get("precision", precision) == precision:
-                for k in STEP_KEYS:
-                    if isinstance(o.get(k), (int, float)) and not isinstance(o.get(k), bool):
-                        found.append({"ms": float(o[k])} | {f: o.get(f) for f in RECORD_FIELDS})
-                        break
-            for v in o.values():
-                walk(v)
-        elif isinstance(o, list):
-            for v in o:
-                walk(v)
-
-    walk(obj)
+    for o in _dicts(obj):
+        if o.get("batch") == B and o.get("precision", precision) == precision:
+            for k in STEP_KEYS:
+                if isinstance(o.get(k), (int, float)) and not isinstance(o.get(k), bool):
+                    found.append({"ms": float(o[k])} | {f: o.get(f) for f in RECORD_FIELDS})
+                    break
     found.sort(key=lambda r: (r["sampler"] not in (None, "fixed"), r["graphs"] is False,
                               r["compiled"] is False))
     return found[0] if found else None
@@ -176,20 +179,7 @@ def _find_step_record(obj: Any, B: int, precision: str) -> dict | None:
 
 def _precisions(obj: Any) -> list[str]:
     """Every ``precision`` value in a decode-benchmark JSON (for the error message)."""
-    out: set[str] = set()
-
-    def walk(o: Any) -> None:
-        if isinstance(o, dict):
-            if isinstance(o.get("precision"), str):
-                out.add(o["precision"])
-            for v in o.values():
-                walk(v)
-        elif isinstance(o, list):
-            for v in o:
-                walk(v)
-
-    walk(obj)
-    return sorted(out)
+    return sorted({o["precision"] for o in _dicts(obj) if isinstance(o.get("precision"), str)})
 
 
 def _decode_records(args: argparse.Namespace) -> dict[int, dict | None]:
