@@ -235,3 +235,72 @@ def test_reset_needs_vllm_temperature_1():
         rv.ReSETLogitsProcessor.validate_params(
             rv.SamplingParams(temperature=0.6, extra_args={"reset": {"t_low": 0.1, "tau0": 0.5}}))
     rv.ReSETLogitsProcessor.validate_params(rv.SamplingParams(temperature=0.6))  # ReSET off: any T
+
+
+def test_slot_reused_without_being_listed_as_removed_keeps_the_state():
+    """Real vLLM fills a freed index with pop_removed(), so the reused index is not in
+    `removed`: its old occupant (a preempted request) must still be kept for its return, both
+    when a newcomer is added there and when a condense move lands there."""
+    cfg = {"t_low": 0.3, "tau0": 1.0, "window": 4}
+    seq = [5, 2, 6, 7, 8, 9, 10, 11, 2, 12, 13, 14, 15, 5, 6]
+    for how in ("added", "moved"):
+        proc = rv.with_boundary(TABLES)(CONFIG, torch.device("cpu"), False)
+        a, add_a = _request(0, cfg)
+        b, add_b = _request(1, cfg)
+        proc.update_state(rv.BatchUpdate(2, [], [add_a, add_b], []))
+        for h in (2.0, 1.2, 2.0, 1.2, 2.6, 2.6, 2.0, 2.6):
+            _step(proc, [a, b], _logits(h, 2.0), lambda n: seq[n])
+        if how == "added":  # a preempted; a newcomer takes index 0, nothing listed as removed
+            c, add_c = _request(0, {"t_low": 0.1, "tau0": 0.5, "window": 2})
+            proc.update_state(rv.BatchUpdate(2, [], [add_c], []))
+            slots = [c, b]
+        else:  # a preempted; b condensed from index 1 onto index 0, nothing listed as removed
+            proc.update_state(rv.BatchUpdate(1, [], [], [(1, 0, rv.MoveDirectionality.UNIDIRECTIONAL)]))
+            slots = [b]
+        _step(proc, slots, _logits(*[1.5] * len(slots)), lambda n: seq[n])
+        back = (len(slots), rv.SamplingParams(extra_args={"reset": cfg}), [1, 2], a["out"])
+        proc.update_state(rv.BatchUpdate(len(slots) + 1, [], [back], []))  # a returns
+        for h in (1.2, 2.0, 1.2):
+            _step(proc, [*slots, a], _logits(*[1.5] * len(slots), h), lambda n: seq[n])
+        for req in (a, b):
+            assert req["temps"] == _oracle(req), how
+        assert _fresh_oracle(a, 8) != a["temps"][8:]  # the test discriminates
+
+
+def test_a_resumed_request_recompute_chunks_are_not_counted():
+    """A preempted request comes back and vLLM recomputes prompt + output in chunks, sampling
+    (and throwing away) each partial chunk's row: those entropies must not enter the state."""
+    proc = rv.with_boundary(TABLES)(CONFIG, torch.device("cpu"), False)
+    cfg = {"t_low": 0.3, "tau0": 1.0, "window": 4}
+    a, add_a = _request(0, cfg)
+    proc.update_state(rv.BatchUpdate(1, [], [add_a], []))
+    seq = [5, 6, 7, 8, 2, 9, 10, 11, 12]
+    for h in (0.6, 0.6, 0.6):
+        _step(proc, [a], _logits(h), lambda n: seq[n])
+    proc.update_state(rv.BatchUpdate(0, [0], [], []))  # preempted
+    proc.update_state(rv.BatchUpdate(1, [], [(0, rv.SamplingParams(extra_args={"reset": cfg}), [1, 2],
+                                              a["out"])], []))
+    for _ in range(2):  # two recompute chunks whose samples are thrown away
+        _step(proc, [a], _logits(0.1), lambda n: seq[n], keep={0})
+    for h in (0.6, 1.2, 2.6, 1.2):
+        _step(proc, [a], _logits(h), lambda n: seq[n])
+    assert len(a["h"]) == 7 and a["temps"] == _oracle(a)
+    st = starts_of(a["out"])
+    polluted = reset_temperatures(torch.tensor(a["h"][:3] + [0.1, 0.1] + a["h"][3:]),
+                                  torch.tensor(st[:3] + [False, False] + st[3:]),
+                                  t_low=0.3, tau0=1.0, window=4).tolist()
+    assert polluted[:3] + polluted[5:] != a["temps"]  # the test discriminates
+
+
+@pytest.mark.parametrize("reset, match", [
+    ({"t_low": 0.1, "tau0": 0.5, "window": 256}, "exceeds this processor's max_window 128"),
+    ({"t_low": 0.1, "tau0": 0.5, "window": 32.9}, "window'] must be an integer, got 32.9"),
+    ({"t_low": 0.1, "tau0": 0.5, "window": True}, "must be an integer, got True"),
+    ({"t_low": None, "tau0": 0.5}, "t_low, t_high and tau0 must be numbers"),
+    ({"t_low": 0.1, "tau0": 0.5, "window": float("inf")}, "must be an integer, got inf"),
+    ("fast", "must be a dict"),
+])
+def test_request_params_are_checked_per_request(reset, match):
+    # update_state runs inside vLLM's engine core: a bad request must fail in validate_params
+    with pytest.raises(ValueError, match=match):
+        rv.ReSETLogitsProcessor.validate_params(rv.SamplingParams(extra_args={"reset": reset}))

@@ -87,10 +87,18 @@ def reset_args(params: SamplingParams) -> tuple[float, float, float, int] | None
     cfg = (params.extra_args or {}).get("reset")
     if cfg is None:
         return None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"extra_args['reset'] must be a dict with t_low and tau0, got {cfg!r}")
     unknown = set(cfg) - set(PARAM_KEYS)
     if unknown or "t_low" not in cfg or "tau0" not in cfg:
         raise ValueError(f"extra_args['reset'] needs t_low and tau0 (optional t_high, window); got {cfg}")
-    out = (float(cfg["t_low"]), float(cfg.get("t_high", 1.0)), float(cfg["tau0"]), int(cfg.get("window", 32)))
+    window = cfg.get("window", 32)
+    if isinstance(window, bool) or not isinstance(window, int):
+        raise ValueError(f"extra_args['reset']['window'] must be an integer, got {window!r}")
+    try:
+        out = (float(cfg["t_low"]), float(cfg.get("t_high", 1.0)), float(cfg["tau0"]), window)
+    except (TypeError, ValueError):
+        raise ValueError(f"extra_args['reset'] t_low, t_high and tau0 must be numbers; got {cfg}") from None
     check_reset_params(*out)
     return out
 
@@ -103,7 +111,12 @@ class ReSETLogitsProcessor(LogitsProcessor):
 
     @classmethod
     def validate_params(cls, sampling_params: SamplingParams) -> None:
-        if reset_args(sampling_params) is not None and sampling_params.temperature != 1.0:
+        args = reset_args(sampling_params)
+        if args is not None and args[3] > cls.max_window:
+            # checked here, per request: update_state runs inside vLLM's engine core
+            raise ValueError(f"extra_args['reset']['window'] = {args[3]} exceeds this processor's "
+                             f"max_window {cls.max_window}; use with_boundary(..., max_window=...)")
+        if args is not None and sampling_params.temperature != 1.0:
             raise ValueError(
                 f"ReSET chooses each token's temperature itself, and vLLM divides the logits by "
                 f"SamplingParams.temperature again after this processor: set temperature=1.0 (got "
@@ -120,13 +133,16 @@ class ReSETLogitsProcessor(LogitsProcessor):
         self.device, self.pin = torch.device(device), is_pin_memory
         self.tables_cpu = tables
         self.state = ReSETState(n, self.max_window, self.device)
+        # the state each row had before its last step: a step whose sample vLLM threw away
+        # (chunked prefill, a resumed request's recompute) is undone from it
+        self.prev = ReSETState(n, self.max_window, self.device)
         self.params: list[tuple[float, float, float, int] | None] = [None] * n
         self.outputs: list[list[int] | None] = [None] * n
         # len(output) when row i's state last took a token (-1: none yet), and the states of
         # requests vLLM took out of the batch unfinished (preempted or not scheduled this step),
         # keyed by their live output list, restored when they come back (at most 4n kept)
         self.seen: list[int] = [-1] * n
-        self.parked: OrderedDict[int, tuple[list[int], tuple, int]] = OrderedDict()
+        self.parked: OrderedDict[int, tuple[list[int], tuple, tuple, int]] = OrderedDict()
         self.max_parked = 4 * n
         self.batch_size = 0
         self.last_temperature = torch.ones(0, device=self.device)
@@ -142,20 +158,28 @@ class ReSETLogitsProcessor(LogitsProcessor):
         # guarantees to processors that are *not* argmax-invariant (applied before temperature).
         return False
 
+    def _park(self, i: int) -> None:
+        """Take row i's request out: keep its state if it may come back (preemption, or a step
+        it was not scheduled in) with the same output list (a finished request's entry just
+        ages out), and clear the row."""
+        out = self.outputs[i]
+        if self.params[i] is not None and out and self.seen[i] >= 0:
+            self.parked[id(out)] = (out, self.state.row_snapshot(i), self.prev.row_snapshot(i),
+                                    self.seen[i])
+            self.parked.move_to_end(id(out))
+            while len(self.parked) > self.max_parked:
+                self.parked.popitem(last=False)
+        self.params[i], self.outputs[i], self.seen[i] = None, None, -1
+
     def update_state(self, batch_update: BatchUpdate | None) -> None:
         if batch_update is None:
             return
         for i in batch_update.removed:
-            out = self.outputs[i]
-            if self.params[i] is not None and out and self.seen[i] >= 0:
-                # it may come back (preemption, or a step it was not scheduled in) with the same
-                # output list: keep its state (a finished request's entry just ages out)
-                self.parked[id(out)] = (out, self.state.row_snapshot(i), self.seen[i])
-                self.parked.move_to_end(id(out))
-                while len(self.parked) > self.max_parked:
-                    self.parked.popitem(last=False)
-            self.params[i], self.outputs[i], self.seen[i] = None, None, -1
+            self._park(i)
         for i, params, _prompt, out in batch_update.added:
+            # vLLM may put a new request into a slot whose old occupant it never listed in
+            # `removed` (it reuses freed indices): that occupant leaves here
+            self._park(i)
             p = reset_args(params)
             if p is not None and p[3] > self.max_window:
                 raise ValueError(f"window {p[3]} exceeds max_window {self.max_window}; "
@@ -164,9 +188,11 @@ class ReSETLogitsProcessor(LogitsProcessor):
             back = self.parked.pop(id(out), None)
             if back is not None and back[0] is out:  # the same request, resumed
                 self.state.restore_row(i, back[1])
-                self.seen[i] = back[2]
+                self.prev.restore_row(i, back[2])
+                self.seen[i] = back[3]
             else:
                 self.state.reset_row(i)
+                self.prev.reset_row(i)
                 self.seen[i] = -1
         for a, b, how in batch_update.moved:
             if how == MoveDirectionality.SWAP:
@@ -174,10 +200,13 @@ class ReSETLogitsProcessor(LogitsProcessor):
                 self.outputs[a], self.outputs[b] = self.outputs[b], self.outputs[a]
                 self.seen[a], self.seen[b] = self.seen[b], self.seen[a]
                 self.state.swap_rows(a, b)
+                self.prev.swap_rows(a, b)
             else:
+                self._park(b)  # a one-way move may also land on an occupant vLLM did not remove
                 self.params[b], self.outputs[b], self.seen[b] = self.params[a], self.outputs[a], self.seen[a]
                 self.params[a], self.outputs[a], self.seen[a] = None, None, -1
                 self.state.copy_row(a, b)
+                self.prev.copy_row(a, b)
         self.batch_size = batch_update.batch_size
 
     def _flag(self, table: list[bool], tok: int) -> bool:
@@ -190,34 +219,30 @@ class ReSETLogitsProcessor(LogitsProcessor):
             return False
         return tok < len(table) and table[tok]
 
-    def _sync_row(self, i: int, n_out: int) -> None:
-        """Before row i takes the token at output position ``n_out``: a row whose output did not
-        grow since its state last took a token had that sample thrown away (vLLM samples, then
-        discards, on rows still in chunked prefill): at position 0 the state starts again."""
-        if self.seen[i] == n_out:
-            if n_out == 0:
-                self.state.reset_row(i)
-            else:
-                warn_once("the ReSET vLLM processor saw a request whose output did not grow between "
-                          "two steps (speculative decoding?): its step entropy then includes a "
-                          "discarded token")
-        elif self.seen[i] >= 0 and n_out != self.seen[i] + 1:
+    def _sync_row(self, i: int, n_out: int) -> bool:
+        """Before row i takes the token at output position ``n_out``; returns whether its last
+        step must be undone: a row whose output did not grow since its state last took a token
+        had that sample thrown away (vLLM samples, then discards, on rows still in chunked
+        prefill, and on a resumed request's recompute chunks)."""
+        undo = self.seen[i] == n_out
+        if self.seen[i] >= 0 and n_out > self.seen[i] + 1:
             warn_once("the ReSET vLLM processor saw a request gain several tokens in one step "
                       "(speculative decoding?): only the sampled position's entropy is counted")
         self.seen[i] = n_out
+        return undo
 
     def _host_rows(self, B: int) -> Tensor:
-        """float64 ``[6, B]``: enabled, start, t_low, t_high, tau0, window (one H2D copy)."""
+        """float64 ``[7, B]``: enabled, start, t_low, t_high, tau0, window, undo (one H2D copy)."""
         rows = []
         for i in range(B):
             p, out = self.params[i], self.outputs[i] or []
             if not p:
-                rows.append((0.0, 0.0, 1.0, 1.0, 0.0, 1.0))
+                rows.append((0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0))
                 continue
-            self._sync_row(i, len(out))
+            undo = self._sync_row(i, len(out))
             dnl = len(out) >= 1 and self._flag(self._dnl, out[-1])
             two = len(out) >= 2 and self._flag(self._nl, out[-1]) and self._flag(self._nl, out[-2])
-            rows.append((1.0, float(dnl or two), *p))
+            rows.append((1.0, float(dnl or two), *p, float(undo)))
         host = torch.tensor(rows, dtype=torch.float64).T.contiguous()
         return host.pin_memory() if self.pin else host
 
@@ -226,7 +251,13 @@ class ReSETLogitsProcessor(LogitsProcessor):
         if not any(self.params[:B]):
             return logits
         rows = self._host_rows(B).to(self.device, non_blocking=True)
-        enabled, start = rows[0] > 0, rows[1] > 0
+        enabled, start, undo = rows[0] > 0, rows[1] > 0, rows[6] > 0
+        # undo the last step of rows whose sample was thrown away, then keep every row's
+        # state as it is before this step (device ops only, no sync)
+        for t, p in zip(self.state._tensors(), self.prev._tensors(), strict=True):
+            mask = undo if t.dim() == 1 else undo[:, None]
+            t[:B] = torch.where(mask, p[:B], t[:B])
+            p[:B] = t[:B]
         x = logits.float()
         h = snap_entropy(entropy(x))
         update = enabled & row_is_valid(x)
