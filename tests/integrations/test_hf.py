@@ -37,6 +37,10 @@ def test_prompt_tokens_never_count_and_steps_are_seen(smollm2_tokenizer):
     # a new generate() call (shorter input) starts over
     proc(ids[:, :3], torch.randn(2, V, generator=g))
     assert proc.starts.shape == (2, 1)
+    # ... and so does one exactly one token longer that does not continue the last call's ids
+    other = torch.tensor([[11, 12, 13, 14], [15, 16, 17, 18]])
+    proc(other, torch.randn(2, V, generator=g))
+    assert proc.starts.shape == (2, 1) and proc._prompt_len == 4
 
 
 def test_divides_by_the_temperature(smollm2_tokenizer):

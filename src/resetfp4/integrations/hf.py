@@ -62,6 +62,7 @@ class ReSETLogitsProcessor(LogitsProcessor):
     def reset(self) -> None:
         """Forget the current generation (the next call starts a new one)."""
         self._prompt_len = self._last_len = -1
+        self._last_ends: Tensor | None = None  # first and last column of the last call's ids
         self._state: ReSETState | None = None
         self._trace: list[tuple[Tensor, Tensor, Tensor]] = []
 
@@ -78,10 +79,13 @@ class ReSETLogitsProcessor(LogitsProcessor):
         """``input_ids`` int64 ``[B, L]`` (prompt + generated so far); ``scores`` ``[B, V]`` raw logits."""
         B, L = input_ids.shape
         # a new generate() call: first call, a different batch, or ids that did not grow by
-        # exactly one token since the last call (HF calls the processor once per new token)
-        if self._state is None or L != self._last_len + 1 or B != self._state.n.shape[0]:
+        # exactly one token since the last call (HF calls the processor once per new token),
+        # or whose first and second-to-last columns are not the last call's first and last
+        if (self._state is None or L != self._last_len + 1 or B != self._state.n.shape[0]
+                or not torch.equal(input_ids[:, [0, -2]], self._last_ends)):
             self._start(input_ids, scores)
         self._last_len = L
+        self._last_ends = input_ids[:, [0, -1]].clone()
         n_gen = torch.full((B,), L - self._prompt_len, device=scores.device)
         prev = input_ids[:, -1]
         prev2 = input_ids[:, -2] if L >= 2 else prev
