@@ -19,6 +19,8 @@ TEXTS = ["a", "\n", "\n\n", "b\n\nc", "d"] + [f"t{i}" for i in range(11)]
 V = len(TEXTS)
 TABLES = BoundaryTables.from_token_texts(TEXTS)
 CONFIG = SimpleNamespace(scheduler_config=SimpleNamespace(max_num_seqs=4))
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU (the device-side undo and pinned copies)")])]
 
 
 def starts_of(tokens):
@@ -128,7 +130,7 @@ def _request(i, cfg):
 def _step(proc, slots, x, sampled, keep=()):
     """One apply of logits ``x`` over ``slots``; rows in ``keep`` (chunked prefill) discard their
     sample, as vLLM does."""
-    proc.apply(x.clone())
+    proc.apply(x.clone().to(proc.device))
     for i, req in enumerate(slots):
         if req is None or i in keep:
             continue
@@ -161,12 +163,13 @@ def _fresh_oracle(req, since):
                               t_low=c["t_low"], tau0=c["tau0"], window=c["window"]).tolist()
 
 
-def test_chunked_prefill_samples_are_not_counted():
+@pytest.mark.parametrize("dev", DEVICES)
+def test_chunked_prefill_samples_are_not_counted(dev):
     """vLLM samples rows whose prompt is still being prefilled in chunks and throws the token
     away (the output list does not grow): those entropies must not enter the state. Here six
     thrown-away near-certain samples would lower b's mean entropy H_bar and change 4 of its 8
     temperatures."""
-    proc = rv.with_boundary(TABLES)(CONFIG, torch.device("cpu"), False)
+    proc = rv.with_boundary(TABLES)(CONFIG, torch.device(dev), dev == "cuda")
     cfg = {"t_low": 0.1, "tau0": 1.0, "window": 4}
     a, add_a = _request(0, cfg)
     b, add_b = _request(1, cfg)
@@ -185,11 +188,12 @@ def test_chunked_prefill_samples_are_not_counted():
     assert sum(x != y for x, y in zip(polluted, b["temps"], strict=True)) == 4  # the test discriminates
 
 
-def test_a_request_taken_out_and_back_keeps_its_state():
+@pytest.mark.parametrize("dev", DEVICES)
+def test_a_request_taken_out_and_back_keeps_its_state(dev):
     """Preempted (or unscheduled) requests leave the persistent batch and come back later with
     the same output list, maybe at another index: their ReSET state must carry on (a state
     started afresh on return would give a's last three tokens other temperatures here)."""
-    proc = rv.with_boundary(TABLES)(CONFIG, torch.device("cpu"), False)
+    proc = rv.with_boundary(TABLES)(CONFIG, torch.device(dev), dev == "cuda")
     cfg = {"t_low": 0.3, "tau0": 1.0, "window": 4}
     a, add_a = _request(0, cfg)
     b, add_b = _request(1, cfg)
@@ -237,14 +241,15 @@ def test_reset_needs_vllm_temperature_1():
     rv.ReSETLogitsProcessor.validate_params(rv.SamplingParams(temperature=0.6))  # ReSET off: any T
 
 
-def test_slot_reused_without_being_listed_as_removed_keeps_the_state():
+@pytest.mark.parametrize("dev", DEVICES)
+def test_slot_reused_without_being_listed_as_removed_keeps_the_state(dev):
     """Real vLLM fills a freed index with pop_removed(), so the reused index is not in
     `removed`: its old occupant (a preempted request) must still be kept for its return, both
     when a newcomer is added there and when a condense move lands there."""
     cfg = {"t_low": 0.3, "tau0": 1.0, "window": 4}
     seq = [5, 2, 6, 7, 8, 9, 10, 11, 2, 12, 13, 14, 15, 5, 6]
     for how in ("added", "moved"):
-        proc = rv.with_boundary(TABLES)(CONFIG, torch.device("cpu"), False)
+        proc = rv.with_boundary(TABLES)(CONFIG, torch.device(dev), dev == "cuda")
         a, add_a = _request(0, cfg)
         b, add_b = _request(1, cfg)
         proc.update_state(rv.BatchUpdate(2, [], [add_a, add_b], []))
@@ -267,10 +272,11 @@ def test_slot_reused_without_being_listed_as_removed_keeps_the_state():
         assert _fresh_oracle(a, 8) != a["temps"][8:]  # the test discriminates
 
 
-def test_a_resumed_request_recompute_chunks_are_not_counted():
+@pytest.mark.parametrize("dev", DEVICES)
+def test_a_resumed_request_recompute_chunks_are_not_counted(dev):
     """A preempted request comes back and vLLM recomputes prompt + output in chunks, sampling
     (and throwing away) each partial chunk's row: those entropies must not enter the state."""
-    proc = rv.with_boundary(TABLES)(CONFIG, torch.device("cpu"), False)
+    proc = rv.with_boundary(TABLES)(CONFIG, torch.device(dev), dev == "cuda")
     cfg = {"t_low": 0.3, "tau0": 1.0, "window": 4}
     a, add_a = _request(0, cfg)
     proc.update_state(rv.BatchUpdate(1, [], [add_a], []))
