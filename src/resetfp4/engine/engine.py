@@ -59,6 +59,7 @@ class _Row:
     slot: int = -1  # batch slot (cache row, sampler row) while decoding
     start: int = 0  # decode steps run before the one that sampled this row's first token
     read: int = 0  # generated tokens read back so far
+    no_stop: int = 0  # the first no_stop ids are known to hold no stop string
 
 
 @dataclass
@@ -331,8 +332,10 @@ class Engine:
             if stop:
                 # Checked after EOS too: a stop string completed before the EOS token (same
                 # read-back chunk) wins, and the ids are cut there like the text.
-                cut = _stop_cut(self.tokenizer, r.ids, stop)
-                if cut is not None and (r.finish != "eos" or cut < len(r.ids)):
+                cut = _stop_cut(self.tokenizer, r.ids, stop, r.no_stop)
+                if cut is None:
+                    r.no_stop = len(r.ids)
+                elif r.finish != "eos" or cut < len(r.ids):
                     r.ids, r.finish = r.ids[:cut], "stop"
             if stream is not None:
                 text = self._text(r.ids, stop)
@@ -379,11 +382,13 @@ def _stop_prefix_len(text: str, stop: list[str]) -> int:
     return best
 
 
-def _stop_cut(tokenizer: Any, ids: list[int], stop: list[str]) -> int | None:
-    """Smallest number of tokens whose text contains a stop string, or ``None``."""
+def _stop_cut(tokenizer: Any, ids: list[int], stop: list[str], known: int = 0) -> int | None:
+    """Smallest number of tokens whose text contains a stop string, or ``None``. ``known``:
+    ``ids[:known]`` is already known to hold none (an earlier read-back), so the search starts
+    after it: one decode per new token, not per token of the whole row."""
     if not any(s in tokenizer.decode(ids, skip_special_tokens=True) for s in stop):
         return None
-    for k in range(1, len(ids) + 1):
+    for k in range(max(1, known + 1), len(ids) + 1):
         if any(s in tokenizer.decode(ids[:k], skip_special_tokens=True) for s in stop):
             return k
     return None
