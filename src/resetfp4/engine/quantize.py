@@ -13,9 +13,11 @@ Embeddings, norms, biases and (by default) ``lm_head`` stay bf16, as in ModelOpt
 W4A4 ``input_scale`` (static activation global scale) = ``amax(|x|) / 2688`` where the
 amax is taken over every input row each linear sees while the bf16 model runs the
 :data:`CALIBRATION_PROMPTS` below (chat template applied when the tokenizer has one). This is
-ModelOpt's "max" calibration, on a tiny, fixed, offline set: enough for the activation
-range, deterministic, and the same for ``resetfp4 quantize`` and on-the-fly loading, so
-both give bit-identical models.
+ModelOpt's "max" calibration, on a tiny, fixed, offline set: deterministic, and the same for
+``resetfp4 quantize`` and on-the-fly loading, so both give bit-identical models. It does not
+cover every activation inference sees (each prompt is one user turn, without the generation
+prompt or the model's own tokens): larger inputs are clipped to the calibrated range
+(docs/engine.md has the measurement); ``--calib-data`` takes prompts of the served traffic.
 """
 
 from __future__ import annotations
