@@ -310,3 +310,35 @@ def test_request_params_are_checked_per_request(reset, match):
     # update_state runs inside vLLM's engine core: a bad request must fail in validate_params
     with pytest.raises(ValueError, match=match):
         rv.ReSETLogitsProcessor.validate_params(rv.SamplingParams(extra_args={"reset": reset}))
+
+
+def test_tables_come_from_vllms_tokenizer_revision(monkeypatch):
+    # the step tables used to come from the default revision without remote code, whatever
+    # vLLM was told: a pinned tokenizer revision gave tables of another vocabulary
+    import transformers
+
+    seen = {}
+
+    class Tok:
+        def __len__(self):
+            return len(TEXTS)
+
+        def get_vocab(self):
+            return {t: i for i, t in enumerate(TEXTS)}
+
+        def convert_ids_to_tokens(self, ids):
+            return [f"piece{i}" for i in ids]  # not byte-level: each id is decoded alone
+
+        def batch_decode(self, seqs, **_):
+            return [TEXTS[s[0]] for s in seqs]
+
+    def load(name, **kw):
+        seen.update(kw, name=name)
+        return Tok()
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", load)
+    mc = SimpleNamespace(tokenizer="org/model", tokenizer_revision="abc123", trust_remote_code=True)
+    cfg = SimpleNamespace(model_config=mc, scheduler_config=SimpleNamespace(max_num_seqs=2))
+    proc = rv.ReSETLogitsProcessor(cfg, torch.device("cpu"), False)
+    assert seen == {"name": "org/model", "revision": "abc123", "trust_remote_code": True}
+    assert proc.tables_cpu.is_newline.tolist() == TABLES.is_newline.tolist()

@@ -127,7 +127,10 @@ class ReSETLogitsProcessor(LogitsProcessor):
         if tables is None:
             from transformers import AutoTokenizer
 
-            tok = AutoTokenizer.from_pretrained(vllm_config.model_config.tokenizer)
+            mc = vllm_config.model_config  # the tokenizer vLLM itself loads: same revision and code
+            tok = AutoTokenizer.from_pretrained(
+                mc.tokenizer, revision=getattr(mc, "tokenizer_revision", None),
+                trust_remote_code=bool(getattr(mc, "trust_remote_code", False)))
             tables = BoundaryTables.from_tokenizer(tok)
         n = vllm_config.scheduler_config.max_num_seqs
         self.device, self.pin = torch.device(device), is_pin_memory
