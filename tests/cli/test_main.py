@@ -38,3 +38,14 @@ def test_missing_or_corrupt_gguf_is_a_clear_error(capsys, tmp_path):
         assert main(["demo-format", "--gguf", str(f)]) == 2
         err = capsys.readouterr().err
         assert f.name in err and "not a readable GGUF file" in err, err
+
+
+def test_top_level_help_imports_no_command_module():
+    # `resetfp4 --help` used to import every command (torch with the bench modules): ~3 s
+    import subprocess
+    import sys
+
+    code = ("import sys; from resetfp4.cli.main import build_parser; build_parser(['--help']); "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('resetfp4.cli.')))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "['resetfp4.cli.main']"
