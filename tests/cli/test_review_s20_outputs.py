@@ -60,7 +60,11 @@ def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys):
     parser.set_defaults(func=interrupted, command="eval")
     monkeypatch.setattr(cli_main, "build_parser", lambda argv: parser)
     assert main([]) == 130
-    assert capsys.readouterr().err.strip() == "resetfp4 eval: interrupted"
+    want = "resetfp4 eval: interrupted; run the same command again to resume"
+    assert capsys.readouterr().err.strip() == want
+    parser.set_defaults(command="generate")
+    assert main([]) == 130
+    assert capsys.readouterr().err.strip() == "resetfp4 generate: interrupted"
 
 
 def test_full_size_random_model_on_cpu_needs_a_flag(tmp_path, capsys):

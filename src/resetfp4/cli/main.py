@@ -29,6 +29,10 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+# Commands whose output folder resumes when the same command runs again (docs/eval.md).
+RESUMABLE = ("eval", "calibrate")
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="resetfp4",
@@ -67,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if getattr(args, "debug", False):
             raise
-        print(f"resetfp4 {args.command}: interrupted", file=sys.stderr)
+        hint = "; run the same command again to resume" if args.command in RESUMABLE else ""
+        print(f"resetfp4 {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
     except (ValueError, TypeError, RuntimeError, OSError) as e:  # OSError includes FileNotFoundError
         if getattr(args, "debug", False):
