@@ -180,19 +180,16 @@ def nvfp4_linear(x: torch.Tensor, w: NVFP4Tensor | PreparedNVFP4Weight, *, act: 
     """
     pw = w if isinstance(w, PreparedNVFP4Weight) else PreparedNVFP4Weight(w)
     _validate(x, pw, act, out, bias)
-    if act == "bf16":
-        input_scale = None  # W4A16: the activation scale plays no part
-    elif input_scale is not None and not isinstance(input_scale, torch.Tensor):
-        _input_scale(input_scale, x.device)  # the same check of a number on every device
+    # W4A16: the activation scale plays no part; W4A4: checked (a number) and moved once
+    gs_x = _input_scale(input_scale, x.device) if act == "fp4" else None
     if x.shape[0] == 0:
         return out if out is not None else x.new_empty(0, pw.n)
     if x.device.type != "cuda":
         if not allow_fallback:
             raise RuntimeError(f"nvfp4_linear runs on CUDA; x is on {x.device} and "
                                "allow_fallback=False")
-        y = nvfp4_linear_ref(x, pw.to_nvfp4(), act=act, input_scale=input_scale, bias=bias)
+        y = nvfp4_linear_ref(x, pw.to_nvfp4(), act=act, input_scale=gs_x, bias=bias)
         return out.copy_(y) if out is not None else y
-    gs_x = _input_scale(input_scale, x.device)
     m = x.shape[0]
     if x.data_ptr() % 16:  # the kernels read rows of x with 16-byte loads
         x = x.clone()

@@ -390,7 +390,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if dev.type == "cpu":
         if not args.model:
-            check_cpu_size(arch, getattr(args, "allow_slow_cpu", False))
+            check_cpu_size(arch, args.allow_slow_cpu)
         print(cpu_notice(args, arch.n_layers), file=sys.stderr, flush=True)
     copy_gbs = copy_bandwidth_gbs(dev, (1 << 30) if dev.type == "cuda" else (1 << 26))
     rows: list[dict[str, Any]] = []

@@ -133,12 +133,18 @@ def extract_answer(text: str) -> str | None:
     """
     if not text:
         return None
+    return _after_think(text, _extract_final)
+
+
+def _after_think(text: str, extract: Callable[[str], str | None]) -> str | None:
+    """``extract`` of the text after the last ``</think>`` when there is one and it holds an
+    answer, else of the whole text (the tags as line breaks: "is 4</think>" ends at the tag)."""
     if _THINK_END in text:
-        ans = _extract_final(text[text.rfind(_THINK_END) + len(_THINK_END):])
+        ans = extract(text[text.rfind(_THINK_END) + len(_THINK_END):])
         if ans is not None:
             return ans
-        text = text.replace(_THINK_END, "\n")  # a phrase ends at the tag: "is 4</think>" gives 4
-    return _extract_final(text)
+        text = text.replace(_THINK_END, "\n")
+    return extract(text)
 
 
 def _strip_text_cmds(s: str) -> str:
@@ -453,12 +459,7 @@ def extract_choice_letter(text: str, n_choices: int = 4) -> str | None:
     """
     if not text:
         return None
-    if _THINK_END in text:
-        letter = _choice_letter(text[text.rfind(_THINK_END) + len(_THINK_END):], n_choices)
-        if letter is not None:
-            return letter
-        text = text.replace(_THINK_END, "\n")
-    return _choice_letter(text, n_choices)
+    return _after_think(text, lambda t: _choice_letter(t, n_choices))
 
 
 def _choice_letter(text: str, n_choices: int) -> str | None:

@@ -148,6 +148,7 @@ class ReSETLogitsProcessor(LogitsProcessor):
         self.parked: OrderedDict[int, tuple[list[int], tuple, tuple, int]] = OrderedDict()
         self.max_parked = 4 * n
         self.batch_size = 0
+        self._any_undo = False  # some row of the last _host_rows call must undo its last step
         self.last_temperature = torch.ones(0, device=self.device)
         self._nl, self._dnl = tables.is_newline.tolist(), tables.has_double_newline.tolist()
 
@@ -237,12 +238,14 @@ class ReSETLogitsProcessor(LogitsProcessor):
     def _host_rows(self, B: int) -> Tensor:
         """float64 ``[7, B]``: enabled, start, t_low, t_high, tau0, window, undo (one H2D copy)."""
         rows = []
+        self._any_undo = False
         for i in range(B):
             p, out = self.params[i], self.outputs[i] or []
             if not p:
                 rows.append((0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0))
                 continue
             undo = self._sync_row(i, len(out))
+            self._any_undo |= undo
             dnl = len(out) >= 1 and self._flag(self._dnl, out[-1])
             two = len(out) >= 2 and self._flag(self._nl, out[-1]) and self._flag(self._nl, out[-2])
             rows.append((1.0, float(dnl or two), *p, float(undo)))
@@ -255,11 +258,11 @@ class ReSETLogitsProcessor(LogitsProcessor):
             return logits
         rows = self._host_rows(B).to(self.device, non_blocking=True)
         enabled, start, undo = rows[0] > 0, rows[1] > 0, rows[6] > 0
-        # undo the last step of rows whose sample was thrown away, then keep every row's
-        # state as it is before this step (device ops only, no sync)
+        # undo the last step of rows whose sample was thrown away (the host knows whether any
+        # was), then keep every row's state as it is before this step (device ops, no sync)
         for t, p in zip(self.state._tensors(), self.prev._tensors(), strict=True):
-            mask = undo if t.dim() == 1 else undo[:, None]
-            t[:B] = torch.where(mask, p[:B], t[:B])
+            if self._any_undo:
+                t[:B] = torch.where(undo if t.dim() == 1 else undo[:, None], p[:B], t[:B])
             p[:B] = t[:B]
         x = logits.float()
         h = snap_entropy(entropy(x))

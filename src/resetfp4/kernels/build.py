@@ -69,11 +69,11 @@ def build_directory(name: str) -> Path:
     return d
 
 
-def check_lock(build_dir: Path, now: float | None = None) -> None:
+def check_lock(build_dir: Path) -> None:
     """Refuse to wait on a build lock that a killed build left behind (torch waits forever)."""
     lock = build_dir / "lock"
     try:
-        age = (time.time() if now is None else now) - lock.stat().st_mtime
+        age = time.time() - lock.stat().st_mtime
     except FileNotFoundError:
         return
     if age > STALE_LOCK_S:
